@@ -1,1 +1,23 @@
-//! doco-docker
+//! doco-cd's view of Docker: reads from the Engine API and deploys through the `docker compose` CLI.
+//!
+//! Reads (which containers exist, their state and labels, whether an image is present) go through the
+//! Engine API with bollard, because a poll must be cheap: one API call answers "what is deployed"
+//! without spawning anything. Writes (render, up, down) go through the real `docker compose` CLI,
+//! because compose's semantics (interpolation, merging, profiles, `include`, config hashes) are too
+//! large to reimplement faithfully; we delegate and parse its JSON output instead.
+//!
+//! The labels doco-cd writes are upstream's (`cd.doco.*`), so stacks deployed by upstream doco-cd are
+//! adopted by this one and vice versa. Labels reach containers through a compose override file
+//! ([`write_label_override`]); note that compose hashes them into `com.docker.compose.config-hash`,
+//! so a label value that changes recreates the container (see ARCHITECTURE.md, "Known traps").
+
+mod compose;
+mod engine;
+pub mod labels;
+mod render;
+
+pub use compose::{
+    Compose, ComposeError, ComposeProject, PullPolicy, UpOptions, write_label_override,
+};
+pub use engine::{ContainerInfo, ContainerState, DockerError, Engine};
+pub use render::{RenderedProject, RenderedService};

@@ -1,0 +1,563 @@
+//! Deploys through the real `docker compose` CLI.
+//!
+//! Every call runs `docker compose` through [`doco_process::Cmd`] (own process group, deadline, null
+//! stdin) with a cleared environment: only `PATH`, `HOME`, the daemon's Docker connection variables
+//! and the project's interpolation variables reach compose, so doco-cd's own secrets (Git tokens,
+//! webhook secrets) never do. Environment values are never logged.
+//!
+//! Labels reach the containers through an override file written by [`write_label_override`] and
+//! passed as the last `-f`. Compose hashes labels into `com.docker.compose.config-hash`: giving a
+//! service the same labels again leaves its container alone (a stopped one is merely started), while
+//! any changed value recreates it. Callers must therefore keep the labels of an unchanged service
+//! exactly as they were.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use doco_process::{Cmd, ProcessError};
+
+use crate::render::RenderedProject;
+
+/// Deadline for `config` and `down`, which do not pull or build.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many trailing lines of compose's stderr an error carries.
+const STDERR_TAIL_LINES: usize = 12;
+
+/// The variables copied from the daemon's environment to every compose process (when set), so that
+/// compose talks to the same engine as the API client.
+pub const DOCKER_ENV_KEYS: &[&str] = &[
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+    "DOCKER_CONTEXT",
+];
+
+/// How to invoke compose for one project. Paths are the ones compose must use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComposeProject {
+    /// The project name (`-p`).
+    pub name: String,
+    /// The project directory (`--project-directory`); relative paths resolve against it, and compose
+    /// runs in it.
+    pub project_dir: PathBuf,
+    /// Compose files (`-f`), in order; empty means compose's defaults in `project_dir`.
+    pub files: Vec<PathBuf>,
+    /// Interpolation env files (`--env-file`); empty means compose's default `.env`.
+    pub env_files: Vec<PathBuf>,
+    /// Profiles to enable (`--profile`).
+    pub profiles: Vec<String>,
+    /// Interpolation variables. They take precedence over env files, as upstream documents; `PATH`
+    /// and the Docker connection variables cannot be overridden by them.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// Options of [`Compose::up`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpOptions {
+    /// `--remove-orphans`: remove containers of services no longer in the project.
+    pub remove_orphans: bool,
+    /// `--force-recreate`: recreate every container even if unchanged.
+    pub force_recreate: bool,
+    /// `--pull`.
+    pub pull: PullPolicy,
+    /// Deadline for the whole `up`; the compose process group is killed when it passes.
+    pub timeout: Duration,
+}
+
+/// Compose's `--pull` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull every image.
+    Always,
+    /// Pull only images not present locally.
+    Missing,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The value compose expects.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+/// Why a compose call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// `docker` or its compose plugin is missing.
+    #[error(
+        "docker compose is not installed or cannot be run: {detail} (install the docker CLI and the Compose v2 plugin)"
+    )]
+    NotInstalled {
+        /// What went wrong.
+        detail: String,
+    },
+    /// A compose or env file given for the project does not exist.
+    #[error("project `{project}`: compose file {} does not exist", path.display())]
+    MissingFile {
+        /// The project.
+        project: String,
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// Compose ran and failed.
+    #[error(
+        "docker compose {subcommand} failed for project `{project}`{} (exit code {}): {stderr}",
+        files_note(files),
+        code.map_or_else(|| "none, killed by a signal".to_string(), |c| c.to_string())
+    )]
+    Failed {
+        /// The project.
+        project: String,
+        /// The subcommand (`config`, `up`, `down`).
+        subcommand: String,
+        /// The compose files involved.
+        files: Vec<PathBuf>,
+        /// The exit code, `None` if killed by a signal.
+        code: Option<i32>,
+        /// The useful tail of compose's stderr.
+        stderr: String,
+    },
+    /// Compose did not finish in time; its process group was killed.
+    #[error(
+        "docker compose {subcommand} for project `{project}` did not finish within {}s and was stopped",
+        timeout.as_secs()
+    )]
+    TimedOut {
+        /// The project.
+        project: String,
+        /// The subcommand.
+        subcommand: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// Compose's output could not be understood.
+    #[error("docker compose {subcommand} for project `{project}` printed unexpected output: {detail}")]
+    Output {
+        /// The project.
+        project: String,
+        /// The subcommand.
+        subcommand: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// Reading compose's output failed.
+    #[error("docker compose {subcommand} for project `{project}`: {source}")]
+    Io {
+        /// The project.
+        project: String,
+        /// The subcommand.
+        subcommand: String,
+        /// The reason.
+        source: std::io::Error,
+    },
+}
+
+fn files_note(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    format!(" (files: {})", list.join(", "))
+}
+
+/// Runs `docker compose` for projects.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    program: String,
+    docker_env: BTreeMap<String, String>,
+    quiet: bool,
+}
+
+impl Compose {
+    /// `docker_env`: `DOCKER_HOST`/`DOCKER_CONFIG`/`DOCKER_CERT_PATH`/`DOCKER_TLS_VERIFY`/
+    /// `DOCKER_API_VERSION`/`DOCKER_CONTEXT` copied from the daemon's environment if set
+    /// ([`Compose::docker_env_from_process`] collects them). `quiet = false` logs compose's output at
+    /// info.
+    pub fn new(docker_env: BTreeMap<String, String>, quiet: bool) -> Compose {
+        Compose {
+            program: "docker".to_string(),
+            docker_env,
+            quiet,
+        }
+    }
+
+    /// Uses `program` instead of `docker` from `PATH` (an absolute path, or a stand-in in tests).
+    pub fn with_program(mut self, program: impl Into<String>) -> Compose {
+        self.program = program.into();
+        self
+    }
+
+    /// The [`DOCKER_ENV_KEYS`] that are set in this process's environment.
+    pub fn docker_env_from_process() -> BTreeMap<String, String> {
+        DOCKER_ENV_KEYS
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect()
+    }
+
+    /// `docker compose -p NAME --project-directory DIR -f ... [--env-file ...] [--profile ...] config
+    /// --format json --no-env-resolution`, parsed.
+    pub async fn render(&self, project: &ComposeProject) -> Result<RenderedProject, ComposeError> {
+        check_files(project, &project.files)?;
+        let mut args = project_args(project, &[]);
+        args.extend(
+            ["config", "--format", "json", "--no-env-resolution"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let started = std::time::Instant::now();
+        let out = self
+            .run(project, "config", args, SHORT_TIMEOUT, &project.files, true)
+            .await?;
+        let rendered =
+            RenderedProject::from_json(&out.stdout).map_err(|e| ComposeError::Output {
+                project: project.name.clone(),
+                subcommand: "config".into(),
+                detail: e.to_string(),
+            })?;
+        tracing::debug!(
+            project = %project.name,
+            services = rendered.services.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rendered compose project"
+        );
+        Ok(rendered)
+    }
+
+    /// `docker compose ... -f <label_override> up -d --quiet-pull --pull <policy> [--remove-orphans]
+    /// [--force-recreate]`, bounded by `options.timeout`.
+    pub async fn up(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+    ) -> Result<(), ComposeError> {
+        let mut files = project.files.clone();
+        files.push(label_override.to_path_buf());
+        check_files(project, &files)?;
+        let mut args = project_args(project, &[label_override.to_path_buf()]);
+        args.extend(
+            ["up", "--detach", "--quiet-pull", "--pull", options.pull.as_arg()]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        if options.remove_orphans {
+            args.push("--remove-orphans".into());
+        }
+        if options.force_recreate {
+            args.push("--force-recreate".into());
+        }
+        let started = std::time::Instant::now();
+        self.run(project, "up", args, options.timeout, &files, false)
+            .await?;
+        tracing::info!(
+            project = %project.name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "docker compose up finished"
+        );
+        Ok(())
+    }
+
+    /// `docker compose -p NAME down [--volumes] [--remove-orphans]`, from the containers' labels (no
+    /// compose file is read).
+    pub async fn down(&self, project_name: &str, remove_volumes: bool) -> Result<(), ComposeError> {
+        let project = ComposeProject {
+            name: project_name.to_string(),
+            // Run outside any directory holding a compose file, so compose reads none.
+            project_dir: PathBuf::from("/"),
+            ..ComposeProject::default()
+        };
+        let mut args: Vec<String> = [
+            "compose",
+            "--ansi",
+            "never",
+            "-p",
+            project_name,
+            "down",
+            "--remove-orphans",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if remove_volumes {
+            args.push("--volumes".into());
+        }
+        self.run(&project, "down", args, SHORT_TIMEOUT, &[], false)
+            .await?;
+        tracing::info!(project = project_name, "docker compose down finished");
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        project: &ComposeProject,
+        subcommand: &str,
+        args: Vec<String>,
+        timeout: Duration,
+        files: &[PathBuf],
+        stdout_is_data: bool,
+    ) -> Result<doco_process::Output, ComposeError> {
+        let mut cmd = Cmd::new(self.program.clone())
+            .args(&args)
+            .env_clear()
+            .current_dir(&project.project_dir)
+            .timeout(timeout);
+        // Interpolation variables first; the variables below win over them.
+        for (key, value) in &project.environment {
+            cmd = cmd.env(key, value);
+        }
+        for key in ["PATH", "HOME"] {
+            if let Some(value) = std::env::var_os(key) {
+                cmd = cmd.env(key, value);
+            }
+        }
+        for (key, value) in &self.docker_env {
+            cmd = cmd.env(key, value);
+        }
+        tracing::debug!(project = %project.name, args = %cmd.display_args(), "running docker compose");
+
+        let out = cmd.run().await.map_err(|e| match e {
+            ProcessError::Spawn { program, source } => ComposeError::NotInstalled {
+                detail: format!("cannot start `{program}`: {source}"),
+            },
+            ProcessError::TimedOut { timeout, .. } => ComposeError::TimedOut {
+                project: project.name.clone(),
+                subcommand: subcommand.to_string(),
+                timeout,
+            },
+            ProcessError::Io { source, .. } => ComposeError::Io {
+                project: project.name.clone(),
+                subcommand: subcommand.to_string(),
+                source,
+            },
+        })?;
+
+        if !self.quiet {
+            if !stdout_is_data {
+                log_lines(&project.name, subcommand, &out.stdout);
+            }
+            log_lines(&project.name, subcommand, &out.stderr);
+        }
+        if out.success() {
+            return Ok(out);
+        }
+        if is_plugin_missing(&out.stderr) {
+            return Err(ComposeError::NotInstalled {
+                detail: tail(&out.stderr),
+            });
+        }
+        let err = ComposeError::Failed {
+            project: project.name.clone(),
+            subcommand: subcommand.to_string(),
+            files: files.to_vec(),
+            code: out.code,
+            stderr: tail(&out.stderr),
+        };
+        tracing::warn!(project = %project.name, error = %err, "docker compose failed");
+        Err(err)
+    }
+}
+
+/// The arguments shared by `config` and `up`: `compose --ansi never -p .. --project-directory .. -f
+/// ..` (the project's files, then `extra_files`), `--env-file ..`, `--profile ..`.
+fn project_args(project: &ComposeProject, extra_files: &[PathBuf]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "compose".into(),
+        "--ansi".into(),
+        "never".into(),
+        "-p".into(),
+        project.name.clone(),
+        "--project-directory".into(),
+        project.project_dir.display().to_string(),
+    ];
+    // Any `-f` turns off compose's discovery of its default files, so when the project names no
+    // files but an override is added, name the files compose would have found.
+    if project.files.is_empty() && !extra_files.is_empty() {
+        for file in default_compose_files(&project.project_dir) {
+            args.extend(["-f".into(), file.display().to_string()]);
+        }
+    }
+    for file in project.files.iter().chain(extra_files) {
+        args.extend(["-f".into(), file.display().to_string()]);
+    }
+    for env_file in &project.env_files {
+        args.extend(["--env-file".into(), env_file.display().to_string()]);
+    }
+    for profile in &project.profiles {
+        args.extend(["--profile".into(), profile.clone()]);
+    }
+    args
+}
+
+/// Compose's default file names, in its order of preference.
+const DEFAULT_COMPOSE_FILES: &[&str] = &[
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+/// Compose's default override file names, in its order of preference.
+const DEFAULT_OVERRIDE_FILES: &[&str] = &[
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yml",
+    "docker-compose.override.yaml",
+];
+
+/// The files compose picks in `dir` when given no `-f`: the first default file, then the first
+/// default override file.
+fn default_compose_files(dir: &Path) -> Vec<PathBuf> {
+    let first = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+    match first(DEFAULT_COMPOSE_FILES) {
+        Some(main) => std::iter::once(main)
+            .chain(first(DEFAULT_OVERRIDE_FILES))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Fails early, naming the project and the file, when a given compose file does not exist.
+fn check_files(project: &ComposeProject, files: &[PathBuf]) -> Result<(), ComposeError> {
+    for file in files {
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            project.project_dir.join(file)
+        };
+        if !path.is_file() {
+            return Err(ComposeError::MissingFile {
+                project: project.name.clone(),
+                path,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn is_plugin_missing(stderr: &str) -> bool {
+    stderr.contains("'compose' is not a docker command")
+        || stderr.contains("unknown command: docker compose")
+        || stderr.contains("unknown shorthand flag: 'p' in -p")
+}
+
+/// The last lines of compose's stderr that say something (progress chatter dropped when there is an
+/// error line).
+fn tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    let text = lines[start..].join("\n");
+    if text.is_empty() {
+        "(no error output)".to_string()
+    } else {
+        text
+    }
+}
+
+fn log_lines(project: &str, subcommand: &str, text: &str) {
+    for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        tracing::info!(project, subcommand, "compose: {line}");
+    }
+}
+
+/// Writes a compose override file giving each service exactly these labels (JSON is valid YAML;
+/// compose accepts it). `$` is escaped as `$$` because compose interpolates every file. Name only
+/// services that exist in the project: a service present only in the override has no image.
+pub fn write_label_override(
+    path: &Path,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> std::io::Result<()> {
+    let services: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(service, labels)| {
+            let escaped: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.replace('$', "$$"))))
+                .collect();
+            (
+                service.clone(),
+                serde_json::json!({ "labels": serde_json::Value::Object(escaped) }),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({ "services": serde_json::Value::Object(services) });
+    let mut text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+    text.push('\n');
+    // Write beside the target and rename, so compose never reads a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let text = (1..=30).map(|i| format!("line {i}\n")).collect::<String>();
+        let t = tail(&text);
+        assert!(t.starts_with("line 19"), "{t}");
+        assert!(t.ends_with("line 30"));
+        assert_eq!(tail("\n\n"), "(no error output)");
+    }
+
+    #[test]
+    fn project_args_order() {
+        let p = ComposeProject {
+            name: "p".into(),
+            project_dir: "/srv/p".into(),
+            files: vec!["a.yml".into(), "b.yml".into()],
+            env_files: vec![".env".into()],
+            profiles: vec!["x".into()],
+            environment: BTreeMap::new(),
+        };
+        let args = project_args(&p, &[PathBuf::from("/tmp/o.json")]);
+        assert_eq!(
+            args.join(" "),
+            "compose --ansi never -p p --project-directory /srv/p -f a.yml -f b.yml -f /tmp/o.json \
+             --env-file .env --profile x"
+        );
+    }
+
+    #[test]
+    fn label_override_escapes_dollars() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.json");
+        let labels = BTreeMap::from([(
+            "web".to_string(),
+            BTreeMap::from([("k".to_string(), "a$b".to_string())]),
+        )]);
+        write_label_override(&path, &labels).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["services"]["web"]["labels"]["k"], "a$$b");
+    }
+
+    #[test]
+    fn failed_error_names_project_files_and_code() {
+        let e = ComposeError::Failed {
+            project: "p".into(),
+            subcommand: "up".into(),
+            files: vec!["/x/compose.yaml".into()],
+            code: Some(1),
+            stderr: "boom".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "docker compose up failed for project `p` (files: /x/compose.yaml) (exit code 1): boom"
+        );
+    }
+}

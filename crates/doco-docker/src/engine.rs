@@ -1,0 +1,287 @@
+//! Engine API reads (and the one write, `start`) through bollard.
+//!
+//! A poll asks "what is deployed" once for all projects: [`Engine::compose_containers`] is a single
+//! `GET /containers/json?all=1&filters=label=com.docker.compose.project` call, grouped here. Healing a
+//! stopped container whose configuration did not change is a plain start ([`Engine::start_container`]),
+//! which keeps its id and anonymous volumes.
+//!
+//! bollard 0.21.1 sends unversioned request paths, so the daemon answers in its own API version; that
+//! is what makes it work against Debian's 20.10 engine (API 1.41).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::ContainerSummaryStateEnum;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+
+use crate::labels;
+
+/// The socket bollard uses when `DOCKER_HOST` is not set.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Why an Engine API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// No client could be built for the configured host (bad scheme, missing socket file).
+    #[error(
+        "cannot connect to the Docker engine at {host}: {source} (is the daemon running, and is DOCKER_HOST right?)"
+    )]
+    Connect {
+        /// The socket or host that was tried.
+        host: String,
+        /// bollard's reason.
+        source: BollardError,
+    },
+    /// The engine did not answer (socket refused, connection reset, timeout).
+    #[error(
+        "the Docker engine at {host} is not reachable while trying to {context}: {source} (is the daemon running?)"
+    )]
+    Unreachable {
+        /// The socket or host that was tried.
+        host: String,
+        /// What doco-cd was doing.
+        context: String,
+        /// bollard's reason.
+        source: BollardError,
+    },
+    /// The engine answered with an error.
+    #[error("the Docker engine at {host} refused to {context}: {source}")]
+    Api {
+        /// The socket or host that answered.
+        host: String,
+        /// What doco-cd was doing.
+        context: String,
+        /// The engine's answer.
+        source: BollardError,
+    },
+}
+
+/// A connection to the Docker engine's API.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    host: String,
+}
+
+/// One container of a compose project, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Container name without the leading `/`.
+    pub name: String,
+    /// Value of `com.docker.compose.project`.
+    pub project: String,
+    /// Value of `com.docker.compose.service` (empty if missing).
+    pub service: String,
+    /// Run state.
+    pub state: ContainerState,
+    /// Every label of the container.
+    pub labels: BTreeMap<String, String>,
+    /// Value of `com.docker.compose.config-hash`, if present.
+    pub config_hash: Option<String>,
+    /// True for `docker compose run` containers (`com.docker.compose.oneoff=True`).
+    pub oneoff: bool,
+}
+
+/// A container's run state, as the engine names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Being restarted by its restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Stopped.
+    Exited,
+    /// Failed to stop or be removed.
+    Dead,
+    /// Any other state (including "stopping" on newer engines).
+    Unknown,
+}
+
+impl ContainerState {
+    /// True when the container is running (or is being restarted by the engine).
+    pub fn is_running(self) -> bool {
+        matches!(self, ContainerState::Running | ContainerState::Restarting)
+    }
+
+    fn from_summary(state: Option<ContainerSummaryStateEnum>) -> Self {
+        match state {
+            Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+            Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+            Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+            Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+            Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
+            Some(ContainerSummaryStateEnum::EXITED) => ContainerState::Exited,
+            Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+            _ => ContainerState::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Removing => "removing",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+            ContainerState::Unknown => "unknown",
+        };
+        f.write_str(name)
+    }
+}
+
+impl Engine {
+    /// Connects to the engine named by `DOCKER_HOST` (`unix://` or `tcp://`), else the local socket.
+    /// No request is made; call [`Engine::ping`] to check that the engine answers.
+    pub fn connect() -> Result<Engine, DockerError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Engine::connect_with_host(&host)
+    }
+
+    /// Connects to `host` (`unix:///path` or `tcp://host:port`).
+    pub fn connect_with_host(host: &str) -> Result<Engine, DockerError> {
+        let docker = Docker::connect_with_host(host).map_err(|source| DockerError::Connect {
+            host: host.to_string(),
+            source,
+        })?;
+        tracing::debug!(host, "Docker engine client created");
+        Ok(Engine {
+            docker,
+            host: host.to_string(),
+        })
+    }
+
+    /// The socket or host this client talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the engine answers.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("ping the engine", e))
+    }
+
+    /// Every container (running or not) carrying `com.docker.compose.project`, grouped by project, in
+    /// one Engine API call. Within a project, containers are ordered by service, then name.
+    pub async fn compose_containers(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<ContainerInfo>>, DockerError> {
+        let filters: HashMap<&str, Vec<&str>> =
+            HashMap::from([("label", vec![labels::COMPOSE_PROJECT])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error("list compose containers", e))?;
+
+        let mut projects: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
+        for summary in summaries {
+            let labels: BTreeMap<String, String> =
+                summary.labels.unwrap_or_default().into_iter().collect();
+            let Some(project) = labels.get(labels::COMPOSE_PROJECT).cloned() else {
+                continue;
+            };
+            let name = summary
+                .names
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let info = ContainerInfo {
+                id: summary.id.unwrap_or_default(),
+                name,
+                service: labels
+                    .get(labels::COMPOSE_SERVICE)
+                    .cloned()
+                    .unwrap_or_default(),
+                state: ContainerState::from_summary(summary.state),
+                config_hash: labels.get(labels::COMPOSE_CONFIG_HASH).cloned(),
+                oneoff: labels
+                    .get(labels::COMPOSE_ONEOFF)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                project: project.clone(),
+                labels,
+            };
+            projects.entry(project).or_default().push(info);
+        }
+        for containers in projects.values_mut() {
+            containers.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        }
+        tracing::debug!(projects = projects.len(), "listed compose containers");
+        Ok(projects)
+    }
+
+    /// Starts a stopped container (same id, volumes kept). Starting a running one is not an error.
+    pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => {
+                tracing::info!(container = id, "started container");
+                Ok(())
+            }
+            // 304: already started.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error(&format!("start container {id}"), e)),
+        }
+    }
+
+    /// Whether the image `reference` (`name:tag`, `name@digest` or an id) exists locally.
+    pub async fn image_present(&self, reference: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.error(&format!("inspect image {reference}"), e)),
+        }
+    }
+
+    fn error(&self, context: &str, source: BollardError) -> DockerError {
+        let unreachable = matches!(
+            source,
+            BollardError::HyperLegacyError { .. }
+                | BollardError::IOError { .. }
+                | BollardError::RequestTimeoutError
+                | BollardError::SocketNotFoundError(_)
+                | BollardError::HyperResponseError { .. }
+        );
+        if unreachable {
+            DockerError::Unreachable {
+                host: self.host.clone(),
+                context: context.to_string(),
+                source,
+            }
+        } else {
+            DockerError::Api {
+                host: self.host.clone(),
+                context: context.to_string(),
+                source,
+            }
+        }
+    }
+}
