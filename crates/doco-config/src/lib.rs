@@ -1,1 +1,18 @@
-//! doco-config
+//! Configuration of doco-cd: environment variables, poll configs and deploy configs.
+//!
+//! This crate is pure: it reads only the files it is given (`*_FILE` variables, `.doco-cd.yml`
+//! and the compose/env files it checks for existence) and never starts processes or opens
+//! connections. Schemas, keys and defaults are those of upstream doco-cd, so existing
+//! configurations work unchanged; problems that upstream ignores silently (unknown keys) become
+//! warnings here.
+
+pub mod deploy;
+pub mod error;
+mod keys;
+pub mod values;
+mod yaml;
+
+pub use deploy::{
+    AutoDiscoveryConfig, BuildConfig, DeployConfig, DestroyConfig, ReconciliationConfig, SwarmConfig,
+};
+pub use error::{ConfigError, DeployConfigError, Location};
