@@ -108,6 +108,14 @@ pub enum ComposeError {
         /// The missing file.
         path: PathBuf,
     },
+    /// The project directory does not exist.
+    #[error("project `{project}`: project directory {} does not exist", path.display())]
+    MissingProjectDir {
+        /// The project.
+        project: String,
+        /// The missing directory.
+        path: PathBuf,
+    },
     /// Compose ran and failed.
     #[error(
         "docker compose {subcommand} failed for project `{project}`{} (exit code {}): {stderr}",
@@ -140,7 +148,9 @@ pub enum ComposeError {
         timeout: Duration,
     },
     /// Compose's output could not be understood.
-    #[error("docker compose {subcommand} for project `{project}` printed unexpected output: {detail}")]
+    #[error(
+        "docker compose {subcommand} for project `{project}` printed unexpected output: {detail}"
+    )]
     Output {
         /// The project.
         project: String,
@@ -246,9 +256,15 @@ impl Compose {
         check_files(project, &files)?;
         let mut args = project_args(project, &[label_override.to_path_buf()]);
         args.extend(
-            ["up", "--detach", "--quiet-pull", "--pull", options.pull.as_arg()]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "up",
+                "--detach",
+                "--quiet-pull",
+                "--pull",
+                options.pull.as_arg(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         if options.remove_orphans {
             args.push("--remove-orphans".into());
@@ -306,6 +322,14 @@ impl Compose {
         files: &[PathBuf],
         stdout_is_data: bool,
     ) -> Result<doco_process::Output, ComposeError> {
+        // Checked here so that a missing directory is not mistaken for a missing `docker` (both make
+        // the spawn fail with "not found").
+        if !project.project_dir.is_dir() {
+            return Err(ComposeError::MissingProjectDir {
+                project: project.name.clone(),
+                path: project.project_dir.clone(),
+            });
+        }
         let mut cmd = Cmd::new(self.program.clone())
             .args(&args)
             .env_clear()
@@ -502,6 +526,7 @@ pub fn write_label_override(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,7 +17,8 @@ pub mod labels;
 mod render;
 
 pub use compose::{
-    Compose, ComposeError, ComposeProject, PullPolicy, UpOptions, write_label_override,
+    Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
+    write_label_override,
 };
 pub use engine::{ContainerInfo, ContainerState, DockerError, Engine};
-pub use render::{RenderedProject, RenderedService};
+pub use render::{RenderParseError, RenderedProject, RenderedService};

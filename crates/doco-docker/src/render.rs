@@ -57,7 +57,7 @@ impl RenderedService {
 
 /// Why compose's JSON could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ParseError {
+pub enum RenderParseError {
     /// Not JSON at all.
     #[error("not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -68,11 +68,11 @@ pub enum ParseError {
 
 impl RenderedProject {
     /// Parses the output of `docker compose config --format json`.
-    pub fn from_json(text: &str) -> Result<RenderedProject, ParseError> {
+    pub fn from_json(text: &str) -> Result<RenderedProject, RenderParseError> {
         let model: Value = serde_json::from_str(text)?;
         let root = model
             .as_object()
-            .ok_or_else(|| ParseError::Shape("the top level is not an object".into()))?;
+            .ok_or_else(|| RenderParseError::Shape("the top level is not an object".into()))?;
         let name = root
             .get("name")
             .and_then(Value::as_str)
@@ -99,10 +99,10 @@ impl RenderedProject {
         if let Some(items) = root.get("services") {
             let items = items
                 .as_object()
-                .ok_or_else(|| ParseError::Shape("`services` is not an object".into()))?;
+                .ok_or_else(|| RenderParseError::Shape("`services` is not an object".into()))?;
             for (service_name, spec) in items {
                 if !spec.is_object() {
-                    return Err(ParseError::Shape(format!(
+                    return Err(RenderParseError::Shape(format!(
                         "service `{service_name}` is not an object"
                     )));
                 }
@@ -210,6 +210,7 @@ fn is_local_path(context: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -254,10 +255,7 @@ mod tests {
         assert_eq!(builder.image, None);
         assert_eq!(builder.replicas, 1);
         assert!(builder.must_run());
-        assert_eq!(
-            builder.local_inputs,
-            [PathBuf::from("/tmp/dd-sample/ctx")]
-        );
+        assert_eq!(builder.local_inputs, [PathBuf::from("/tmp/dd-sample/ctx")]);
     }
 
     #[test]
@@ -325,15 +323,15 @@ mod tests {
     fn rejects_what_is_not_a_compose_model() {
         assert!(matches!(
             RenderedProject::from_json("nope"),
-            Err(ParseError::Json(_))
+            Err(RenderParseError::Json(_))
         ));
         assert!(matches!(
             RenderedProject::from_json("[1]"),
-            Err(ParseError::Shape(_))
+            Err(RenderParseError::Shape(_))
         ));
         assert!(matches!(
             RenderedProject::from_json(r#"{"services":{"a":1}}"#),
-            Err(ParseError::Shape(_))
+            Err(RenderParseError::Shape(_))
         ));
     }
 }
