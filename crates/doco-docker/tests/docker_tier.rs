@@ -500,3 +500,66 @@ async fn missing_project_dir_is_not_mistaken_for_missing_docker() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn default_files_are_kept_when_an_override_is_added() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-defaults");
+    let _guard = ProjectGuard::new(&name);
+    std::fs::write(dir.path().join("compose.yaml"), long_running(&image, "web")).unwrap();
+    std::fs::write(
+        dir.path().join("compose.override.yaml"),
+        "services:\n  web:\n    labels:\n      from-override-file: \"yes\"\n",
+    )
+    .unwrap();
+    let p = ComposeProject {
+        name: name.clone(),
+        project_dir: dir.path().to_path_buf(),
+        ..ComposeProject::default()
+    };
+    let rendered = compose().render(&p).await.unwrap();
+    assert_eq!(
+        rendered.services["web"].spec["labels"]["from-override-file"],
+        "yes"
+    );
+    let ov = override_path(dir.path());
+    write_label_override(&ov, &labels_for("web", &[(labels::MANAGER, "doco-cd")])).unwrap();
+    compose().up(&p, &ov, &up_options()).await.unwrap();
+    let id = container_ids(&name, "web").remove(0);
+    let got = docker(&["inspect", "--format", "{{json .Config.Labels}}", &id]);
+    let got: BTreeMap<String, String> = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["from-override-file"], "yes");
+    assert_eq!(got[labels::MANAGER], "doco-cd");
+}
+
+#[test]
+fn project_guard_cleans_up_on_panic() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let name = unique_name("dd-guard");
+    let label = format!("com.docker.compose.project={name}");
+    docker(&["create", "--label", &label, &image, "sleep", "1"]);
+    docker(&["network", "create", "--label", &label, &name]);
+    docker(&["volume", "create", "--label", &label, &name]);
+    let result = std::panic::catch_unwind(|| {
+        let _guard = ProjectGuard::new(&name);
+        panic!("a failing test");
+    });
+    assert!(result.is_err());
+    let filter = format!("label={label}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]).trim(), "");
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &filter]).trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&["volume", "ls", "-q", "--filter", &filter]).trim(),
+        ""
+    );
+}
