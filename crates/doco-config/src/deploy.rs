@@ -30,7 +30,15 @@ pub const DEFAULT_ENV_FILE: &str = ".env";
 pub const REMOTE_ENV_PREFIX: &str = "remote:";
 
 /// Reconciliation events upstream understands (after alias normalization).
-pub const RECONCILIATION_EVENTS: [&str; 7] = ["die", "destroy", "update", "stop", "kill", "oom", "unhealthy"];
+pub const RECONCILIATION_EVENTS: [&str; 7] = [
+    "die",
+    "destroy",
+    "update",
+    "stop",
+    "kill",
+    "oom",
+    "unhealthy",
+];
 
 /// One deployment (a compose project or Swarm stack), with upstream defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,9 +245,12 @@ impl<'de, T: Toggle> Visitor<'de> for ToggleVisitor<T> {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-        parse_bool(v)
-            .map(Self::enabled)
-            .map_err(|_| E::custom(format!("invalid {} value {v:?}: expected a boolean or an object", T::WHAT)))
+        parse_bool(v).map(Self::enabled).map_err(|_| {
+            E::custom(format!(
+                "invalid {} value {v:?}: expected a boolean or an object",
+                T::WHAT
+            ))
+        })
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<T, E> {
@@ -303,11 +314,16 @@ impl From<RawDeployConfig> for DeployConfig {
             context: raw.context.unwrap_or_default(),
             working_dir: raw.working_dir.unwrap_or_else(|| ".".to_owned()),
             compose_files_customized: raw.compose_files.is_some(),
-            compose_files: raw
-                .compose_files
-                .unwrap_or_else(|| DEFAULT_COMPOSE_FILES.iter().map(|s| (*s).to_owned()).collect()),
+            compose_files: raw.compose_files.unwrap_or_else(|| {
+                DEFAULT_COMPOSE_FILES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
             environment: raw.environment.unwrap_or_default(),
-            env_files: raw.env_files.unwrap_or_else(|| vec![DEFAULT_ENV_FILE.to_owned()]),
+            env_files: raw
+                .env_files
+                .unwrap_or_else(|| vec![DEFAULT_ENV_FILE.to_owned()]),
             profiles: raw.profiles.unwrap_or_default(),
             remove_orphans: raw.remove_orphans.unwrap_or(true),
             prune_images: raw.prune_images.unwrap_or(true),
@@ -355,7 +371,9 @@ impl DeployConfig {
     pub fn hash(&self) -> String {
         // Serializing plain structs, strings, numbers and BTreeMaps to JSON cannot fail; an
         // empty digest input would still give a deterministic (if useless) hash.
-        let value = serde_json::to_value(self).map(canonical).unwrap_or_default();
+        let value = serde_json::to_value(self)
+            .map(canonical)
+            .unwrap_or_default();
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
         hex::encode(Sha256::digest(&bytes))
     }
@@ -379,7 +397,11 @@ impl DeployConfig {
 
     fn validate_source(&mut self) -> Result<(), FieldError> {
         let source = self.source.trim().to_ascii_lowercase();
-        self.source = if source.is_empty() { "git".to_owned() } else { source };
+        self.source = if source.is_empty() {
+            "git".to_owned()
+        } else {
+            source
+        };
         match self.source.as_str() {
             "git" => {}
             "oci" => {
@@ -388,7 +410,12 @@ impl DeployConfig {
                     "`oci` deployments are not supported by this implementation yet; use `git`",
                 ));
             }
-            other => return Err(field_error("source", format!("unknown source {other:?}: expected `git` or `oci`"))),
+            other => {
+                return Err(field_error(
+                    "source",
+                    format!("unknown source {other:?}: expected `git` or `oci`"),
+                ));
+            }
         }
         self.version = self.version.trim().to_owned();
         if self.version.is_empty() {
@@ -410,7 +437,10 @@ impl DeployConfig {
     fn validate_reconciliation(&mut self) -> Result<(), FieldError> {
         let r = &mut self.reconciliation;
         if r.restart_timeout < 0 {
-            return Err(field_error("reconciliation.restart_timeout", "must be >= 0"));
+            return Err(field_error(
+                "reconciliation.restart_timeout",
+                "must be >= 0",
+            ));
         }
         if r.restart_limit < 0 {
             return Err(field_error("reconciliation.restart_limit", "must be >= 0"));
@@ -434,14 +464,22 @@ impl DeployConfig {
 
     fn validate_compose_files(&mut self) -> Result<(), FieldError> {
         if self.compose_files.is_empty() {
-            return Err(field_error("compose_files", "must list at least one compose file"));
+            return Err(field_error(
+                "compose_files",
+                "must list at least one compose file",
+            ));
         }
         let mut cleaned = Vec::with_capacity(self.compose_files.len());
         for file in &self.compose_files {
-            cleaned.push(clean_relative("compose_files", file).map_err(|e| FieldError {
-                message: format!("{} (compose files are relative to working_dir and must stay inside it)", e.message),
-                ..e
-            })?);
+            cleaned.push(
+                clean_relative("compose_files", file).map_err(|e| FieldError {
+                    message: format!(
+                        "{} (compose files are relative to working_dir and must stay inside it)",
+                        e.message
+                    ),
+                    ..e
+                })?,
+            );
         }
         self.compose_files = cleaned;
         Ok(())
@@ -466,10 +504,12 @@ impl DeployConfig {
                 ));
             }
             // Env files are relative to working_dir but may reach up to the repository root.
-            clean_relative("env_files", &format!("{}/{}", self.working_dir, file)).map_err(|e| FieldError {
-                message: format!("{file:?} escapes the repository with `..`"),
-                ..e
-            })?;
+            clean_relative("env_files", &format!("{}/{}", self.working_dir, file)).map_err(
+                |e| FieldError {
+                    message: format!("{file:?} escapes the repository with `..`"),
+                    ..e
+                },
+            )?;
         }
         Ok(())
     }
@@ -483,7 +523,10 @@ fn normalize_events(events: &[String]) -> Result<Vec<String>, FieldError> {
             event = "destroy".to_owned();
         }
         if event.is_empty() {
-            return Err(field_error("reconciliation.events", "contains an empty event"));
+            return Err(field_error(
+                "reconciliation.events",
+                "contains an empty event",
+            ));
         }
         if !RECONCILIATION_EVENTS.contains(&event.as_str()) {
             return Err(field_error(
@@ -517,13 +560,20 @@ pub fn clean_relative(field: &'static str, path: &str) -> Result<String, FieldEr
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(field_error(field, format!("{path:?} escapes the repository with `..`")));
+                    return Err(field_error(
+                        field,
+                        format!("{path:?} escapes the repository with `..`"),
+                    ));
                 }
             }
             other => parts.push(other),
         }
     }
-    Ok(if parts.is_empty() { ".".to_owned() } else { parts.join("/") })
+    Ok(if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    })
 }
 
 /// Rebuilds every JSON object with sorted keys, whatever `serde_json`'s map implementation.
@@ -534,7 +584,9 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
                 map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
             serde_json::Value::Object(sorted.into_iter().collect())
         }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(canonical).collect()),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(canonical).collect())
+        }
         other => other,
     }
 }

@@ -132,7 +132,11 @@ impl DeployConfigError {
         }
     }
 
-    pub(crate) fn invalid(location: &Location, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        location: &Location,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         DeployConfigError::Invalid {
             location: location.clone(),
             field: field.map(str::to_owned),

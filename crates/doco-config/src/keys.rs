@@ -52,7 +52,13 @@ pub const POLL_KEYS: &[&str] = &[
 
 const BUILD_KEYS: &[&str] = &["force_image_pull", "quiet", "args", "no_cache"];
 const DESTROY_KEYS: &[&str] = &["enabled", "remove_volumes", "remove_images", "remove_dir"];
-const AUTO_DISCOVERY_KEYS: &[&str] = &["enabled", "depth", "delete", "remove_volumes", "remove_images"];
+const AUTO_DISCOVERY_KEYS: &[&str] = &[
+    "enabled",
+    "depth",
+    "delete",
+    "remove_volumes",
+    "remove_images",
+];
 const RECONCILIATION_KEYS: &[&str] = &[
     "enabled",
     "events",
@@ -115,7 +121,10 @@ pub fn poll_warnings(entry: &Value, prefix: &str) -> Vec<String> {
             warnings.push(unknown(prefix, key, POLL_KEYS));
         } else if key == "deployments" {
             for (i, deployment) in value.as_array().into_iter().flatten().enumerate() {
-                warnings.extend(deploy_warnings(deployment, &format!("{prefix}deployments[{i}].")));
+                warnings.extend(deploy_warnings(
+                    deployment,
+                    &format!("{prefix}deployments[{i}]."),
+                ));
             }
         }
     }

@@ -13,6 +13,16 @@ pub mod values;
 mod yaml;
 
 pub use deploy::{
-    AutoDiscoveryConfig, BuildConfig, DeployConfig, DestroyConfig, ReconciliationConfig, SwarmConfig,
+    AutoDiscoveryConfig, BuildConfig, DeployConfig, DestroyConfig, ReconciliationConfig,
+    SwarmConfig,
 };
 pub use error::{ConfigError, DeployConfigError, Location};
+pub mod env;
+pub mod poll;
+pub mod resolve;
+
+pub use env::{AppConfig, IpNetwork, LogFormat, LogLevel, Secret};
+pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
+pub use resolve::{
+    ResolvedDeployment, load_deploy_configs, resolve_deployment, resolve_deployments,
+};

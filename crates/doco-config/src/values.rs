@@ -35,16 +35,24 @@ pub fn parse_go_duration(raw: &str) -> Result<Duration, String> {
     let mut total_nanos: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let (number, after_number) = split_number(rest)
-            .ok_or_else(|| format!("invalid duration {raw:?}: expected a number before each unit (e.g. 90s, 5m, 1h30m)"))?;
-        let (unit_nanos, after_unit) = split_unit(after_number)
-            .ok_or_else(|| format!("invalid duration {raw:?}: missing or unknown unit (use ns, us, ms, s, m or h)"))?;
+        let (number, after_number) = split_number(rest).ok_or_else(|| {
+            format!(
+                "invalid duration {raw:?}: expected a number before each unit (e.g. 90s, 5m, 1h30m)"
+            )
+        })?;
+        let (unit_nanos, after_unit) = split_unit(after_number).ok_or_else(|| {
+            format!("invalid duration {raw:?}: missing or unknown unit (use ns, us, ms, s, m or h)")
+        })?;
         total_nanos = total_nanos
-            .checked_add(scale(number, unit_nanos).ok_or_else(|| format!("duration {raw:?} is out of range"))?)
+            .checked_add(
+                scale(number, unit_nanos)
+                    .ok_or_else(|| format!("duration {raw:?} is out of range"))?,
+            )
             .ok_or_else(|| format!("duration {raw:?} is out of range"))?;
         rest = after_unit;
     }
-    let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| format!("duration {raw:?} is out of range"))?;
+    let secs = u64::try_from(total_nanos / 1_000_000_000)
+        .map_err(|_| format!("duration {raw:?} is out of range"))?;
     // The remainder of a division by 1e9 always fits in u32.
     let nanos = u32::try_from(total_nanos % 1_000_000_000).unwrap_or(0);
     Ok(Duration::new(secs, nanos))
@@ -61,7 +69,9 @@ fn split_number(s: &str) -> Option<(Number<'_>, &str)> {
     let (int, rest) = s.split_at(int_end);
     let (frac, rest) = match rest.strip_prefix('.') {
         Some(after_dot) => {
-            let end = after_dot.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_dot.len());
+            let end = after_dot
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after_dot.len());
             after_dot.split_at(end)
         }
         None => ("", rest),
@@ -90,7 +100,11 @@ fn split_unit(s: &str) -> Option<(u128, &str)> {
 }
 
 fn scale(number: Number<'_>, unit_nanos: u128) -> Option<u128> {
-    let int: u128 = if number.int.is_empty() { 0 } else { number.int.parse().ok()? };
+    let int: u128 = if number.int.is_empty() {
+        0
+    } else {
+        number.int.parse().ok()?
+    };
     let mut total = int.checked_mul(unit_nanos)?;
     let mut place = unit_nanos;
     for digit in number.frac.chars() {
@@ -113,10 +127,15 @@ pub fn parse_interval_str(raw: &str) -> Result<Duration, String> {
     if let Ok(seconds) = value.parse::<i64>() {
         return interval_from_seconds(seconds);
     }
-    let duration = parse_go_duration(value)
-        .map_err(|_| format!("invalid value {raw:?}: expected seconds (e.g. 180) or a duration (e.g. 90s, 5m, 1h30m)"))?;
+    let duration = parse_go_duration(value).map_err(|_| {
+        format!(
+            "invalid value {raw:?}: expected seconds (e.g. 180) or a duration (e.g. 90s, 5m, 1h30m)"
+        )
+    })?;
     if duration.subsec_nanos() != 0 {
-        return Err(format!("invalid value {raw:?}: must be a whole number of seconds"));
+        return Err(format!(
+            "invalid value {raw:?}: must be a whole number of seconds"
+        ));
     }
     Ok(duration)
 }
@@ -131,7 +150,9 @@ pub fn interval_from_seconds(seconds: i64) -> Result<Duration, String> {
 /// Converts a float number of seconds to an interval; it must be whole and not negative.
 pub fn interval_from_float(seconds: f64) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds.fract() != 0.0 {
-        return Err(format!("invalid value {seconds}: must be a whole number of seconds"));
+        return Err(format!(
+            "invalid value {seconds}: must be a whole number of seconds"
+        ));
     }
     if seconds < 0.0 {
         return Err(format!("invalid value {seconds}: must not be negative"));
@@ -152,7 +173,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1; b_chars.len() + 1];
         for (j, cb) in b_chars.iter().enumerate() {
             let cost = usize::from(ca != *cb);
-            current[j + 1] = (previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1);
+            current[j + 1] = (previous[j] + cost)
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
         }
         previous = current;
     }

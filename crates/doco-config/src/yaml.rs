@@ -43,7 +43,10 @@ fn strip_position(message: &str) -> String {
                 .find("column ")
                 .map(|c| {
                     let after = &rest[c + 7..];
-                    c + 7 + after.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(after.len())
+                    c + 7
+                        + after
+                            .find(|ch: char| !ch.is_ascii_digit())
+                            .unwrap_or(after.len())
                 })
                 .unwrap_or(rest.len());
             text = format!("{}{}", &text[..start], &rest[end..]);
@@ -60,7 +63,8 @@ pub fn parse_value(text: &str) -> Result<serde_json::Value, YamlError> {
 
 /// Parses every document of a stream into untyped values (empty documents are skipped).
 pub fn parse_values(text: &str) -> Result<Vec<serde_json::Value>, YamlError> {
-    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| from_saphyr(&e, String::new()))
+    serde_saphyr::from_multiple_with_options(text, options())
+        .map_err(|e| from_saphyr(&e, String::new()))
 }
 
 /// Parses one YAML document into `T`, recording the field path of a type error.
