@@ -1,1 +1,68 @@
-fn main() {}
+//! `doco-cd`: GitOps continuous deployment for Docker Compose, configured by environment variables
+//! exactly like upstream doco-cd (kimdre/doco-cd). This is an independent Rust implementation,
+//! compatible with upstream and not affiliated with it.
+//!
+//! `main` only parses the command line and maps errors to exit codes; `daemon` wires the engine to
+//! the environment and to HTTP.
+
+mod daemon;
+mod http;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const ENVIRONMENT_HELP: &str = "\
+Configuration is read from environment variables, as upstream doco-cd reads it:
+  POLL_CONFIG / POLL_CONFIG_FILE    YAML list of repositories to poll (url, reference, interval, target,
+                                    run_once, deployments)
+  DOCO_CD_MAINTAIN_OFFLINE_STATE    keep enforcing the last fetched commit while Git is unreachable
+                                    (true/false, default false)
+  DATA_MOUNT_PATH                   where checkouts and the state file live (default /data)
+  DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: DATA_MOUNT_PATH)
+  HTTP_PORT                         health endpoint /v1/health (default 80)
+  METRICS_PORT                      Prometheus /metrics (default 9120)
+  GIT_ACCESS_TOKEN(_FILE)           token for HTTP(S) Git remotes; GIT_ACCESS_TOKEN_USER (default oauth2)
+  MAX_CONCURRENT_DEPLOYMENTS        deployments applied at once (default 4)
+  DEPLOY_CONFIG_BASE_DIR            where .doco-cd.yml is looked up in a repository (default /)
+  LOG_LEVEL                         debug, info, warn or error (default info)
+  DOCO_CD_LOG_FORMAT                text or json (default text)
+See docs/configuration.md for every variable.";
+
+/// GitOps continuous deployment for Docker Compose.
+#[derive(Debug, Parser)]
+#[command(name = "doco-cd", version, about, after_help = ENVIRONMENT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default): poll the configured repositories and deploy them.
+    Run,
+    /// Ask a running daemon's /v1/health on HTTP_PORT; exit 0 when it answers 200.
+    Healthcheck,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("doco-cd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => runtime.block_on(daemon::run()),
+        Command::Healthcheck => runtime.block_on(http::healthcheck()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("doco-cd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,17 @@
-//! doco-engine
+//! The reconcile engine of doco-cd: the pure deploy decisions (`plan`), the state store that keeps the
+//! last known good state across restarts, the poll loop, the reconciler that ties one poll together,
+//! and the metrics. It composes `doco-config`, `doco-git` and `doco-docker`; the binary wires it to
+//! the environment and to HTTP.
+
+pub mod fingerprint;
+pub mod labels;
+pub mod metrics;
+pub mod paths;
+pub mod plan;
+pub mod reconciler;
+pub mod scheduler;
+pub mod state;
+
+pub use metrics::Metrics;
+pub use reconciler::{DeployError, DeploymentOutcome, PollError, Reconciler};
+pub use scheduler::{Schedule, run_poll_loop};

@@ -1,0 +1,173 @@
+//! The daemon: reads the configuration, connects to Docker, loads the last known state, starts one
+//! poll loop per `POLL_CONFIG` entry and the HTTP servers, and runs until SIGINT/SIGTERM.
+//!
+//! A poll loop that ends other than by shutdown (a panic) is fatal: the daemon logs it and exits
+//! non-zero, so a supervisor restarts it instead of it silently no longer polling.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use doco_config::{AppConfig, LogFormat};
+use doco_engine::{Metrics, Reconciler, Schedule, run_poll_loop};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Environment variables handed to `docker compose` so it talks to the same daemon as the API client.
+const DOCKER_ENV: [&str; 6] = [
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+    "DOCKER_CONTEXT",
+];
+
+/// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
+pub async fn run() -> anyhow::Result<ExitCode> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let config = match AppConfig::from_env(&env) {
+        Ok(config) => Arc::new(config),
+        Err(e) => {
+            eprintln!("doco-cd: configuration error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config);
+    for name in &config.unsupported {
+        warn!(variable = %name, "this setting is not supported yet and has no effect");
+    }
+
+    let docker = doco_docker::Engine::connect().context("cannot create the Docker client")?;
+    docker
+        .ping()
+        .await
+        .context("the Docker engine does not answer; doco-cd needs it to deploy")?;
+    let docker_env = DOCKER_ENV
+        .iter()
+        .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let compose = doco_docker::Compose::new(docker_env, config.docker_quiet_deploy);
+    let metrics = Arc::new(Metrics::new());
+    metrics
+        .info
+        .get_or_create(&doco_engine::metrics::InfoLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            log_level: format!("{:?}", config.log_level).to_lowercase(),
+            start_time: humantime_now(),
+        })
+        .set(1);
+
+    std::fs::create_dir_all(&config.data_mount_path).with_context(|| {
+        format!(
+            "cannot create DATA_MOUNT_PATH {}",
+            config.data_mount_path.display()
+        )
+    })?;
+    let reconciler = Arc::new(Reconciler::new(
+        config.clone(),
+        docker.clone(),
+        compose,
+        metrics.clone(),
+    ));
+    if let Some(note) = reconciler
+        .paths()
+        .link_host_path()
+        .context("cannot make DATA_HOST_PATH readable inside doco-cd")?
+    {
+        info!("{note}");
+    }
+
+    let shutdown = CancellationToken::new();
+    let servers = crate::http::serve(
+        &config,
+        docker,
+        metrics,
+        reconciler.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("cannot start the HTTP servers")?;
+
+    let mut loops = JoinSet::new();
+    for poll in config.poll_configs.iter().cloned() {
+        if poll.interval.is_zero() && !poll.run_once {
+            info!(url = %doco_git::redact_url(&poll.url), "interval is 0 and run_once is false: this poll is disabled");
+            continue;
+        }
+        let reconciler = reconciler.clone();
+        let cancel = shutdown.clone();
+        let schedule = Schedule {
+            interval: poll.interval,
+            run_once: poll.run_once,
+        };
+        loops.spawn(async move {
+            let name = doco_git::repo_name(&poll.url);
+            run_poll_loop(schedule, cancel, || async {
+                // The error was logged and counted by the reconciler; the loop goes on.
+                let _ = reconciler.poll(&poll).await;
+            })
+            .await;
+            name
+        });
+    }
+    info!(
+        polls = config.poll_configs.len(),
+        offline_state = config.maintain_offline_state,
+        data = %config.data_mount_path.display(),
+        "doco-cd started"
+    );
+
+    let code = wait(&mut loops, &shutdown).await;
+    shutdown.cancel();
+    while loops.join_next().await.is_some() {}
+    servers.await;
+    info!("doco-cd stopped");
+    Ok(code)
+}
+
+/// Waits for a signal or for a poll loop to die.
+async fn wait(loops: &mut JoinSet<String>, shutdown: &CancellationToken) -> ExitCode {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return ExitCode::FAILURE;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT received, shutting down"); return ExitCode::SUCCESS; }
+            _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return ExitCode::SUCCESS; }
+            joined = loops.join_next(), if !loops.is_empty() => match joined {
+                Some(Ok(name)) if !shutdown.is_cancelled() => info!(repository = %name, "run_once poll finished"),
+                Some(Err(e)) => {
+                    error!(error = %e, "a poll loop died; exiting so that a supervisor restarts doco-cd");
+                    return ExitCode::FAILURE;
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+fn init_logging(config: &AppConfig) {
+    let level = format!("{:?}", config.log_level).to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,doco_cd={level},doco_engine={level},doco_git={level},doco_docker={level},doco_config={level},doco_process={level}"
+    ));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn humantime_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

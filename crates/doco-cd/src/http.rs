@@ -1,0 +1,135 @@
+//! The HTTP surface, on upstream's ports and routes: `/v1/health` on `HTTP_PORT` (200 when the Docker
+//! engine answers, 503 with the reason otherwise, JSON shaped as upstream's) and `/metrics` on
+//! `METRICS_PORT`. Also the client side of `doco-cd healthcheck`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use doco_config::AppConfig;
+use doco_engine::{Metrics, Reconciler};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Clone)]
+struct AppState {
+    docker: doco_docker::Engine,
+    reconciler: Arc<Reconciler>,
+}
+
+/// Binds both servers and serves them until `shutdown`; the returned future ends when both stopped.
+pub async fn serve(
+    config: &AppConfig,
+    docker: doco_docker::Engine,
+    metrics: Arc<Metrics>,
+    reconciler: Arc<Reconciler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl Future<Output = ()>> {
+    let api = Router::new()
+        .route("/v1/health", any(health))
+        .with_state(AppState { docker, reconciler });
+    let metrics_app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .with_state(metrics);
+    let api = bind(config.http_port, "HTTP_PORT", api, shutdown.clone()).await?;
+    let metrics = bind(config.metrics_port, "METRICS_PORT", metrics_app, shutdown).await?;
+    Ok(async move {
+        let _ = tokio::join!(api, metrics);
+    })
+}
+
+async fn bind(
+    port: u16,
+    variable: &str,
+    app: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({variable})"))?;
+    info!(%addr, "listening");
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!(%addr, error = %e, "HTTP server failed");
+        }
+    }))
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let offline: Vec<String> = state
+        .reconciler
+        .offline_repositories()
+        .into_iter()
+        .collect();
+    match state.docker.ping().await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            json!({"content": "healthy", "offline_repositories": offline}),
+        ),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "docker engine unreachable", "content": e.to_string()}),
+        ),
+    }
+}
+
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `doco-cd healthcheck`: GET /v1/health on the local HTTP_PORT; success when it answers 200.
+pub async fn healthcheck() -> anyhow::Result<ExitCode> {
+    let port: u16 = match std::env::var("HTTP_PORT") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("HTTP_PORT: invalid value {value:?}"))?,
+        Err(_) => 80,
+    };
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    stream
+        .write_all(b"GET /v1/health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status_line = answer.lines().next().unwrap_or_default().to_string();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        println!("healthy");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        eprintln!("unhealthy: {status_line} {body}");
+        Ok(ExitCode::FAILURE)
+    }
+}

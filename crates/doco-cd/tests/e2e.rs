@@ -1,0 +1,424 @@
+//! End-to-end scenarios: the built `doco-cd` binary, driven by environment variables as a user would
+//! drive it, against Git servers on 127.0.0.1 and the real Docker engine. One scenario per user story
+//! of the spine (issue 3).
+
+mod support;
+
+use std::time::Duration;
+
+use doco_testkit::docker::{
+    ProjectGuard, container_ids, container_state, docker, require_docker, test_image,
+};
+use doco_testkit::git::{BareRepo, WorkTree};
+use doco_testkit::unique_name;
+use support::{Daemon, HttpRepo, free_port, http_get, label, running_container, sleep_services};
+
+const SHA_LABEL: &str = "cd.doco.deployment.target.sha";
+
+fn poll_config(url: &str) -> String {
+    format!("- url: {url}\n  reference: main\n  interval: 1s\n")
+}
+
+#[test]
+fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_and_heals() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-spine");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write(
+        "compose.yml",
+        &sleep_services(&image, &[("web", "1001"), ("worker", "2001")]),
+    );
+    let first = repo.push("first");
+
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+
+    // First deploy: both services run and carry the deployed commit and upstream's labels.
+    let web = running_container(&daemon, &project, "web");
+    let worker = running_container(&daemon, &project, "worker");
+    assert_eq!(label(&web, SHA_LABEL), first);
+    assert_eq!(label(&web, "cd.doco.metadata.manager"), "doco-cd");
+    assert_eq!(label(&web, "cd.doco.deployment.name"), project);
+    assert_eq!(http_get(daemon.http_port, "/v1/health").unwrap().0, 200);
+
+    // Quiet polls: no compose process, at most one git process per poll, no container touched.
+    daemon.wait_polls(1.0);
+    let before = daemon.scrape();
+    daemon.wait_polls(3.0);
+    let after = daemon.scrape();
+    let polls = after.get("doco_cd_polls_total", &[]) - before.get("doco_cd_polls_total", &[]);
+    let docker_spawned = after.get("doco_cd_child_processes_total", &[("program", "docker")])
+        - before.get("doco_cd_child_processes_total", &[("program", "docker")]);
+    let git_spawned = after.get("doco_cd_child_processes_total", &[("program", "git")])
+        - before.get("doco_cd_child_processes_total", &[("program", "git")]);
+    assert!(polls >= 3.0, "{polls} polls");
+    assert_eq!(docker_spawned, 0.0, "a quiet poll spawned docker");
+    assert!(
+        git_spawned <= polls + 1.0,
+        "{git_spawned} git processes for {polls} polls"
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web.clone()]);
+    assert_eq!(container_ids(&project, "worker"), vec![worker.clone()]);
+
+    // A pushed change to one service recreates that service only.
+    repo.work.write(
+        "compose.yml",
+        &sleep_services(&image, &[("web", "1001"), ("worker", "2002")]),
+    );
+    let second = repo.push("change the worker");
+    daemon.wait_for("the worker redeployed at the new commit", Duration::from_secs(60), || {
+        matches!(container_ids(&project, "worker").as_slice(), [id] if label(id, SHA_LABEL) == second)
+    });
+    assert_ne!(container_ids(&project, "worker"), vec![worker]);
+    assert_eq!(
+        container_ids(&project, "web"),
+        vec![web.clone()],
+        "web was recreated"
+    );
+    assert_eq!(label(&web, SHA_LABEL), first);
+
+    // A stopped service is started again: same container.
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for("web running again", Duration::from_secs(60), || {
+        container_state(&web) == "running"
+    });
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+}
+
+/// The proposal's set-up: the Git server is a container of a stack deployed by doco-cd from the very
+/// repository it serves.
+struct SelfHostedGit {
+    bare: BareRepo,
+    work: WorkTree,
+    port: u16,
+    proxy: String,
+    app: String,
+    image: String,
+    _guards: (ProjectGuard, ProjectGuard),
+}
+
+impl SelfHostedGit {
+    fn new() -> Self {
+        let image = test_image();
+        let bare = BareRepo::new();
+        let work = WorkTree::clone_from(&bare);
+        let port = free_port();
+        let proxy = unique_name("e2e-proxy");
+        let app = unique_name("e2e-app");
+        let guards = (ProjectGuard::new(&proxy), ProjectGuard::new(&app));
+        work.write(
+            ".doco-cd.yml",
+            &format!("name: {proxy}\nworking_dir: proxy\n---\nname: {app}\nworking_dir: app\n"),
+        );
+        work.write(
+            "proxy/compose.yml",
+            &format!(
+                "services:\n  git:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"127.0.0.1:{port}\", \"-h\", \"/srv\"]\n    network_mode: host\n    restart: unless-stopped\n    stop_grace_period: 1s\n    volumes:\n      - {}:/srv/repo.git:ro\n",
+                bare.path().display()
+            ),
+        );
+        work.write(
+            "app/compose.yml",
+            &sleep_services(&image, &[("main", "3001")]),
+        );
+        work.commit_and_push("first");
+        bare.update_server_info();
+        // The operator started the proxy once by hand, before doco-cd managed it.
+        let compose_file = work.path().join("proxy/compose.yml");
+        docker(&[
+            "compose",
+            "-p",
+            &proxy,
+            "-f",
+            &compose_file.to_string_lossy(),
+            "up",
+            "-d",
+        ]);
+        let scenario = SelfHostedGit {
+            bare,
+            work,
+            port,
+            proxy,
+            app,
+            image,
+            _guards: guards,
+        };
+        doco_testkit::docker::wait_until("the Git server answers", Duration::from_secs(30), || {
+            http_get(scenario.port, "/repo.git/info/refs").is_some_and(|(status, _)| status == 200)
+        });
+        scenario
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/repo.git", self.port)
+    }
+
+    fn start(&self, data: &std::path::Path, offline_state: bool) -> Daemon {
+        Daemon::start(
+            data,
+            &[
+                ("POLL_CONFIG", poll_config(&self.url())),
+                ("DOCO_CD_MAINTAIN_OFFLINE_STATE", offline_state.to_string()),
+            ],
+        )
+    }
+
+    /// Waits until doco-cd has adopted the proxy (it carries doco-cd's labels); returns its id.
+    fn adopted_proxy(&self, daemon: &Daemon) -> String {
+        let mut id = String::new();
+        daemon.wait_for(
+            "the proxy adopted by doco-cd",
+            Duration::from_secs(90),
+            || match container_ids(&self.proxy, "git").as_slice() {
+                [only]
+                    if container_state(only) == "running" && !label(only, SHA_LABEL).is_empty() =>
+                {
+                    id = only.clone();
+                    true
+                }
+                _ => false,
+            },
+        );
+        id
+    }
+}
+
+#[test]
+fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was_pushed() {
+    if !require_docker() {
+        return;
+    }
+    let scenario = SelfHostedGit::new();
+    let data = tempfile::tempdir().unwrap();
+    let daemon = scenario.start(data.path(), true);
+    let proxy = scenario.adopted_proxy(&daemon);
+    let first = label(&proxy, SHA_LABEL);
+    running_container(&daemon, &scenario.app, "main");
+    daemon.wait_polls(2.0);
+    assert_eq!(
+        container_ids(&scenario.proxy, "git"),
+        vec![proxy.clone()],
+        "quiet polls recreated the proxy"
+    );
+
+    // The proxy dies; meanwhile a change to the app is pushed (straight to the bare repository).
+    docker(&["stop", "-t", "1", &proxy]);
+    scenario.work.write(
+        "app/compose.yml",
+        &sleep_services(&scenario.image, &[("main", "3002")]),
+    );
+    let second = scenario
+        .work
+        .commit_and_push("change the app while Git is down");
+    scenario.bare.update_server_info();
+
+    daemon.wait_for("the app deployed at the commit pushed during the outage", Duration::from_secs(90), || {
+        matches!(container_ids(&scenario.app, "main").as_slice(), [id] if label(id, SHA_LABEL) == second)
+    });
+    // The proxy was healed by a start (same container), and not redeployed when Git came back.
+    assert_eq!(container_ids(&scenario.proxy, "git"), vec![proxy.clone()]);
+    assert_eq!(container_state(&proxy), "running");
+    assert_eq!(label(&proxy, SHA_LABEL), first);
+    let repository = format!("127.0.0.1:{}/repo", scenario.port);
+    assert!(
+        daemon.metric(
+            "doco_cd_offline_enforcements_total",
+            &[("repository", &repository)]
+        ) >= 1.0
+    );
+    assert_eq!(
+        daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]),
+        0.0
+    );
+    assert!(
+        daemon.metric(
+            "doco_cd_source_last_success_timestamp_seconds",
+            &[("repository", &repository)]
+        ) > 0.0
+    );
+}
+
+#[test]
+fn without_offline_state_the_proxy_stays_down_as_upstream() {
+    if !require_docker() {
+        return;
+    }
+    let scenario = SelfHostedGit::new();
+    let data = tempfile::tempdir().unwrap();
+    let daemon = scenario.start(data.path(), false);
+    let proxy = scenario.adopted_proxy(&daemon);
+    docker(&["stop", "-t", "1", &proxy]);
+    let errors = daemon.metric("doco_cd_poll_errors_total", &[]);
+    daemon.wait_for("three failed polls", Duration::from_secs(60), || {
+        daemon.metric("doco_cd_poll_errors_total", &[]) >= errors + 3.0
+    });
+    assert_eq!(container_state(&proxy), "exited");
+    assert_eq!(
+        daemon.metric("doco_cd_offline_enforcements_total", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-restart");
+    let _guard = ProjectGuard::new(&project);
+    let mut repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "4001")]));
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("DOCO_CD_MAINTAIN_OFFLINE_STATE", "true".to_string()),
+    ];
+    let mut daemon = Daemon::start(data.path(), &vars);
+    let web = running_container(&daemon, &project, "web");
+    daemon.stop();
+
+    repo.server.stop();
+    docker(&["stop", "-t", "1", &web]);
+    let daemon = Daemon::start(data.path(), &vars);
+    daemon.wait_for(
+        "web started from the last known state",
+        Duration::from_secs(60),
+        || container_state(&web) == "running",
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+    let repository = format!("127.0.0.1:{}/repo", repo.server.port());
+    assert_eq!(
+        daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]),
+        1.0
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_is_kept_aside_and_rebuilt_without_recreating_anything() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-corrupt");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "5001")]));
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [("POLL_CONFIG", poll_config(&repo.url()))];
+    let mut daemon = Daemon::start(data.path(), &vars);
+    let web = running_container(&daemon, &project, "web");
+    daemon.stop();
+
+    let state = data.path().join(".doco-cd/state.json");
+    std::fs::write(&state, b"{\"version\": 1, \"repositories\": {").unwrap();
+    let daemon = Daemon::start(data.path(), &vars);
+    daemon.wait_polls(2.0);
+    assert_eq!(
+        std::fs::read(data.path().join(".doco-cd/state.json.corrupt")).unwrap(),
+        b"{\"version\": 1, \"repositories\": {"
+    );
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let repos = rebuilt["repositories"].as_object().unwrap();
+    assert_eq!(repos.len(), 1, "{rebuilt}");
+    assert!(
+        repos.values().next().unwrap()["deployments"]
+            .get(&project)
+            .is_some(),
+        "{rebuilt}"
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+}
+
+#[test]
+fn bad_input_fails_only_what_it_touches() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let good = unique_name("e2e-good");
+    let missing = unique_name("e2e-missing");
+    let _guards = (ProjectGuard::new(&good), ProjectGuard::new(&missing));
+
+    let mixed = HttpRepo::new();
+    mixed.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {missing}\nworking_dir: good\ncompose_files: [nope.yml]\n---\nname: {good}\nworking_dir: good\n"
+        ),
+    );
+    mixed.work.write(
+        "good/compose.yml",
+        &sleep_services(&image, &[("web", "6001")]),
+    );
+    mixed.push("one good, one broken deployment");
+
+    let malformed = HttpRepo::new();
+    malformed
+        .work
+        .write(".doco-cd.yml", "name: broken\ncompose_files: [a.yml\n");
+    malformed.push("malformed");
+
+    let unknown_ref = HttpRepo::new();
+    unknown_ref.work.write("README", "nothing\n");
+    unknown_ref.push("first");
+
+    let poll_config = format!(
+        "{}{}- url: {}\n  reference: does-not-exist\n  interval: 1s\n",
+        poll_config(&mixed.url()),
+        poll_config(&malformed.url()),
+        unknown_ref.url()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config)]);
+    running_container(&daemon, &good, "web");
+    let repo = |r: &HttpRepo| format!("127.0.0.1:{}/repo", r.server.port());
+    daemon.wait_for(
+        "each broken input reported",
+        Duration::from_secs(60),
+        || {
+            let scrape = daemon.scrape();
+            scrape.get(
+                "doco_cd_deployment_errors_total",
+                &[("deployment", &missing)],
+            ) >= 1.0
+                && scrape.get(
+                    "doco_cd_poll_errors_total",
+                    &[("repository", &repo(&malformed))],
+                ) >= 1.0
+                && scrape.get(
+                    "doco_cd_poll_errors_total",
+                    &[("repository", &repo(&unknown_ref))],
+                ) >= 1.0
+        },
+    );
+    assert!(container_ids(&missing, "web").is_empty());
+    let log = daemon.log();
+    assert!(
+        log.contains("nope.yml"),
+        "the missing compose file is named:\n{log}"
+    );
+    assert!(
+        log.contains(".doco-cd.yml") && log.contains("line 2"),
+        "the malformed file and line are named:\n{log}"
+    );
+    assert!(
+        log.contains("does-not-exist"),
+        "the unknown reference is named:\n{log}"
+    );
+}

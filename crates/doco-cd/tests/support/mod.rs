@@ -1,0 +1,288 @@
+//! Black-box harness: runs the built `doco-cd` binary with a clean environment, exactly the variables
+//! under test, free ports and a temporary data directory, and reads its metrics over HTTP.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use doco_testkit::git::{BareRepo, WorkTree};
+use doco_testkit::http::StaticHttpServer;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A Git repository served over dumb HTTP on 127.0.0.1, with a work tree to push from.
+pub struct HttpRepo {
+    pub bare: BareRepo,
+    pub work: WorkTree,
+    pub server: StaticHttpServer,
+    _root: tempfile::TempDir,
+}
+
+impl HttpRepo {
+    /// An empty repository; call `work.write` and `push` to fill it.
+    pub fn new() -> Self {
+        let bare = BareRepo::new();
+        let work = WorkTree::clone_from(&bare);
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        std::os::unix::fs::symlink(bare.path(), root.path().join("repo.git"))
+            .unwrap_or_else(|e| panic!("symlink: {e}"));
+        let server = StaticHttpServer::start(root.path());
+        HttpRepo {
+            bare,
+            work,
+            server,
+            _root: root,
+        }
+    }
+
+    /// The clone URL.
+    pub fn url(&self) -> String {
+        format!("{}/repo.git", self.server.url())
+    }
+
+    /// Commits everything written so far and pushes it; returns the commit.
+    pub fn push(&self, message: &str) -> String {
+        let sha = self.work.commit_and_push(message);
+        self.bare.update_server_info();
+        sha
+    }
+}
+
+/// A running `doco-cd` daemon, killed on drop; its log is printed when a test fails.
+pub struct Daemon {
+    child: Option<Child>,
+    pub data: PathBuf,
+    pub metrics_port: u16,
+    pub http_port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the binary with only `vars` (plus PATH, HOME and free ports) in its environment.
+    pub fn start(data: &Path, vars: &[(&str, String)]) -> Self {
+        let http_port = free_port();
+        let metrics_port = free_port();
+        let log = data.with_extension(format!("log-{}", free_port()));
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_doco-cd"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
+            .env("HTTP_PORT", http_port.to_string())
+            .env("METRICS_PORT", metrics_port.to_string())
+            .env("DATA_MOUNT_PATH", data)
+            .env("DATA_HOST_PATH", data)
+            .env("DOCO_CD_MIN_POLL_INTERVAL", "1s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (key, value) in vars {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start doco-cd: {e}"));
+        let daemon = Daemon {
+            child: Some(child),
+            data: data.to_path_buf(),
+            metrics_port,
+            http_port,
+            log,
+        };
+        daemon.wait_for("the metrics endpoint", Duration::from_secs(30), || {
+            daemon.try_metrics().is_some()
+        });
+        daemon
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn try_metrics(&self) -> Option<String> {
+        http_get(self.metrics_port, "/metrics").map(|(_, body)| body)
+    }
+
+    /// One scrape of the metrics endpoint.
+    pub fn scrape(&self) -> Scrape {
+        Scrape(self.try_metrics().unwrap_or_default())
+    }
+
+    /// The sum of every sample of `name` whose labels include all of `labels`, from a fresh scrape.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.scrape().get(name, labels)
+    }
+
+    /// Polls `check` every 200 ms until it holds; panics with the daemon's log after `deadline`.
+    pub fn wait_for(&self, what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "timed out after {deadline:?} waiting for {what}\n--- doco-cd log ---\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits until `polls` more polls of any repository completed.
+    pub fn wait_polls(&self, polls: f64) {
+        let start = self.metric("doco_cd_polls_total", &[]);
+        self.wait_for(
+            &format!("{polls} more polls"),
+            Duration::from_secs(60),
+            || self.metric("doco_cd_polls_total", &[]) >= start + polls,
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- doco-cd log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The text of one metrics scrape, so that several values can be read from the same instant.
+pub struct Scrape(String);
+
+impl Scrape {
+    /// The sum of every sample of `name` whose labels include all of `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        parse_metric(&self.0, name, labels)
+    }
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1; `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((status, body))
+}
+
+fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+            if all { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
+}
+
+/// The value of label `key` on container `id`.
+pub fn label(id: &str, key: &str) -> String {
+    doco_testkit::docker::docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
+        id,
+    ])
+}
+
+/// The single container of `service` in `project`, waiting until it exists and runs.
+pub fn running_container(daemon: &Daemon, project: &str, service: &str) -> String {
+    let mut id = String::new();
+    daemon.wait_for(
+        &format!("{project}/{service} running"),
+        Duration::from_secs(90),
+        || {
+            let ids = doco_testkit::docker::container_ids(project, service);
+            match ids.as_slice() {
+                [only] if doco_testkit::docker::container_state(only) == "running" => {
+                    id = only.clone();
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    id
+}
+
+/// A compose file with long-running busybox services (restart unless-stopped), one per name, each
+/// running `sleep` with the given argument so a test can change a service by changing its argument.
+pub fn sleep_services(image: &str, services: &[(&str, &str)]) -> String {
+    let mut out = String::from("services:\n");
+    for (name, arg) in services {
+        out.push_str(&format!(
+            "  {name}:\n    image: {image}\n    command: [\"sleep\", \"{arg}\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_grace_period: 1s\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_metric_samples() {
+        let text = "# HELP x\ndoco_cd_polls_total{repository=\"a\"} 2\ndoco_cd_polls_total{repository=\"b\"} 3\ndoco_cd_info 1\n";
+        assert_eq!(parse_metric(text, "doco_cd_polls_total", &[]), 5.0);
+        assert_eq!(
+            parse_metric(text, "doco_cd_polls_total", &[("repository", "b")]),
+            3.0
+        );
+        assert_eq!(parse_metric(text, "doco_cd_info", &[]), 1.0);
+        assert_eq!(parse_metric(text, "missing", &[]), 0.0);
+    }
+}

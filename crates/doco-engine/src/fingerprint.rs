@@ -1,0 +1,143 @@
+//! Fingerprints: one hash per service that changes exactly when the service must be recreated.
+//!
+//! A service's fingerprint covers compose's rendering of it (image, command, environment, labels the
+//! user wrote, ...) and the content of the files it reads from the repository: bind-mount sources,
+//! env files, configs, secrets and build contexts. That is upstream's rule "a changed file recreates
+//! the services that use it", computed from content instead of from a git diff, so it needs no extra
+//! process and works the same online and offline. Files outside the checkout are not hashed: they are
+//! not part of the desired state in Git.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The fingerprint of one service: its rendered spec plus the content of its local inputs that live
+/// under `repo_root` (both given as the paths doco-cd can read).
+pub fn service_fingerprint(
+    spec: &serde_json::Value,
+    inputs: &[PathBuf],
+    repo_root: &Path,
+) -> String {
+    let mut hasher = Sha256::new();
+    // serde_json's maps are sorted, so this serialization is canonical.
+    hasher.update(spec.to_string().as_bytes());
+    let mut inputs: Vec<&PathBuf> = inputs.iter().filter(|p| p.starts_with(repo_root)).collect();
+    inputs.sort();
+    inputs.dedup();
+    for input in inputs {
+        hasher.update(b"\0input\0");
+        hasher.update(input.as_os_str().as_encoded_bytes());
+        hash_path(&mut hasher, input);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The project hash (upstream's `cd.doco.deployment.compose.sha`): all service fingerprints together.
+pub fn project_hash(fingerprints: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (service, fingerprint) in fingerprints {
+        hasher.update(service.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(fingerprint.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn hash_path(hasher: &mut Sha256, path: &Path) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        hasher.update(b"\0missing");
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        hasher.update(b"\0symlink\0");
+        if let Ok(target) = std::fs::read_link(path) {
+            hasher.update(target.as_os_str().as_encoded_bytes());
+        }
+    } else if meta.is_dir() {
+        hasher.update(b"\0dir");
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for entry in entries {
+            if entry.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            hasher.update(b"\0entry\0");
+            hasher.update(entry.as_os_str().as_encoded_bytes());
+            hash_path(hasher, &entry);
+        }
+    } else if meta.is_file() {
+        hasher.update(b"\0file\0");
+        match std::fs::read(path) {
+            Ok(bytes) => hasher.update(&bytes),
+            Err(_) => hasher.update(b"\0unreadable"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_with_the_spec_and_with_input_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("conf/sub")).unwrap();
+        std::fs::write(root.join("conf/sub/a.conf"), b"one").unwrap();
+        std::fs::write(root.join("unrelated.txt"), b"x").unwrap();
+        let spec = json!({"image": "busybox", "command": ["sleep", "1"]});
+        let inputs = vec![root.join("conf")];
+
+        let base = service_fingerprint(&spec, &inputs, root);
+        assert_eq!(base, service_fingerprint(&spec, &inputs, root), "stable");
+
+        std::fs::write(root.join("unrelated.txt"), b"y").unwrap();
+        assert_eq!(
+            base,
+            service_fingerprint(&spec, &inputs, root),
+            "unrelated file"
+        );
+
+        std::fs::write(root.join("conf/sub/a.conf"), b"two").unwrap();
+        let changed_file = service_fingerprint(&spec, &inputs, root);
+        assert_ne!(base, changed_file, "input content");
+
+        let other_spec = json!({"image": "busybox", "command": ["sleep", "2"]});
+        assert_ne!(
+            changed_file,
+            service_fingerprint(&other_spec, &inputs, root),
+            "spec"
+        );
+    }
+
+    #[test]
+    fn ignores_inputs_outside_the_repository() {
+        let repo = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("host.conf"), b"1").unwrap();
+        let spec = json!({"image": "busybox"});
+        let inputs = vec![outside.path().join("host.conf")];
+        let before = service_fingerprint(&spec, &inputs, repo.path());
+        std::fs::write(outside.path().join("host.conf"), b"2").unwrap();
+        assert_eq!(before, service_fingerprint(&spec, &inputs, repo.path()));
+    }
+
+    #[test]
+    fn project_hash_depends_on_every_service() {
+        let a = BTreeMap::from([
+            ("web".to_string(), "1".to_string()),
+            ("db".to_string(), "2".to_string()),
+        ]);
+        let b = BTreeMap::from([
+            ("web".to_string(), "1".to_string()),
+            ("db".to_string(), "3".to_string()),
+        ]);
+        assert_ne!(project_hash(&a), project_hash(&b));
+        assert_eq!(project_hash(&a), project_hash(&a.clone()));
+    }
+}

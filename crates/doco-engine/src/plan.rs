@@ -1,0 +1,596 @@
+//! Every deploy decision, as pure functions of data: what Git wants, what the engine shows, what was
+//! deployed last. Nothing here touches Docker, Git or the disk, so the rules are tested as tables.
+//!
+//! A decision is made in up to two steps:
+//! 1. [`quick_plan`] needs only the state record and one Engine API listing. When the commit and the
+//!    deploy configuration are those of the last successful deploy, it answers without running
+//!    compose: up to date, start these stopped containers, or "render and look closer".
+//! 2. [`full_plan`] runs on compose's rendering of the project. It picks each service's labels: a
+//!    service whose fingerprint did not change keeps the labels it was deployed with, byte for byte, so
+//!    compose's config hash does not move and the container is left alone (or merely started).
+//!
+//! Offline (Git unreachable) is never a change: it forbids orphan removal, forced recreation and
+//! image pulls; see [`Mode`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use doco_docker::{ContainerInfo, ContainerState};
+
+use crate::state::{DeploymentRecord, ServiceRecord};
+
+/// Whether the desired state came from a fresh fetch or from the last known state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Git answered; normal GitOps.
+    Online,
+    /// Git could not be read; enforce the last known state without changing anything else.
+    Offline,
+}
+
+/// What the deployment should be, as far as the quick check needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired<'a> {
+    /// The commit of the checkout.
+    pub commit: &'a str,
+    /// The hash of the resolved deploy configuration.
+    pub config_hash: &'a str,
+    /// The deploy config's `force_recreate`.
+    pub force_recreate: bool,
+}
+
+/// Outcome of the quick check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuickPlan {
+    /// Everything runs as deployed: nothing to do.
+    UpToDate,
+    /// Only stopped containers of unchanged services: start them (same container ids).
+    Start(Vec<String>),
+    /// compose must render the project to decide; the reason is logged.
+    Render(String),
+}
+
+/// The quick check: only the record and the engine's view.
+pub fn quick_plan(
+    desired: &Desired<'_>,
+    record: Option<&DeploymentRecord>,
+    observed: &[ContainerInfo],
+    mode: Mode,
+) -> QuickPlan {
+    let Some(record) = record else {
+        return QuickPlan::Render("first deploy".into());
+    };
+    if mode == Mode::Online && desired.force_recreate {
+        return QuickPlan::Render("force_recreate is set".into());
+    }
+    if record.commit != desired.commit {
+        return QuickPlan::Render(format!(
+            "commit changed from {} to {}",
+            short(&record.commit),
+            short(desired.commit)
+        ));
+    }
+    if record.config_hash != desired.config_hash {
+        return QuickPlan::Render("deploy configuration changed".into());
+    }
+    match runtime_check(&record.services, observed, mode) {
+        Runtime::Healthy => QuickPlan::UpToDate,
+        Runtime::Stopped(ids) => QuickPlan::Start(ids),
+        Runtime::Diverged(reason) => QuickPlan::Render(reason),
+    }
+}
+
+/// What compose rendered for one service, reduced to what decisions need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedService {
+    /// Hash of its configuration and local inputs.
+    pub fingerprint: String,
+    /// Whether it must keep running.
+    pub must_run: bool,
+    /// How many containers it should have.
+    pub replicas: u32,
+}
+
+/// The decision after rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FullPlan {
+    /// Nothing changed for this stack (another part of the repository did): record the new commit.
+    UpToDate,
+    /// Nothing changed, but stopped containers must be started.
+    Start(Vec<String>),
+    /// Run compose. Services in `changed` get fresh labels; the others keep their recorded labels.
+    Deploy {
+        /// Why, for the log.
+        reason: String,
+        /// Services that get fresh labels (and so are recreated by compose).
+        changed: BTreeSet<String>,
+        /// Recorded labels to reuse, for the services not in `changed`.
+        kept_labels: BTreeMap<String, BTreeMap<String, String>>,
+        /// Remove containers of services that are no longer described.
+        remove_orphans: bool,
+        /// Ask compose to recreate everything.
+        force_recreate: bool,
+    },
+}
+
+/// Deploy-config switches the full plan honours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Switches {
+    /// `remove_orphans` of the deploy config.
+    pub remove_orphans: bool,
+    /// `force_recreate` of the deploy config.
+    pub force_recreate: bool,
+}
+
+/// The full decision, once compose has rendered the project. `adoptable` holds, per service, labels
+/// of running containers deployed from this commit: without a record they are reused, so a lost state
+/// file does not recreate anything.
+pub fn full_plan(
+    rendered: &BTreeMap<String, RenderedService>,
+    record: Option<&DeploymentRecord>,
+    adoptable: &BTreeMap<String, BTreeMap<String, String>>,
+    observed: &[ContainerInfo],
+    switches: Switches,
+    mode: Mode,
+) -> FullPlan {
+    let online = mode == Mode::Online;
+    let force_recreate = online && switches.force_recreate;
+    let remove_orphans = online && switches.remove_orphans;
+    let empty = BTreeMap::new();
+    let recorded = record.map(|r| &r.services).unwrap_or(&empty);
+
+    let mut changed = BTreeSet::new();
+    let mut kept_labels = BTreeMap::new();
+    for (name, service) in rendered {
+        match (record, recorded.get(name), adoptable.get(name)) {
+            (_, Some(previous), _)
+                if !force_recreate && previous.fingerprint == service.fingerprint =>
+            {
+                kept_labels.insert(name.clone(), previous.labels.clone());
+            }
+            (None, _, Some(labels)) if !force_recreate => {
+                kept_labels.insert(name.clone(), labels.clone());
+            }
+            _ => {
+                changed.insert(name.clone());
+            }
+        }
+    }
+    let deploy = |reason: String| FullPlan::Deploy {
+        reason,
+        changed: changed.clone(),
+        kept_labels: kept_labels.clone(),
+        remove_orphans,
+        force_recreate,
+    };
+    if record.is_none() {
+        return deploy(if kept_labels.is_empty() {
+            "first deploy".into()
+        } else {
+            "no record in the state file; adopting the running deployment".into()
+        });
+    }
+    if force_recreate {
+        return deploy("force_recreate is set".into());
+    }
+    if !changed.is_empty() {
+        let names: Vec<_> = changed.iter().map(String::as_str).collect();
+        return deploy(format!("changed services: {}", names.join(", ")));
+    }
+    if remove_orphans && recorded.keys().any(|name| !rendered.contains_key(name)) {
+        return deploy("services were removed from the compose files".into());
+    }
+    let expected: BTreeMap<String, ServiceRecord> = rendered
+        .iter()
+        .filter_map(|(name, service)| {
+            recorded.get(name).map(|previous| {
+                let mut expected = previous.clone();
+                expected.must_run = service.must_run;
+                expected.replicas = service.replicas;
+                (name.clone(), expected)
+            })
+        })
+        .collect();
+    match runtime_check(&expected, observed, mode) {
+        Runtime::Healthy => FullPlan::UpToDate,
+        Runtime::Stopped(ids) => FullPlan::Start(ids),
+        Runtime::Diverged(reason) => deploy(reason),
+    }
+}
+
+enum Runtime {
+    Healthy,
+    Stopped(Vec<String>),
+    Diverged(String),
+}
+
+/// upstream's mismatch rules: services with restart `always`/`unless-stopped` must have their
+/// replicas running; others (jobs) may be stopped. A container whose compose config hash differs from
+/// the recorded one was changed behind doco-cd's back. Online, containers of services no longer
+/// described are a divergence too.
+fn runtime_check(
+    services: &BTreeMap<String, ServiceRecord>,
+    observed: &[ContainerInfo],
+    mode: Mode,
+) -> Runtime {
+    let mut stopped = Vec::new();
+    for (name, service) in services {
+        let containers: Vec<&ContainerInfo> = observed
+            .iter()
+            .filter(|c| !c.oneoff && &c.service == name)
+            .collect();
+        if let Some(expected) = &service.compose_hash
+            && let Some(c) = containers
+                .iter()
+                .find(|c| c.config_hash.as_deref().is_some_and(|h| h != expected))
+        {
+            return Runtime::Diverged(format!(
+                "container {} of service {name} no longer matches the deployed configuration",
+                c.name
+            ));
+        }
+        if !service.must_run {
+            continue;
+        }
+        if containers.is_empty() {
+            return Runtime::Diverged(format!("service {name} is not deployed"));
+        }
+        if containers.iter().any(|c| c.state == ContainerState::Dead) {
+            return Runtime::Diverged(format!("a container of service {name} is dead"));
+        }
+        let running = containers.iter().filter(|c| is_up(c.state)).count();
+        let startable: Vec<String> = containers
+            .iter()
+            .filter(|c| !is_up(c.state))
+            .map(|c| c.id.clone())
+            .collect();
+        if (running + startable.len()) < service.replicas as usize {
+            return Runtime::Diverged(format!(
+                "service {name} has {} of {} replicas",
+                running + startable.len(),
+                service.replicas
+            ));
+        }
+        stopped.extend(startable);
+    }
+    if mode == Mode::Online
+        && let Some(extra) = observed
+            .iter()
+            .find(|c| !c.oneoff && !services.contains_key(&c.service))
+    {
+        return Runtime::Diverged(format!(
+            "container {} belongs to service {}, which is not described",
+            extra.name, extra.service
+        ));
+    }
+    if stopped.is_empty() {
+        Runtime::Healthy
+    } else {
+        Runtime::Stopped(stopped)
+    }
+}
+
+fn is_up(state: ContainerState) -> bool {
+    matches!(
+        state,
+        ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+    )
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C1: &str = "1111111111111111111111111111111111111111";
+    const C2: &str = "2222222222222222222222222222222222222222";
+
+    fn container(id: &str, service: &str, state: ContainerState, hash: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: format!("proj-{service}-{id}"),
+            project: "proj".into(),
+            service: service.into(),
+            state,
+            labels: BTreeMap::new(),
+            config_hash: Some(hash.into()),
+            oneoff: false,
+        }
+    }
+
+    fn service(fingerprint: &str, must_run: bool, hash: &str) -> ServiceRecord {
+        ServiceRecord {
+            fingerprint: fingerprint.into(),
+            labels: BTreeMap::from([("cd.doco.deployment.target.sha".into(), C1.into())]),
+            must_run,
+            replicas: 1,
+            compose_hash: Some(hash.into()),
+        }
+    }
+
+    fn record() -> DeploymentRecord {
+        DeploymentRecord {
+            project: "proj".into(),
+            commit: C1.into(),
+            config_hash: "cfg".into(),
+            deployed_unix: 1,
+            services: BTreeMap::from([
+                ("web".into(), service("fw", true, "hw")),
+                ("job".into(), service("fj", false, "hj")),
+            ]),
+        }
+    }
+
+    fn desired(commit: &str) -> Desired<'_> {
+        Desired {
+            commit,
+            config_hash: "cfg",
+            force_recreate: false,
+        }
+    }
+
+    fn running_web() -> ContainerInfo {
+        container("w1", "web", ContainerState::Running, "hw")
+    }
+
+    #[test]
+    fn quick_plan_table() {
+        use ContainerState::*;
+        let r = record();
+        let exited_job = container("j1", "job", Exited, "hj");
+        let cases: Vec<(&str, Desired, Option<&DeploymentRecord>, Vec<ContainerInfo>, Mode, QuickPlan)> = vec![
+            ("no record", desired(C1), None, vec![], Mode::Online, QuickPlan::Render("first deploy".into())),
+            ("all running, job exited", desired(C1), Some(&r), vec![running_web(), exited_job.clone()], Mode::Online, QuickPlan::UpToDate),
+            ("web stopped", desired(C1), Some(&r), vec![container("w1", "web", Exited, "hw")], Mode::Online, QuickPlan::Start(vec!["w1".into()])),
+            ("web stopped, offline", desired(C1), Some(&r), vec![container("w1", "web", Exited, "hw")], Mode::Offline, QuickPlan::Start(vec!["w1".into()])),
+            ("web created only", desired(C1), Some(&r), vec![container("w1", "web", Created, "hw")], Mode::Online, QuickPlan::Start(vec!["w1".into()])),
+            ("web removed", desired(C1), Some(&r), vec![], Mode::Online, QuickPlan::Render("service web is not deployed".into())),
+            ("web dead", desired(C1), Some(&r), vec![container("w1", "web", Dead, "hw")], Mode::Online, QuickPlan::Render("a container of service web is dead".into())),
+            ("web changed behind our back", desired(C1), Some(&r), vec![container("w1", "web", Running, "other")], Mode::Online,
+                QuickPlan::Render("container proj-web-w1 of service web no longer matches the deployed configuration".into())),
+            ("new commit", desired(C2), Some(&r), vec![running_web()], Mode::Online, QuickPlan::Render("commit changed from 1111111 to 2222222".into())),
+            ("unknown container online", desired(C1), Some(&r), vec![running_web(), container("x", "extra", Running, "hx")], Mode::Online,
+                QuickPlan::Render("container proj-extra-x belongs to service extra, which is not described".into())),
+            ("unknown container offline is left alone", desired(C1), Some(&r), vec![running_web(), container("x", "extra", Running, "hx")], Mode::Offline, QuickPlan::UpToDate),
+            ("oneoff containers are ignored", desired(C1), Some(&r), vec![running_web(), ContainerInfo { oneoff: true, ..container("o", "extra", Running, "ho") }], Mode::Online, QuickPlan::UpToDate),
+            ("force_recreate online", Desired { force_recreate: true, ..desired(C1) }, Some(&r), vec![running_web()], Mode::Online, QuickPlan::Render("force_recreate is set".into())),
+            ("force_recreate offline is not a change", Desired { force_recreate: true, ..desired(C1) }, Some(&r), vec![running_web()], Mode::Offline, QuickPlan::UpToDate),
+        ];
+        for (what, desired, record, observed, mode, expected) in cases {
+            assert_eq!(
+                quick_plan(&desired, record, &observed, mode),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn quick_plan_counts_replicas() {
+        let mut r = record();
+        r.services.get_mut("web").unwrap().replicas = 2;
+        assert_eq!(
+            quick_plan(
+                &desired(C1),
+                Some(&r),
+                &NONE,
+                &[running_web()],
+                Mode::Online
+            ),
+            QuickPlan::Render("service web has 1 of 2 replicas".into())
+        );
+    }
+
+    fn rendered(web_fp: &str) -> BTreeMap<String, RenderedService> {
+        BTreeMap::from([
+            (
+                "web".into(),
+                RenderedService {
+                    fingerprint: web_fp.into(),
+                    must_run: true,
+                    replicas: 1,
+                },
+            ),
+            (
+                "job".into(),
+                RenderedService {
+                    fingerprint: "fj".into(),
+                    must_run: false,
+                    replicas: 1,
+                },
+            ),
+        ])
+    }
+
+    const NONE: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+
+    #[test]
+    fn without_a_record_running_services_at_the_commit_are_adopted_not_recreated() {
+        let adoptable = BTreeMap::from([(
+            "web".to_string(),
+            BTreeMap::from([("k".to_string(), "v".to_string())]),
+        )]);
+        let plan = full_plan(
+            &rendered("fw"),
+            None,
+            &adoptable,
+            &[running_web()],
+            SWITCHES,
+            Mode::Online,
+        );
+        let FullPlan::Deploy {
+            changed,
+            kept_labels,
+            reason,
+            ..
+        } = plan
+        else {
+            panic!("expected a deploy, got {plan:?}");
+        };
+        assert_eq!(changed, BTreeSet::from(["job".to_string()]));
+        assert_eq!(kept_labels["web"], adoptable["web"]);
+        assert!(reason.contains("adopting"), "{reason}");
+    }
+
+    const SWITCHES: Switches = Switches {
+        remove_orphans: true,
+        force_recreate: false,
+    };
+
+    #[test]
+    fn unchanged_services_keep_their_labels_and_nothing_happens() {
+        let r = record();
+        let plan = full_plan(
+            &rendered("fw"),
+            Some(&r),
+            &NONE,
+            &[running_web()],
+            SWITCHES,
+            Mode::Online,
+        );
+        assert_eq!(plan, FullPlan::UpToDate);
+    }
+
+    #[test]
+    fn a_changed_service_gets_fresh_labels_and_the_others_keep_theirs() {
+        let r = record();
+        let plan = full_plan(
+            &rendered("fw2"),
+            Some(&r),
+            &NONE,
+            &[running_web()],
+            SWITCHES,
+            Mode::Online,
+        );
+        let FullPlan::Deploy {
+            changed,
+            kept_labels,
+            remove_orphans,
+            force_recreate,
+            ..
+        } = plan
+        else {
+            panic!("expected a deploy, got {plan:?}");
+        };
+        assert_eq!(changed, BTreeSet::from(["web".to_string()]));
+        assert_eq!(kept_labels.keys().collect::<Vec<_>>(), vec!["job"]);
+        assert_eq!(kept_labels["job"], r.services["job"].labels);
+        assert!(remove_orphans);
+        assert!(!force_recreate);
+    }
+
+    #[test]
+    fn unchanged_but_stopped_is_a_start() {
+        let r = record();
+        let observed = [container("w1", "web", ContainerState::Exited, "hw")];
+        assert_eq!(
+            full_plan(
+                &rendered("fw"),
+                Some(&r),
+                &NONE,
+                &observed,
+                SWITCHES,
+                Mode::Online
+            ),
+            FullPlan::Start(vec!["w1".into()])
+        );
+    }
+
+    #[test]
+    fn unchanged_but_removed_is_a_deploy_that_keeps_all_labels() {
+        let r = record();
+        let plan = full_plan(
+            &rendered("fw"),
+            Some(&r),
+            &NONE,
+            &[],
+            SWITCHES,
+            Mode::Offline,
+        );
+        let FullPlan::Deploy {
+            changed,
+            kept_labels,
+            remove_orphans,
+            ..
+        } = plan
+        else {
+            panic!("expected a deploy, got {plan:?}");
+        };
+        assert!(changed.is_empty());
+        assert_eq!(kept_labels.len(), 2);
+        assert!(!remove_orphans, "offline never removes orphans");
+    }
+
+    #[test]
+    fn first_deploy_changes_every_service() {
+        let plan = full_plan(&rendered("fw"), None, &NONE, &[], SWITCHES, Mode::Offline);
+        let FullPlan::Deploy {
+            changed,
+            kept_labels,
+            ..
+        } = plan
+        else {
+            panic!("expected a deploy, got {plan:?}");
+        };
+        assert_eq!(changed.len(), 2);
+        assert!(kept_labels.is_empty());
+    }
+
+    #[test]
+    fn a_service_removed_from_the_files_is_an_orphan_removal_online_only() {
+        let r = record();
+        let mut only_web = rendered("fw");
+        only_web.remove("job");
+        assert!(matches!(
+            full_plan(&only_web, Some(&r), &NONE, &[running_web()], SWITCHES, Mode::Online),
+            FullPlan::Deploy { ref reason, .. } if reason.contains("removed")
+        ));
+        assert_eq!(
+            full_plan(
+                &only_web,
+                Some(&r),
+                &NONE,
+                &[running_web()],
+                SWITCHES,
+                Mode::Offline
+            ),
+            FullPlan::UpToDate
+        );
+    }
+
+    #[test]
+    fn force_recreate_is_honoured_online_and_ignored_offline() {
+        let r = record();
+        let switches = Switches {
+            remove_orphans: true,
+            force_recreate: true,
+        };
+        assert!(matches!(
+            full_plan(
+                &rendered("fw"),
+                Some(&r),
+                &NONE,
+                &[running_web()],
+                switches,
+                Mode::Online
+            ),
+            FullPlan::Deploy {
+                force_recreate: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            full_plan(
+                &rendered("fw"),
+                Some(&r),
+                &NONE,
+                &[running_web()],
+                switches,
+                Mode::Offline
+            ),
+            FullPlan::UpToDate
+        );
+    }
+}

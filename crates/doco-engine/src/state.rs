@@ -1,0 +1,285 @@
+//! The last known good state, persisted on the data volume.
+//!
+//! Every successful fetch records, per repository and reference, the commit it reached; every
+//! successful deploy records what it deployed (the deploy-config hash, each service's fingerprint and
+//! the exact labels it was given). That record is what lets doco-cd keep enforcing a repository while
+//! Git is unreachable, also after a restart, and what lets it leave unchanged services untouched (their
+//! labels are reused byte for byte, so compose's config hash does not move).
+//!
+//! The file is JSON with a `version` field, replaced atomically (write to a temporary file, fsync it,
+//! rename, fsync the directory). A file that cannot be read as this schema is moved aside to
+//! `<name>.corrupt` and the daemon starts from an empty state: it never crashes on it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The schema version written by this build.
+pub const STATE_VERSION: u32 = 1;
+
+/// The whole persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Schema version; see [`STATE_VERSION`].
+    pub version: u32,
+    /// Per repository and reference (see [`repository_key`]).
+    pub repositories: BTreeMap<String, RepositoryState>,
+}
+
+/// What doco-cd last knew about one repository at one reference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryState {
+    /// The repository URL without credentials.
+    pub url: String,
+    /// The reference the poll follows.
+    pub reference: String,
+    /// The checkout directory on the data volume.
+    pub checkout: PathBuf,
+    /// The last commit fetched successfully.
+    pub commit: String,
+    /// When that fetch succeeded (Unix seconds).
+    pub last_success_unix: u64,
+    /// What was last deployed from this repository, by deployment name.
+    pub deployments: BTreeMap<String, DeploymentRecord>,
+}
+
+/// What the last successful deploy of one deployment applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// The compose project name.
+    pub project: String,
+    /// The commit whose files this record matches.
+    pub commit: String,
+    /// The hash of the resolved deploy configuration.
+    pub config_hash: String,
+    /// When it was deployed or last confirmed unchanged (Unix seconds).
+    pub deployed_unix: u64,
+    /// Per service.
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// One service as it was deployed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Hash of the service's rendered configuration and the content of its local inputs.
+    pub fingerprint: String,
+    /// The exact `cd.doco.*` labels it was given.
+    pub labels: BTreeMap<String, String>,
+    /// Whether doco-cd keeps it running (restart policy `always` or `unless-stopped`).
+    pub must_run: bool,
+    /// How many containers it should have.
+    pub replicas: u32,
+    /// compose's `com.docker.compose.config-hash` of its containers after the deploy.
+    pub compose_hash: Option<String>,
+}
+
+/// The key of a repository and reference in [`State::repositories`].
+pub fn repository_key(repo_name: &str, reference: &str) -> String {
+    format!("{repo_name}#{reference}")
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state could not be written; the previous file is still intact.
+    #[error("could not write the state file {path}: {source}")]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The state directory could not be created.
+    #[error("could not create the state directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// How loading went, for the start-up log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadOutcome {
+    /// No state file yet.
+    Fresh,
+    /// The state file was read.
+    Loaded,
+    /// The state file was unreadable and moved to the given path.
+    MovedAside(PathBuf, String),
+}
+
+/// The single owner of the state file.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// A store for the file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        StateStore { path }
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state. A missing file is an empty state; an unreadable one is moved aside.
+    pub fn load(&self) -> (State, LoadOutcome) {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (empty(), LoadOutcome::Fresh);
+            }
+            Err(e) => return self.move_aside(format!("unreadable: {e}")),
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) if state.version == STATE_VERSION => (state, LoadOutcome::Loaded),
+            Ok(state) => self.move_aside(format!(
+                "schema version {} is not {STATE_VERSION}",
+                state.version
+            )),
+            Err(e) => self.move_aside(format!("not valid state JSON: {e}")),
+        }
+    }
+
+    fn move_aside(&self, reason: String) -> (State, LoadOutcome) {
+        let mut aside = self.path.clone().into_os_string();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        match std::fs::rename(&self.path, &aside) {
+            Ok(()) => (empty(), LoadOutcome::MovedAside(aside, reason)),
+            Err(e) => (
+                empty(),
+                LoadOutcome::MovedAside(aside, format!("{reason}; moving it aside failed: {e}")),
+            ),
+        }
+    }
+
+    /// Replaces the state file atomically with `state`.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let write_err = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        // Serializing plain maps and strings cannot fail.
+        let json = serde_json::to_vec_pretty(state).map_err(|e| write_err(e.into()))?;
+        let mut file = atomic_write_file::AtomicWriteFile::options()
+            .open(&self.path)
+            .map_err(write_err)?;
+        file.write_all(&json).map_err(write_err)?;
+        file.write_all(b"\n").map_err(write_err)?;
+        file.commit().map_err(write_err)
+    }
+}
+
+fn empty() -> State {
+    State {
+        version: STATE_VERSION,
+        repositories: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut state = empty();
+        let mut repo = RepositoryState {
+            url: "http://127.0.0.1:1/repo.git".into(),
+            reference: "refs/heads/main".into(),
+            checkout: "/data/127.0.0.1:1/repo".into(),
+            commit: "a".repeat(40),
+            last_success_unix: 42,
+            ..Default::default()
+        };
+        repo.deployments.insert(
+            "web".into(),
+            DeploymentRecord {
+                project: "web".into(),
+                commit: "a".repeat(40),
+                config_hash: "h".into(),
+                deployed_unix: 43,
+                services: BTreeMap::from([(
+                    "proxy".into(),
+                    ServiceRecord {
+                        fingerprint: "f".into(),
+                        labels: BTreeMap::from([("cd.doco.deployment.name".into(), "web".into())]),
+                        must_run: true,
+                        replicas: 1,
+                        compose_hash: Some("c".into()),
+                    },
+                )]),
+            },
+        );
+        state
+            .repositories
+            .insert(repository_key("127.0.0.1:1/repo", "refs/heads/main"), repo);
+        state
+    }
+
+    #[test]
+    fn round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("sub/state.json"));
+        assert_eq!(store.load(), (empty(), LoadOutcome::Fresh));
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load(), (sample(), LoadOutcome::Loaded));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_the_state_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{\"version\": 1, \"repositories\": {tru").unwrap();
+        let store = StateStore::new(path.clone());
+        let (state, outcome) = store.load();
+        assert_eq!(state, empty());
+        let aside = dir.path().join("state.json.corrupt");
+        assert!(matches!(outcome, LoadOutcome::MovedAside(p, _) if p == aside));
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            b"{\"version\": 1, \"repositories\": {tru"
+        );
+        assert!(!path.exists());
+        store.save(&sample()).unwrap();
+        assert_eq!(store.load().0, sample());
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{\"version\": 99, \"repositories\": {}}").unwrap();
+        let (state, outcome) = StateStore::new(path).load();
+        assert_eq!(state, empty());
+        assert!(matches!(outcome, LoadOutcome::MovedAside(_, reason) if reason.contains("99")));
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let store = StateStore::new(path.clone());
+        store.save(&sample()).unwrap();
+        // A directory where the temporary file would go makes the next write fail.
+        let blocker = dir.path().join("blocked");
+        std::fs::create_dir(&blocker).unwrap();
+        let broken = StateStore::new(blocker.join("missing-parent-is-a-file/state.json"));
+        std::fs::write(blocker.join("missing-parent-is-a-file"), b"file").unwrap();
+        assert!(broken.save(&empty()).is_err());
+        assert_eq!(store.load().0, sample());
+    }
+}
