@@ -33,6 +33,8 @@ struct Shared {
     status_override: AtomicU16,
     /// Requests seen so far (request lines), for tests that want to look at them.
     requests: Mutex<Vec<String>>,
+    /// Values of the `Authorization` headers received so far.
+    authorizations: Mutex<Vec<String>>,
 }
 
 /// A static file server on `127.0.0.1:<port>` that stops when dropped.
@@ -72,6 +74,7 @@ impl StaticHttpServer {
             mode,
             status_override: AtomicU16::new(0),
             requests: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
         });
         let running = spawn(listener, Arc::clone(&shared));
         StaticHttpServer {
@@ -131,6 +134,15 @@ impl StaticHttpServer {
         self.shared
             .status_override
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The `Authorization` header values received so far (the server never checks them).
+    pub fn authorizations(&self) -> Vec<String> {
+        self.shared
+            .authorizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The request lines (`GET /path HTTP/1.1`) received so far.
@@ -195,12 +207,21 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // Skip the headers; nothing in them matters to a static server.
+    // Headers: only `Authorization` is kept (for tests of credential handling).
     loop {
         let mut line = String::new();
         let n = reader.read_line(&mut line)?;
         if n == 0 || line == "\r\n" || line == "\n" {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("authorization")
+        {
+            shared
+                .authorizations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(value.trim().to_string());
         }
     }
     let request_line = request_line.trim_end().to_string();
@@ -261,7 +282,12 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn respond(stream: &mut TcpStream, status: u16, body: &[u8], head_only: bool) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         401 => "Unauthorized",
@@ -292,7 +318,10 @@ mod tests {
 
     fn get(port: u16, path: &str) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eDp5\r\n\r\n"
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok(out)
@@ -308,10 +337,17 @@ mod tests {
 
         let ok = get(port, "/info/refs?service=git-upload-pack").unwrap();
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("Content-Length: 4") && ok.ends_with("abc\n"), "{ok}");
+        assert!(
+            ok.contains("Content-Length: 4") && ok.ends_with("abc\n"),
+            "{ok}"
+        );
         assert!(get(port, "/missing").unwrap().starts_with("HTTP/1.1 404"));
         assert!(get(port, "/info").unwrap().starts_with("HTTP/1.1 404"));
-        assert!(get(port, "/../etc/passwd").unwrap().starts_with("HTTP/1.1 404"));
+        assert!(
+            get(port, "/../etc/passwd")
+                .unwrap()
+                .starts_with("HTTP/1.1 404")
+        );
 
         server.set_status_override(Some(503));
         assert!(get(port, "/info/refs").unwrap().starts_with("HTTP/1.1 503"));
@@ -325,13 +361,15 @@ mod tests {
         assert_eq!(server.port(), port);
         assert!(get(port, "/info/refs").unwrap().starts_with("HTTP/1.1 200"));
         assert!(server.requests().len() >= 5);
+        assert!(server.authorizations().iter().all(|a| a == "Basic eDp5"));
     }
 
     #[test]
     fn hanging_server_accepts_and_never_answers() {
         let server = StaticHttpServer::start_hanging();
         let mut s = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         write!(s, "GET / HTTP/1.1\r\n\r\n").unwrap();
         let mut buf = [0u8; 16];
         let err = s.read(&mut buf).unwrap_err();

@@ -1,0 +1,222 @@
+//! Building and running one `git` process: environment, credentials, deadline, error mapping.
+//!
+//! All git calls go through [`GitCall`] so that every one of them gets the same hardened
+//! environment (no prompts, no system or global config, no hooks, stable English messages, a bounded
+//! set of protocols) and so that credentials only ever travel in the environment as an
+//! `http.extraHeader`, registered as secrets with the process runner, never in argv, URLs or
+//! `.git/config`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use doco_process::{Cmd, Output, ProcessError};
+
+use crate::error::{ErrorKind, classify, summarize};
+use crate::url::{Remote, Scheme};
+use crate::{GitError, HttpToken};
+
+/// Variables passed through from the daemon's environment; everything else is cleared so that an
+/// inherited `GIT_DIR`, `GIT_WORK_TREE` or `GIT_SSH_COMMAND` cannot redirect a call.
+const PASSTHROUGH: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+];
+
+/// Fixed environment for every call.
+const FIXED_ENV: &[(&str, &str)] = &[
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_HTTP_LOW_SPEED_LIMIT", "1000"),
+    ("GIT_HTTP_LOW_SPEED_TIME", "30"),
+    ("GIT_ALLOW_PROTOCOL", "file:http:https:ssh"),
+    ("LC_ALL", "C"),
+];
+
+/// Where a call runs and what it talks to, for the environment and for error messages.
+pub(crate) struct Context<'a> {
+    pub remote: &'a Remote,
+    /// The reference as the user wrote it, for messages.
+    pub reference: &'a str,
+    /// The checkout the call works on, if any.
+    pub checkout: Option<&'a Path>,
+}
+
+/// One `git` invocation.
+pub(crate) struct GitCall {
+    /// A short label for logs and errors ("ls-remote", "fetch").
+    op: &'static str,
+    args: Vec<OsString>,
+}
+
+impl GitCall {
+    pub fn new<I, S>(op: &'static str, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        GitCall {
+            op,
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Runs the call; a non-zero exit is returned as `Ok(output)` so callers can decide, use
+    /// [`GitCall::run_checked`] to map it to a [`GitError`].
+    pub async fn run(
+        self,
+        ctx: &Context<'_>,
+        token: Option<&HttpToken>,
+        timeout: Duration,
+    ) -> Result<Output, GitError> {
+        let mut cmd = Cmd::new("git").env_clear().timeout(timeout);
+        for key in PASSTHROUGH {
+            if let Some(value) = std::env::var_os(key) {
+                cmd = cmd.env(key, value);
+            }
+        }
+        for (key, value) in FIXED_ENV {
+            cmd = cmd.env(key, value);
+        }
+        for secret in &ctx.remote.url_secrets {
+            cmd = cmd.secret(secret.clone());
+        }
+        match ctx.remote.scheme {
+            Scheme::Http => {
+                // Credentials written into the URL win over the configured token.
+                if let Some(token) = ctx.remote.url_credentials.as_ref().or(token) {
+                    let basic = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", token.user, token.token));
+                    cmd = cmd
+                        .env("GIT_CONFIG_COUNT", "1")
+                        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                        .env(
+                            "GIT_CONFIG_VALUE_0",
+                            format!("Authorization: Basic {basic}"),
+                        )
+                        .secret(token.token.clone())
+                        .secret(basic);
+                }
+            }
+            // SSH options (GIT_SSH_COMMAND with the key and known_hosts) belong here.
+            Scheme::Ssh | Scheme::Scp => {}
+            Scheme::File | Scheme::LocalPath => {}
+        }
+        cmd = cmd.args(["-c", "core.hooksPath=/dev/null", "-c", "safe.directory=*"]);
+        match ctx.checkout {
+            // Pin git to this checkout: without it, a `dir` that lost its `.git` would make git
+            // walk up and act on an enclosing repository.
+            Some(dir) => {
+                cmd = cmd
+                    .current_dir(dir)
+                    .args(["--git-dir=.git", "--work-tree=."]);
+            }
+            None => cmd = cmd.current_dir("/"),
+        }
+        cmd = cmd.args(&self.args);
+        let command_line = format!("git {}", cmd.display_args());
+        tracing::debug!(
+            url = %ctx.remote.display,
+            reference = ctx.reference,
+            dir = ?ctx.checkout,
+            command = %command_line,
+            "running git"
+        );
+        match cmd.run().await {
+            Ok(output) => {
+                tracing::debug!(
+                    command = %command_line,
+                    code = ?output.code,
+                    stderr = %output.stderr.trim(),
+                    "git finished"
+                );
+                Ok(output)
+            }
+            Err(ProcessError::TimedOut { timeout, .. }) => Err(GitError::Transport {
+                url: ctx.remote.display.clone(),
+                detail: format!(
+                    "git {} for '{}' did not finish within {}s and was stopped",
+                    self.op,
+                    ctx.reference,
+                    timeout.as_secs_f64()
+                ),
+            }),
+            Err(e) => Err(GitError::Failed {
+                command: command_line,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Runs the call and maps a non-zero exit to a [`GitError`] from git's message.
+    pub async fn run_checked(
+        self,
+        ctx: &Context<'_>,
+        token: Option<&HttpToken>,
+        timeout: Duration,
+    ) -> Result<Output, GitError> {
+        let op = self.op;
+        let output = self.run(ctx, token, timeout).await?;
+        if output.success() {
+            return Ok(output);
+        }
+        Err(error_from(op, ctx, &output))
+    }
+}
+
+/// The [`GitError`] for a failed call, from its message.
+pub(crate) fn error_from(op: &str, ctx: &Context<'_>, output: &Output) -> GitError {
+    let url = ctx.remote.display.clone();
+    let detail = summarize(&output.stderr);
+    match classify(&output.stderr) {
+        ErrorKind::Transport => GitError::Transport {
+            url,
+            detail: format!("git {op} for '{}': {detail}", ctx.reference),
+        },
+        ErrorKind::Auth => GitError::Auth {
+            url,
+            detail: format!("git {op}: {detail}"),
+        },
+        ErrorKind::RepositoryNotFound => GitError::RepositoryNotFound {
+            url,
+            detail: format!("git {op}: {detail}"),
+        },
+        ErrorKind::ReferenceNotFound => GitError::ReferenceNotFound {
+            url,
+            reference: ctx.reference.to_string(),
+        },
+        ErrorKind::BrokenCheckout if ctx.checkout.is_some() => GitError::BrokenCheckout {
+            dir: ctx
+                .checkout
+                .map(Path::to_path_buf)
+                .unwrap_or_else(PathBuf::new),
+            detail: format!("git {op}: {detail}"),
+        },
+        ErrorKind::BrokenCheckout | ErrorKind::Other => GitError::Failed {
+            command: format!("git {op} ({url}, '{}')", ctx.reference),
+            detail: format!(
+                "exit code {}: {detail}",
+                output.code.map_or_else(
+                    || "none (killed by a signal)".to_string(),
+                    |c| c.to_string()
+                )
+            ),
+        },
+    }
+}
