@@ -301,16 +301,13 @@ impl<'a> Env<'a> {
         })
     }
 
-    fn number<T: FromStr>(
+    fn number<T: FromStr + PartialOrd>(
         &self,
         name: &str,
         default: T,
         min: T,
         what: &str,
-    ) -> Result<T, ConfigError>
-    where
-        T: PartialOrd,
-    {
+    ) -> Result<T, ConfigError> {
         self.parsed(name, default, |raw| match raw.parse::<T>() {
             Ok(n) if n >= min => Ok(n),
             _ => Err(format!("expected {what}")),

@@ -75,8 +75,11 @@ impl fmt::Display for Location {
             None => f.write_str("inline deployment")?,
         }
         if let Some(document) = self.document {
-            let noun = if self.file.is_some() { "document" } else { "#" };
-            write!(f, " {noun} {document}")?;
+            if self.file.is_some() {
+                write!(f, " document {document}")?;
+            } else {
+                write!(f, " #{document}")?;
+            }
         }
         if let Some(name) = &self.name {
             write!(f, " (deployment {name:?})")?;
@@ -112,7 +115,7 @@ pub enum DeployConfigError {
     /// A document is valid YAML but not a valid deployment.
     #[error("{location}: {}{message}", field_prefix(field.as_deref()))]
     Invalid {
-        location: Location,
+        location: Box<Location>,
         /// The offending field, e.g. `compose_files` or `reconciliation.events`.
         field: Option<String>,
         message: String,
@@ -127,7 +130,7 @@ impl DeployConfigError {
     /// The location of an [`DeployConfigError::Invalid`] error.
     pub fn location(&self) -> Option<&Location> {
         match self {
-            DeployConfigError::Invalid { location, .. } => Some(location),
+            DeployConfigError::Invalid { location, .. } => Some(location.as_ref()),
             _ => None,
         }
     }
@@ -138,7 +141,7 @@ impl DeployConfigError {
         message: impl Into<String>,
     ) -> Self {
         DeployConfigError::Invalid {
-            location: location.clone(),
+            location: Box::new(location.clone()),
             field: field.map(str::to_owned),
             message: message.into(),
         }

@@ -82,10 +82,10 @@ fn find_config_file(
     target: &str,
 ) -> Result<Option<PathBuf>, DeployConfigError> {
     let settings_error = |field: &str, message: String| DeployConfigError::Invalid {
-        location: Location {
+        location: Box::new(Location {
             file: Some(repo_dir.to_path_buf()),
             ..Location::default()
-        },
+        }),
         field: Some(field.to_owned()),
         message,
     };
@@ -167,12 +167,12 @@ fn check_unique(
     }
     if let Some(first) = names.get(&config.name) {
         return Err(DeployConfigError::Invalid {
-            location: Location {
+            location: Box::new(Location {
                 file: Some(file.to_path_buf()),
                 document: Some(document),
                 name: Some(config.name.clone()),
                 ..Location::default()
-            },
+            }),
             field: Some("name".to_owned()),
             message: format!(
                 "duplicate deployment name {:?} (already used by document {first})",
@@ -220,7 +220,7 @@ fn yaml_error(location: &Location, error: yaml::YamlError) -> DeployConfigError 
         location.column = Some(error.column);
     }
     DeployConfigError::Invalid {
-        location,
+        location: Box::new(location),
         field: (!error.path.is_empty()).then_some(error.path),
         message: error.message,
     }
@@ -232,9 +232,8 @@ fn yaml_error(location: &Location, error: yaml::YamlError) -> DeployConfigError 
 fn split_documents(text: &str) -> Vec<String> {
     let mut documents: Vec<String> = Vec::new();
     let mut current = String::new();
-    let mut blank_lines = 0usize;
     let mut has_content = false;
-    for line in text.split_inclusive('\n') {
+    for (blank_lines, line) in text.split_inclusive('\n').enumerate() {
         let is_start = is_marker(line, "---");
         let is_end = is_marker(line, "...");
         if is_start || is_end {
@@ -257,7 +256,6 @@ fn split_documents(text: &str) -> Vec<String> {
             has_content |= is_content(line);
             current.push_str(line);
         }
-        blank_lines += 1;
     }
     if has_content {
         documents.push(current);
@@ -556,6 +554,7 @@ impl Paths<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -194,6 +194,7 @@ pub fn closest<'a>(key: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

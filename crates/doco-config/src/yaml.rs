@@ -83,6 +83,7 @@ pub fn parse_typed<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

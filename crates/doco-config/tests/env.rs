@@ -1,5 +1,6 @@
 //! Environment-variable parsing: defaults, each validation error, `_FILE` variants, booleans and
 //! the poll interval spellings.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

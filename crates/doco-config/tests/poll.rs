@@ -1,4 +1,5 @@
 //! `POLL_CONFIG` parsing: defaults, inline deployments, errors naming entry and field, warnings.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
