@@ -7,7 +7,7 @@
 //! `.git/config`.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -184,31 +184,28 @@ impl GitCall {
 pub(crate) fn error_from(op: &str, ctx: &Context<'_>, output: &Output) -> GitError {
     let url = ctx.remote.display.clone();
     let detail = summarize(&output.stderr);
-    match classify(&output.stderr) {
-        ErrorKind::Transport => GitError::Transport {
+    match (classify(&output.stderr), ctx.checkout) {
+        (ErrorKind::Transport, _) => GitError::Transport {
             url,
             detail: format!("git {op} for '{}': {detail}", ctx.reference),
         },
-        ErrorKind::Auth => GitError::Auth {
+        (ErrorKind::Auth, _) => GitError::Auth {
             url,
             detail: format!("git {op}: {detail}"),
         },
-        ErrorKind::RepositoryNotFound => GitError::RepositoryNotFound {
+        (ErrorKind::RepositoryNotFound, _) => GitError::RepositoryNotFound {
             url,
             detail: format!("git {op}: {detail}"),
         },
-        ErrorKind::ReferenceNotFound => GitError::ReferenceNotFound {
+        (ErrorKind::ReferenceNotFound, _) => GitError::ReferenceNotFound {
             url,
             reference: ctx.reference.to_string(),
         },
-        ErrorKind::BrokenCheckout if ctx.checkout.is_some() => GitError::BrokenCheckout {
-            dir: ctx
-                .checkout
-                .map(Path::to_path_buf)
-                .unwrap_or_else(PathBuf::new),
+        (ErrorKind::BrokenCheckout, Some(dir)) => GitError::BrokenCheckout {
+            dir: dir.to_path_buf(),
             detail: format!("git {op}: {detail}"),
         },
-        ErrorKind::BrokenCheckout | ErrorKind::Other => GitError::Failed {
+        (ErrorKind::BrokenCheckout | ErrorKind::Other, _) => GitError::Failed {
             command: format!("git {op} ({url}, '{}')", ctx.reference),
             detail: format!(
                 "exit code {}: {detail}",

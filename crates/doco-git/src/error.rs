@@ -420,6 +420,33 @@ mod tests {
     }
 
     #[test]
+    fn messages_name_the_url_and_the_reference() {
+        let e = GitError::ReferenceNotFound {
+            url: "https://h/o/r.git".into(),
+            reference: "v9".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "reference 'v9' not found in https://h/o/r.git: no such branch, tag or commit on the remote"
+        );
+        let e = GitError::Transport {
+            url: "https://h/o/r.git".into(),
+            detail: "git ls-remote for 'main': fatal: unable to access ''".into(),
+        };
+        assert!(e.is_transport() && !e.is_auth());
+        assert!(
+            e.to_string()
+                .starts_with("cannot reach the Git remote https://h/o/r.git: ")
+        );
+        let e = GitError::Auth {
+            url: "u".into(),
+            detail: "d".into(),
+        };
+        assert!(e.is_auth() && !e.is_transport());
+        assert!(e.to_string().contains("check the access token"));
+    }
+
+    #[test]
     fn summarize_drops_hints_and_boilerplate() {
         let s = summarize(
             "hint: use --force\nfatal: '/x' does not appear to be a git repository\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n",

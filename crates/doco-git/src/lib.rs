@@ -225,11 +225,10 @@ impl GitClient {
             cloned: false,
         };
         if let Reference::Commit(sha) = reference {
+            self.set_origin(ctx, dir).await?;
             if head.as_deref() == Some(sha.as_str()) {
-                self.set_origin(ctx, dir).await?;
                 return Ok(unchanged(sha.clone()));
             }
-            self.set_origin(ctx, dir).await?;
             let mut fetched = false;
             if !self.has_commit(ctx, sha).await? {
                 self.fetch(ctx, sha).await?;

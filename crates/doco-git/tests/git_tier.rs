@@ -139,6 +139,7 @@ async fn tags_branches_refs_and_commits_resolve() {
     );
     assert_eq!(c.ls_remote(&url, "main").await.unwrap(), main2);
     assert_eq!(c.ls_remote(&url, &first).await.unwrap(), first);
+    assert_eq!(c.ls_remote(&url, "HEAD").await.unwrap(), main2);
 
     let (_tmp, dir) = checkout_dir();
     let tagged = c.sync(&url, "v1.0", &dir).await.unwrap();
