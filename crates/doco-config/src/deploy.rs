@@ -279,6 +279,8 @@ pub struct RawDeployConfig {
     context: Option<String>,
     working_dir: Option<String>,
     compose_files: Option<Vec<String>>,
+    /// Only present in our own serialized form (state file round trips); not a user key.
+    compose_files_customized: Option<bool>,
     environment: Option<BTreeMap<String, String>>,
     env_files: Option<Vec<String>>,
     profiles: Option<Vec<String>>,
@@ -313,7 +315,9 @@ impl From<RawDeployConfig> for DeployConfig {
             webhook_filter: raw.webhook_filter.unwrap_or_default(),
             context: raw.context.unwrap_or_default(),
             working_dir: raw.working_dir.unwrap_or_else(|| ".".to_owned()),
-            compose_files_customized: raw.compose_files.is_some(),
+            compose_files_customized: raw
+                .compose_files_customized
+                .unwrap_or(raw.compose_files.is_some()),
             compose_files: raw.compose_files.unwrap_or_else(|| {
                 DEFAULT_COMPOSE_FILES
                     .iter()

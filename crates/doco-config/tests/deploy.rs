@@ -613,3 +613,17 @@ fn hash_is_stable_and_sensitive() {
         "warnings are not part of the hash"
     );
 }
+
+#[test]
+fn json_round_trip_keeps_the_config() {
+    let repo = Repo::new(&[(
+        ".doco-cd.yml",
+        "name: a\n---\nname: b\ncompose_files: [x.yml]\nreference: v1\n",
+    )]);
+    for config in repo.load().into_iter().map(Result::unwrap) {
+        let json = serde_json::to_string(&config).unwrap();
+        let back: DeployConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config, "{json}");
+        assert_eq!(back.hash(), config.hash());
+    }
+}
