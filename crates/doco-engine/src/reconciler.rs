@@ -423,7 +423,13 @@ impl Reconciler {
                         let result = self.deploy_one(ctx, &deployment, observed).await;
                         (name, result.map_err(|e| e.to_string()))
                     }
-                    Err(e) => (format!("deployment #{}", index + 1), Err(e.to_string())),
+                    Err(e) => {
+                        let name = e
+                            .location()
+                            .and_then(|l| l.name.clone())
+                            .unwrap_or_else(|| format!("deployment #{}", index + 1));
+                        (name, Err(e.to_string()))
+                    }
                 }
             }
         });

@@ -267,7 +267,9 @@ fn count_spawn(program: &str) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| program.to_string());
-    let mut spawns = SPAWNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut spawns = SPAWNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     *spawns.entry(name).or_insert(0) += 1;
 }
 

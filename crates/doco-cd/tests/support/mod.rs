@@ -59,7 +59,6 @@ impl HttpRepo {
 /// A running `doco-cd` daemon, killed on drop; its log is printed when a test fails.
 pub struct Daemon {
     child: Option<Child>,
-    pub data: PathBuf,
     pub metrics_port: u16,
     pub http_port: u16,
     log: PathBuf,
@@ -96,7 +95,6 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("cannot start doco-cd: {e}"));
         let daemon = Daemon {
             child: Some(child),
-            data: data.to_path_buf(),
             metrics_port,
             http_port,
             log,
@@ -230,12 +228,13 @@ fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// The value of label `key` on container `id`.
 pub fn label(id: &str, key: &str) -> String {
-    doco_testkit::docker::docker(&[
+    let value = doco_testkit::docker::docker(&[
         "inspect",
         "--format",
         &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
         id,
-    ])
+    ]);
+    value.trim().to_string()
 }
 
 /// The single container of `service` in `project`, waiting until it exists and runs.
