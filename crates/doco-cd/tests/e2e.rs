@@ -2,6 +2,8 @@
 //! drive it, against Git servers on 127.0.0.1 and the real Docker engine. One scenario per user story
 //! of the spine (issue 3).
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
 mod support;
 
 use std::time::Duration;

@@ -340,7 +340,15 @@ mod tests {
         use ContainerState::*;
         let r = record();
         let exited_job = container("j1", "job", Exited, "hj");
-        let cases: Vec<(&str, Desired, Option<&DeploymentRecord>, Vec<ContainerInfo>, Mode, QuickPlan)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Desired<'a>,
+            Option<&'a DeploymentRecord>,
+            Vec<ContainerInfo>,
+            Mode,
+            QuickPlan,
+        );
+        let cases: Vec<Case> = vec![
             ("no record", desired(C1), None, vec![], Mode::Online, QuickPlan::Render("first deploy".into())),
             ("all running, job exited", desired(C1), Some(&r), vec![running_web(), exited_job.clone()], Mode::Online, QuickPlan::UpToDate),
             ("web stopped", desired(C1), Some(&r), vec![container("w1", "web", Exited, "hw")], Mode::Online, QuickPlan::Start(vec!["w1".into()])),
@@ -372,13 +380,7 @@ mod tests {
         let mut r = record();
         r.services.get_mut("web").unwrap().replicas = 2;
         assert_eq!(
-            quick_plan(
-                &desired(C1),
-                Some(&r),
-                &NONE,
-                &[running_web()],
-                Mode::Online
-            ),
+            quick_plan(&desired(C1), Some(&r), &[running_web()], Mode::Online),
             QuickPlan::Render("service web has 1 of 2 replicas".into())
         );
     }
