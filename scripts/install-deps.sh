@@ -15,7 +15,7 @@ sudo_if_needed() {
 
 missing_debs=()
 command -v git >/dev/null 2>&1 || missing_debs+=(git)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || missing_debs+=(busybox-static)
+
 command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs doco-cd on the bundled example: installs what is needed, builds doco-cd, turns examples/hello into
+# a local Git repository, and starts doco-cd polling it with DOCO_CD_MAINTAIN_OFFLINE_STATE=true. It
+# waits for the first deploy, shows what was deployed and where to look, then stops the web container
+# and shows doco-cd starting it again. doco-cd keeps running in the background afterwards.
+#
+#   scripts/example.sh           set up and run the example
+#   scripts/example.sh --stop    stop doco-cd and remove the example's containers, image and files
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+WORK="${DOCO_EXAMPLE_DIR:-/tmp/doco-cd-example}"
+HTTP_PORT="${DOCO_EXAMPLE_HTTP_PORT:-18080}"
+METRICS_PORT="${DOCO_EXAMPLE_METRICS_PORT:-19120}"
+WEB_PORT=18081
+PROJECT=doco-example
+
+say() { printf '\n== %s\n' "$*"; }
+
+stop_example() {
+  if [ -f "$WORK/doco-cd.pid" ]; then
+    kill "$(cat "$WORK/doco-cd.pid")" 2>/dev/null || true
+    rm -f "$WORK/doco-cd.pid"
+  fi
+  docker compose -p "$PROJECT" down --remove-orphans >/dev/null 2>&1 || true
+  docker image rm doco-example/web:1 >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+
+if [ "${1:-}" = "--stop" ]; then
+  stop_example
+  echo "example stopped and removed"
+  exit 0
+fi
+
+say "installing what doco-cd needs (git, the Compose plugin, busybox for the offline base image)"
+./scripts/install-deps.sh
+./scripts/test-image.sh >/dev/null
+
+say "building doco-cd"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/doco-cd/target}"
+cargo build --quiet --bin doco-cd
+binary="$CARGO_TARGET_DIR/debug/doco-cd"
+
+stop_example
+mkdir -p "$WORK/data"
+say "creating the example repository at $WORK/repo"
+cp -r examples/hello "$WORK/repo"
+git -C "$WORK/repo" init -q -b main
+git -C "$WORK/repo" add -A
+git -C "$WORK/repo" -c user.name=example -c user.email=example@localhost commit -q -m "the example stack"
+
+say "starting doco-cd (log: $WORK/doco-cd.log)"
+env -i PATH="$PATH" HOME="$HOME" \
+  POLL_CONFIG="- url: $WORK/repo
+  reference: main
+  interval: 10s" \
+  DOCO_CD_MAINTAIN_OFFLINE_STATE=true \
+  DATA_MOUNT_PATH="$WORK/data" \
+  HTTP_PORT="$HTTP_PORT" METRICS_PORT="$METRICS_PORT" \
+  "$binary" >"$WORK/doco-cd.log" 2>&1 &
+echo $! >"$WORK/doco-cd.pid"
+
+container=""
+for _ in $(seq 1 120); do
+  container=$(docker ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter status=running)
+  [ -n "$container" ] && break
+  if ! kill -0 "$(cat "$WORK/doco-cd.pid")" 2>/dev/null; then
+    echo "doco-cd exited; its log:" >&2
+    cat "$WORK/doco-cd.log" >&2
+    exit 1
+  fi
+  sleep 1
+done
+[ -n "$container" ] || { echo "no deployment after 120 s; see $WORK/doco-cd.log" >&2; exit 1; }
+
+say "what doco-cd did"
+grep -E "cloned|deploying|deployed|poll completed" "$WORK/doco-cd.log" | head -n 8 | sed 's/^/  /'
+docker ps --filter "label=com.docker.compose.project=$PROJECT" \
+  --format '  container {{.Names}} ({{.ID}}) {{.Status}}'
+printf '  deployed commit: %s\n' \
+  "$(docker inspect --format '{{index .Config.Labels "cd.doco.deployment.target.sha"}}' "$container")"
+printf '  the web page: %s\n' "$(/bin/busybox wget -qO- "http://127.0.0.1:$WEB_PORT/" 2>/dev/null | head -n 1 || true)"
+
+say "healing: stopping the web container, as a crash or 'docker stop' would"
+docker stop -t 1 "$container" >/dev/null
+echo "  stopped $container; waiting for the next poll (every 10 s) to start it again..."
+for _ in $(seq 1 60); do
+  state=$(docker inspect --format '{{.State.Status}}' "$container")
+  [ "$state" = running ] && break
+  sleep 1
+done
+echo "  container $container is $state again (same container: started, not recreated)"
+
+cat <<EOF
+
+== where to look
+  log:         tail -f $WORK/doco-cd.log
+  metrics:     curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep doco_cd_
+  health:      curl -s http://127.0.0.1:$HTTP_PORT/v1/health
+  state file:  cat $WORK/data/.doco-cd/state.json
+  repository:  $WORK/repo  (edit web/www/index.html, commit, and doco-cd redeploys within 10 s)
+
+== watch it heal
+  docker stop $container    then   docker ps --filter label=com.docker.compose.project=$PROJECT
+  within one poll interval (10 s) doco-cd starts the same container again.
+
+== stop the example
+  scripts/example.sh --stop
+EOF
