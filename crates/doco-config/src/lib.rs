@@ -7,6 +7,7 @@
 //! warnings here.
 
 pub mod deploy;
+pub mod discovery;
 pub mod error;
 mod keys;
 pub mod values;
@@ -20,9 +21,12 @@ pub use error::{ConfigError, DeployConfigError, Location};
 pub mod env;
 pub mod poll;
 pub mod resolve;
+pub mod rewrite;
 
+pub use discovery::discover_deployments;
 pub use env::{AppConfig, IpNetwork, LogFormat, LogLevel, Secret};
 pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
 pub use resolve::{
     ResolvedDeployment, load_deploy_configs, resolve_deployment, resolve_deployments,
 };
+pub use rewrite::rewrite_source_url;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::deploy::{DEFAULT_ENV_FILE, DeployConfig, REMOTE_ENV_PREFIX, clean_relative};
+use crate::discovery::discover_located;
 use crate::error::{DeployConfigError, Location};
 use crate::keys::deploy_warnings;
 use crate::poll::DEFAULT_REFERENCE;
@@ -32,6 +33,8 @@ pub struct ResolvedDeployment {
     /// above are then empty, and the caller resolves them with [`resolve_deployment`] against that
     /// repository's checkout.
     pub external_repository: Option<String>,
+    /// Produced by auto-discovery (one subdirectory of an `auto_discovery` deployment).
+    pub auto_discovered: bool,
 }
 
 /// The deploy-config file names tried, in order, for a target (`""` = the default file).
@@ -121,7 +124,7 @@ fn find_config_file(
     Ok(None)
 }
 
-fn canonical(path: &Path) -> Result<PathBuf, DeployConfigError> {
+pub(crate) fn canonical(path: &Path) -> Result<PathBuf, DeployConfigError> {
     path.canonicalize()
         .map_err(|source| DeployConfigError::Read {
             path: path.to_path_buf(),
@@ -205,7 +208,7 @@ fn parse_document(text: &str, mut location: Location) -> Result<DeployConfig, De
     Ok(config)
 }
 
-fn scalar_text(value: &serde_json::Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -213,7 +216,7 @@ fn scalar_text(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn yaml_error(location: &Location, error: yaml::YamlError) -> DeployConfigError {
+pub(crate) fn yaml_error(location: &Location, error: yaml::YamlError) -> DeployConfigError {
     let mut location = location.clone();
     if error.line > 0 {
         location.line = Some(error.line);
@@ -229,7 +232,7 @@ fn yaml_error(location: &Location, error: yaml::YamlError) -> DeployConfigError 
 /// Splits a YAML stream into its documents. Every returned text has the lines of the other
 /// documents blanked, so positions reported by the parser are positions in the file.
 /// Documents with nothing but blanks and comments are left out.
-fn split_documents(text: &str) -> Vec<String> {
+pub(crate) fn split_documents(text: &str) -> Vec<String> {
     let mut documents: Vec<String> = Vec::new();
     let mut current = String::new();
     let mut has_content = false;
@@ -311,7 +314,51 @@ pub fn resolve_deployments(
             source_file.as_deref(),
         ));
     }
-    Ok(resolved)
+    Ok(unique_names(resolved))
+}
+
+/// Names must stay unique once auto-discovery has expanded: a later deployment that reuses a
+/// name becomes an error (the first one keeps deploying), as upstream refuses the whole set.
+fn unique_names(
+    resolved: Vec<Result<ResolvedDeployment, DeployConfigError>>,
+) -> Vec<Result<ResolvedDeployment, DeployConfigError>> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    resolved
+        .into_iter()
+        .map(|entry| {
+            let deployment = entry?;
+            let name = deployment.config.name.clone();
+            let origin = describe_origin(&deployment);
+            if let Some(first) = seen.get(&name) {
+                let location = Location {
+                    file: deployment.source_file.clone(),
+                    name: Some(name.clone()),
+                    ..Location::default()
+                };
+                return Err(DeployConfigError::invalid(
+                    &location,
+                    Some("name"),
+                    format!("duplicate deployment name {name:?}: {origin} and {first} both use it"),
+                ));
+            }
+            seen.insert(name, origin);
+            Ok(deployment)
+        })
+        .collect()
+}
+
+fn describe_origin(deployment: &ResolvedDeployment) -> String {
+    if deployment.auto_discovered {
+        format!(
+            "the auto-discovered directory {:?}",
+            deployment.config.working_dir
+        )
+    } else {
+        format!(
+            "the deployment with working_dir {:?}",
+            deployment.config.working_dir
+        )
+    }
 }
 
 fn resolve_entry(
@@ -332,12 +379,8 @@ fn resolve_entry(
         name: (!config.name.is_empty()).then(|| config.name.clone()),
         ..location.clone()
     };
-    if config.auto_discovery.enabled {
-        return vec![Err(DeployConfigError::invalid(
-            &location,
-            Some("auto_discovery"),
-            "auto-discovery is not supported by this implementation yet; list the deployments explicitly",
-        ))];
+    if config.auto_discovery.enabled && config.repository_url.is_none() {
+        return discover_located(&config, repo_dir, source_file, &location);
     }
     if let Some(url) = config.repository_url.clone() {
         return vec![Ok(ResolvedDeployment {
@@ -348,6 +391,7 @@ fn resolve_entry(
             remote_env_files: Vec::new(),
             source_file: source_file.map(Path::to_path_buf),
             external_repository: Some(url),
+            auto_discovered: false,
         })];
     }
     vec![resolve_located(config, repo_dir, source_file, &location)]
@@ -391,6 +435,9 @@ fn validate_inline(inline: &[DeployConfig]) -> Vec<Result<DeployConfig, DeployCo
 }
 
 /// Resolves one deployment's paths inside `checkout_dir` (the repository its files live in).
+///
+/// An auto-discovery deployment expands into several: use
+/// [`crate::discovery::discover_deployments`] for those (this function refuses them).
 pub fn resolve_deployment(
     config: DeployConfig,
     checkout_dir: &Path,
@@ -401,12 +448,19 @@ pub fn resolve_deployment(
         name: (!config.name.is_empty()).then(|| config.name.clone()),
         ..Location::default()
     };
+    if config.auto_discovery.enabled {
+        return Err(DeployConfigError::invalid(
+            &location,
+            Some("auto_discovery"),
+            "an auto-discovery deployment expands into one deployment per directory: expand it with discover_deployments",
+        ));
+    }
     let mut resolved = resolve_located(config, checkout_dir, source_file.as_deref(), &location)?;
     resolved.external_repository = None;
     Ok(resolved)
 }
 
-fn resolve_located(
+pub(crate) fn resolve_located(
     config: DeployConfig,
     checkout_dir: &Path,
     source_file: Option<&Path>,
@@ -428,6 +482,7 @@ fn resolve_located(
         remote_env_files,
         source_file: source_file.map(Path::to_path_buf),
         external_repository: None,
+        auto_discovered: false,
     })
 }
 
