@@ -228,7 +228,7 @@ fn runtime_check(
                 c.name
             ));
         }
-        if !service.must_run {
+        if !service.must_run || service.replicas == 0 {
             continue;
         }
         if containers.is_empty() {
@@ -373,6 +373,13 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn a_service_scaled_to_zero_needs_no_container() {
+        let mut r = record();
+        r.services.get_mut("web").unwrap().replicas = 0;
+        assert_eq!(quick_plan(&desired(C1), Some(&r), &[], Mode::Online), QuickPlan::UpToDate);
     }
 
     #[test]
