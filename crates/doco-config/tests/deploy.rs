@@ -570,7 +570,7 @@ fn repository_url_deployments_are_left_for_the_caller() {
 }
 
 #[test]
-fn auto_discovery_is_reported_as_not_supported_yet() {
+fn auto_discovery_expands_instead_of_failing() {
     let repo = Repo::new(&[
         (".doco-cd.yml", "auto_discovery: true\n"),
         ("svc/compose.yaml", COMPOSE),
@@ -580,8 +580,9 @@ fn auto_discovery_is_reported_as_not_supported_yet() {
         entries[0].as_ref().unwrap().auto_discovery.enabled,
         "no name needed with auto-discovery"
     );
-    let err = repo.resolve(&[], "main").remove(0).unwrap_err();
-    assert!(err.contains("field `auto_discovery`"), "{err}");
+    let r = repo.resolve(&[], "main").remove(0).unwrap();
+    assert_eq!(r.config.name, "svc");
+    assert!(r.auto_discovered);
 }
 
 #[test]
