@@ -10,12 +10,11 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use doco_process::{Cmd, Output, ProcessError};
 
+use crate::GitError;
 use crate::error::{ErrorKind, classify, summarize};
-use crate::url::{Remote, Scheme};
-use crate::{GitError, HttpToken};
+use crate::url::Remote;
 
 /// Variables passed through from the daemon's environment; everything else is cleared so that an
 /// inherited `GIT_DIR`, `GIT_WORK_TREE` or `GIT_SSH_COMMAND` cannot redirect a call.
@@ -58,7 +57,19 @@ pub(crate) struct Context<'a> {
     pub checkout: Option<&'a Path>,
 }
 
+/// What a call that talks to a remote needs besides the fixed environment: git settings passed as
+/// `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` (URL-scoped `http.<url>.extraHeader`
+/// credentials, `http.sslVerify`, `http.proxy`), other variables (`GIT_SSH_COMMAND`), and the
+/// secrets to redact from what git prints.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NetEnv {
+    pub config: Vec<(String, String)>,
+    pub vars: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+}
+
 /// One `git` invocation.
+#[derive(Debug, Clone)]
 pub(crate) struct GitCall {
     /// A short label for logs and errors ("ls-remote", "fetch").
     op: &'static str,
@@ -82,7 +93,7 @@ impl GitCall {
     pub async fn run(
         self,
         ctx: &Context<'_>,
-        token: Option<&HttpToken>,
+        net: Option<&NetEnv>,
         timeout: Duration,
     ) -> Result<Output, GitError> {
         let mut cmd = Cmd::new("git").env_clear().timeout(timeout);
@@ -97,26 +108,21 @@ impl GitCall {
         for secret in &ctx.remote.url_secrets {
             cmd = cmd.secret(secret.clone());
         }
-        match ctx.remote.scheme {
-            Scheme::Http => {
-                // Credentials written into the URL win over the configured token.
-                if let Some(token) = ctx.remote.url_credentials.as_ref().or(token) {
-                    let basic = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", token.user, token.token));
+        if let Some(net) = net {
+            if !net.config.is_empty() {
+                cmd = cmd.env("GIT_CONFIG_COUNT", net.config.len().to_string());
+                for (i, (key, value)) in net.config.iter().enumerate() {
                     cmd = cmd
-                        .env("GIT_CONFIG_COUNT", "1")
-                        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                        .env(
-                            "GIT_CONFIG_VALUE_0",
-                            format!("Authorization: Basic {basic}"),
-                        )
-                        .secret(token.token.clone())
-                        .secret(basic);
+                        .env(format!("GIT_CONFIG_KEY_{i}"), key)
+                        .env(format!("GIT_CONFIG_VALUE_{i}"), value);
                 }
             }
-            // SSH options (GIT_SSH_COMMAND with the key and known_hosts) belong here.
-            Scheme::Ssh | Scheme::Scp => {}
-            Scheme::File | Scheme::LocalPath => {}
+            for (key, value) in &net.vars {
+                cmd = cmd.env(key, value);
+            }
+            for secret in &net.secrets {
+                cmd = cmd.secret(secret.clone());
+            }
         }
         cmd = cmd.args(["-c", "core.hooksPath=/dev/null", "-c", "safe.directory=*"]);
         match ctx.checkout {
@@ -168,11 +174,11 @@ impl GitCall {
     pub async fn run_checked(
         self,
         ctx: &Context<'_>,
-        token: Option<&HttpToken>,
+        net: Option<&NetEnv>,
         timeout: Duration,
     ) -> Result<Output, GitError> {
         let op = self.op;
-        let output = self.run(ctx, token, timeout).await?;
+        let output = self.run(ctx, net, timeout).await?;
         if output.success() {
             return Ok(output);
         }

@@ -117,6 +117,9 @@ const BROKEN_CHECKOUT: &[&str] = &[
     "bad object head",
     "is corrupt",
     "your current branch appears to be broken",
+    "bad config line",
+    "unknown repository format",
+    "does not point to a valid object",
 ];
 const TRANSPORT: &[&str] = &[
     "could not resolve host",

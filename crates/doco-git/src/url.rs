@@ -115,6 +115,50 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// The host (lower case, no trailing dot, IPv6 without brackets) and the port written in the
+    /// URL, for credential lookup, known_hosts entries and URL-scoped git config. `None` for local
+    /// repositories.
+    pub fn host_port(&self) -> Option<(String, Option<u16>)> {
+        let authority = match self.scheme {
+            Scheme::Http | Scheme::Ssh => split_authority(&self.clean)?.host.to_string(),
+            Scheme::Scp => {
+                let (before, _) = self.clean.split_once(':')?;
+                before.split_once('@')?.1.to_string()
+            }
+            Scheme::File | Scheme::LocalPath => return None,
+        };
+        let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+            let (h, after) = rest.split_once(']')?;
+            (
+                h.to_string(),
+                after.strip_prefix(':').and_then(|p| p.parse().ok()),
+            )
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) if self.scheme != Scheme::Scp => (h.to_string(), p.parse().ok()),
+                _ => (authority.clone(), None),
+            }
+        };
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        (!host.is_empty()).then_some((host, port))
+    }
+
+    /// `scheme://host[:port]/` of an HTTP(S) remote: the prefix that scopes an `http.<url>.*`
+    /// setting to this server, so a token is never sent to another host (a submodule elsewhere).
+    pub fn http_scope(&self) -> Option<String> {
+        if self.scheme != Scheme::Http {
+            return None;
+        }
+        let parts = split_authority(&self.clean)?;
+        Some(format!(
+            "{}{}/",
+            parts.scheme.to_ascii_lowercase(),
+            parts.host
+        ))
+    }
+}
+
 fn scheme_of(url: &str) -> Option<Scheme> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
@@ -459,6 +503,37 @@ mod tests {
         let ssh = Remote::parse("ssh://git:pw@h/r.git").unwrap();
         assert_eq!(ssh.clean, "ssh://git@h/r.git");
         assert!(ssh.url_credentials.is_none());
+    }
+
+    #[test]
+    fn host_port_and_scope() {
+        let hp = |u: &str| Remote::parse(u).unwrap().host_port();
+        assert_eq!(
+            hp("https://Git.Example.com./o/r"),
+            Some(("git.example.com".into(), None))
+        );
+        assert_eq!(
+            hp("http://u:p@127.0.0.1:8080/r"),
+            Some(("127.0.0.1".into(), Some(8080)))
+        );
+        assert_eq!(
+            hp("ssh://git@h:2222/o/r.git"),
+            Some(("h".into(), Some(2222)))
+        );
+        assert_eq!(hp("ssh://git@[::1]:22/r"), Some(("::1".into(), Some(22))));
+        assert_eq!(
+            hp("git@github.com:o/r.git"),
+            Some(("github.com".into(), None))
+        );
+        assert_eq!(hp("file:///srv/r"), None);
+        assert_eq!(
+            Remote::parse("HTTPS://u:p@h:8443/o/r")
+                .unwrap()
+                .http_scope()
+                .as_deref(),
+            Some("https://h:8443/")
+        );
+        assert_eq!(Remote::parse("git@h:o/r").unwrap().http_scope(), None);
     }
 
     #[test]

@@ -308,6 +308,7 @@ async fn hanging_server_times_out_as_transport() {
     let c = GitClient::new(GitOptions {
         http_token: None,
         timeout: Duration::from_secs(2),
+        ..GitOptions::default()
     });
     let (_tmp, dir) = checkout_dir();
     let started = Instant::now();
@@ -395,6 +396,7 @@ async fn tokens_never_reach_disk_or_errors() {
             token: token.into(),
         }),
         timeout: Duration::from_secs(60),
+        ..GitOptions::default()
     });
     let (_tmp, dir) = checkout_dir();
     c.sync(&url, "main", &dir).await.unwrap();
