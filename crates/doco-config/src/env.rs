@@ -166,13 +166,6 @@ pub const UNSUPPORTED_VARIABLES: &[&str] = &[
     "APPRISE_NOTIFY_REPEAT_INTERVAL",
     "APPRISE_NOTIFY_BODY_TEMPLATE",
     "APPRISE_NOTIFY_BODY_TEMPLATE_FILE",
-    "GITHUB_APP_ID",
-    "GITHUB_APP_ID_FILE",
-    "GITHUB_APP_PRIVATE_KEY",
-    "GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_APP_INSTALLATION_ID",
-    "GIT_AUTH_DOMAINS",
-    "GIT_AUTH_DOMAINS_FILE",
     "GIT_COMMIT_STATUS",
     "GIT_SCM_PROVIDER",
     "GIT_SCM_API_URL",
@@ -225,6 +218,17 @@ pub struct AppConfig {
     pub ssh_private_key_passphrase: Option<Secret>,
     pub skip_tls_verification: bool,
     pub git_commit_status: bool,
+    /// `GIT_AUTH_DOMAINS` / `_FILE`: domain-scoped credentials.
+    pub git_auth_domains: Vec<GitAuthDomain>,
+    /// `GITHUB_APP_ID` / `_FILE` and `GITHUB_APP_PRIVATE_KEY` / `_FILE`: both set, or neither
+    /// (an incomplete pair is ignored, as upstream does).
+    pub github_app: Option<GitHubAppConfig>,
+    /// `SSH_KNOWN_HOSTS` / `_FILE` (our addition): known_hosts lines trusted before any host key
+    /// recorded on first use.
+    pub ssh_known_hosts: Option<String>,
+    /// `SSH_ACCEPT_CHANGED_HOST_KEYS` (our addition, default false): replace a recorded SSH host
+    /// key that changed instead of refusing to connect.
+    pub ssh_accept_changed_host_keys: bool,
     // --- docker (§2.3)
     pub docker_quiet_deploy: bool,
     pub docker_swarm_features: bool,
@@ -245,6 +249,137 @@ pub struct AppConfig {
     pub unsupported: Vec<String>,
     /// Non-fatal findings, e.g. unknown keys in `POLL_CONFIG`.
     pub warnings: Vec<String>,
+}
+
+/// A GitHub App (global or per domain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubAppConfig {
+    pub app_id: String,
+    pub private_key: Secret,
+    /// `GITHUB_APP_INSTALLATION_ID`; 0 looks the installation up per repository.
+    pub installation_id: u64,
+}
+
+/// One `GIT_AUTH_DOMAINS` entry (upstream's keys). At most one method per entry: a token, an SSH
+/// key, or a GitHub App (a token and an SSH key may be combined, as upstream allows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitAuthDomain {
+    /// Exact hosts or `*.example.com` wildcards.
+    pub domains: Vec<String>,
+    pub git_access_token: Option<Secret>,
+    /// Empty: the global `GIT_ACCESS_TOKEN_USER`.
+    pub git_access_token_user: Option<String>,
+    pub ssh_private_key: Option<Secret>,
+    pub ssh_private_key_passphrase: Option<Secret>,
+    pub github_app: Option<GitHubAppConfig>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawAuthDomain {
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    git_access_token: String,
+    #[serde(default)]
+    git_access_token_user: String,
+    #[serde(default)]
+    ssh_private_key: String,
+    #[serde(default)]
+    ssh_private_key_passphrase: String,
+    #[serde(default)]
+    github_app_id: String,
+    #[serde(default)]
+    github_app_private_key: String,
+    #[serde(default)]
+    github_app_installation_id: u64,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+fn git_auth_domains(env: &Env<'_>) -> Result<Vec<GitAuthDomain>, ConfigError> {
+    let Some(text) = env.with_file("GIT_AUTH_DOMAINS")? else {
+        return Ok(Vec::new());
+    };
+    let invalid = |reason: String| ConfigError::InvalidSecret {
+        var: "GIT_AUTH_DOMAINS".to_owned(),
+        reason,
+    };
+    let raw: Vec<RawAuthDomain> = serde_saphyr::from_str(&text).map_err(|e| {
+        // The message may quote the YAML, which holds secrets: keep only its first line's position.
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or_default();
+        invalid(format!(
+            "expected a YAML list of entries with domains and credentials ({})",
+            first.split(':').next().unwrap_or_default()
+        ))
+    })?;
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let domains: Vec<String> = entry
+            .domains
+            .iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        if domains.is_empty() {
+            return Err(invalid(format!("entry {i} has no domains")));
+        }
+        let app_id = non_empty(entry.github_app_id);
+        let app_key = non_empty(entry.github_app_private_key);
+        let token = non_empty(entry.git_access_token);
+        let key = non_empty(entry.ssh_private_key);
+        let github_app = match (app_id, app_key) {
+            (Some(app_id), Some(key_text)) => Some(GitHubAppConfig {
+                app_id,
+                private_key: Secret(key_text),
+                installation_id: entry.github_app_installation_id,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(format!(
+                    "entry {i}: both github_app_id and github_app_private_key are required"
+                )));
+            }
+        };
+        if github_app.is_some() && (token.is_some() || key.is_some()) {
+            return Err(invalid(format!(
+                "entry {i}: github app credentials cannot be combined with git_access_token or ssh_private_key"
+            )));
+        }
+        out.push(GitAuthDomain {
+            domains,
+            git_access_token: token.map(Secret),
+            git_access_token_user: non_empty(entry.git_access_token_user),
+            ssh_private_key: key.map(Secret),
+            ssh_private_key_passphrase: non_empty(entry.ssh_private_key_passphrase).map(Secret),
+            github_app,
+        });
+    }
+    Ok(out)
+}
+
+fn github_app(env: &Env<'_>) -> Result<Option<GitHubAppConfig>, ConfigError> {
+    let app_id = env.with_file("GITHUB_APP_ID")?.filter(|v| !v.is_empty());
+    let key = env
+        .with_file("GITHUB_APP_PRIVATE_KEY")?
+        .filter(|v| !v.is_empty());
+    let installation_id = env.number(
+        "GITHUB_APP_INSTALLATION_ID",
+        0u64,
+        0,
+        "a whole number >= 0 (0 = look it up per repository)",
+    )?;
+    Ok(match (app_id, key) {
+        (Some(app_id), Some(key)) => Some(GitHubAppConfig {
+            app_id,
+            private_key: Secret(key),
+            installation_id,
+        }),
+        _ => None,
+    })
 }
 
 /// Read access to the variables with typed parsing and variable-naming errors.
@@ -442,6 +577,10 @@ impl AppConfig {
             ssh_private_key_passphrase: env.secret("SSH_PRIVATE_KEY_PASSPHRASE")?,
             skip_tls_verification: env.bool("SKIP_TLS_VERIFICATION", false)?,
             git_commit_status: env.bool("GIT_COMMIT_STATUS", false)?,
+            git_auth_domains: git_auth_domains(&env)?,
+            github_app: github_app(&env)?,
+            ssh_known_hosts: env.with_file("SSH_KNOWN_HOSTS")?.filter(|v| !v.is_empty()),
+            ssh_accept_changed_host_keys: env.bool("SSH_ACCEPT_CHANGED_HOST_KEYS", false)?,
             docker_quiet_deploy: env.bool("DOCKER_QUIET_DEPLOY", true)?,
             docker_swarm_features: env.bool("DOCKER_SWARM_FEATURES", true)?,
             docker_swarm_config_retention: env.number(

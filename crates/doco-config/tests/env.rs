@@ -380,3 +380,135 @@ fn poll_intervals() {
     let c = load(&[("POLL_CONFIG", "- url: https://example.com/r.git")]).unwrap();
     assert_eq!(c.poll_configs[0].interval, Duration::from_secs(180));
 }
+
+#[test]
+fn git_auth_settings() {
+    let c = load(&[]).unwrap();
+    assert!(c.git_auth_domains.is_empty());
+    assert!(c.github_app.is_none());
+    assert!(c.ssh_known_hosts.is_none());
+    assert!(!c.ssh_accept_changed_host_keys);
+
+    let yaml = "- domains: [github.com]\n  git_access_token: gh-token\n- domains: ['*.Example.com']\n  ssh_private_key: test-key\n  ssh_private_key_passphrase: pass\n  git_access_token_user: ''\n- domains: [ghe.corp]\n  github_app_id: '42'\n  github_app_private_key: PEM\n  github_app_installation_id: 7\n";
+    let c = load(&[
+        ("GIT_AUTH_DOMAINS", yaml),
+        ("GITHUB_APP_ID", "9"),
+        ("GITHUB_APP_PRIVATE_KEY", "KEY"),
+        ("GITHUB_APP_INSTALLATION_ID", "123"),
+        ("SSH_KNOWN_HOSTS", "h ssh-ed25519 AAAA"),
+        ("SSH_ACCEPT_CHANGED_HOST_KEYS", "true"),
+    ])
+    .unwrap();
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+    let d = &c.git_auth_domains;
+    assert_eq!(d.len(), 3);
+    assert_eq!(d[0].domains, ["github.com"]);
+    assert_eq!(
+        d[0].git_access_token.as_ref().map(Secret::expose),
+        Some("gh-token")
+    );
+    assert_eq!(d[1].domains, ["*.example.com"]);
+    assert_eq!(
+        d[1].ssh_private_key.as_ref().map(Secret::expose),
+        Some("test-key")
+    );
+    assert_eq!(
+        d[1].ssh_private_key_passphrase.as_ref().map(Secret::expose),
+        Some("pass")
+    );
+    assert_eq!(d[1].git_access_token_user, None);
+    let app = d[2].github_app.as_ref().unwrap();
+    assert_eq!((app.app_id.as_str(), app.installation_id), ("42", 7));
+    let global = c.github_app.as_ref().unwrap();
+    assert_eq!(
+        (
+            global.app_id.as_str(),
+            global.private_key.expose(),
+            global.installation_id
+        ),
+        ("9", "KEY", 123)
+    );
+    assert_eq!(c.ssh_known_hosts.as_deref(), Some("h ssh-ed25519 AAAA"));
+    assert!(c.ssh_accept_changed_host_keys);
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("gh-token") && !debug.contains("KEY") && !debug.contains("test-key"),
+        "{debug}"
+    );
+
+    // The _FILE variants.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("domains.yaml");
+    std::fs::write(
+        &file,
+        "- domains: [gitlab.com]\n  git_access_token: gl-token\n",
+    )
+    .unwrap();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "gitlab.com ssh-ed25519 AAAA\n").unwrap();
+    let c = load(&[
+        ("GIT_AUTH_DOMAINS_FILE", file.to_str().unwrap()),
+        ("SSH_KNOWN_HOSTS_FILE", known.to_str().unwrap()),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.git_auth_domains[0]
+            .git_access_token
+            .as_ref()
+            .map(Secret::expose),
+        Some("gl-token")
+    );
+    assert_eq!(
+        c.ssh_known_hosts.as_deref(),
+        Some("gitlab.com ssh-ed25519 AAAA")
+    );
+
+    // An incomplete global App is ignored, like upstream.
+    assert!(
+        load(&[("GITHUB_APP_ID", "1")])
+            .unwrap()
+            .github_app
+            .is_none()
+    );
+
+    for (pairs, want) in [
+        (
+            vec![(
+                "GIT_AUTH_DOMAINS",
+                "- domains: [a.com]\n  github_app_id: '1'\n",
+            )],
+            "both github_app_id and github_app_private_key are required",
+        ),
+        (
+            vec![(
+                "GIT_AUTH_DOMAINS",
+                "- domains: [a.com]\n  github_app_id: '1'\n  github_app_private_key: k\n  git_access_token: t\n",
+            )],
+            "cannot be combined with git_access_token or ssh_private_key",
+        ),
+        (
+            vec![("GIT_AUTH_DOMAINS", "- git_access_token: secret-t\n")],
+            "entry 0 has no domains",
+        ),
+        (
+            vec![("GIT_AUTH_DOMAINS", "not: [a list")],
+            "GIT_AUTH_DOMAINS",
+        ),
+        (
+            vec![("GITHUB_APP_INSTALLATION_ID", "x")],
+            "GITHUB_APP_INSTALLATION_ID: invalid value",
+        ),
+        (
+            vec![("SSH_ACCEPT_CHANGED_HOST_KEYS", "maybe")],
+            "SSH_ACCEPT_CHANGED_HOST_KEYS: invalid value",
+        ),
+        (
+            vec![("GIT_AUTH_DOMAINS", "x"), ("GIT_AUTH_DOMAINS_FILE", "/x")],
+            "both GIT_AUTH_DOMAINS and GIT_AUTH_DOMAINS_FILE are set",
+        ),
+    ] {
+        let got = load_err(&pairs);
+        assert!(got.contains(want), "{pairs:?}: {got}");
+        assert!(!got.contains("secret-t"), "{got}");
+    }
+}
