@@ -4,6 +4,7 @@
 //! the environment and to HTTP.
 
 pub mod fingerprint;
+pub mod git_options;
 pub mod labels;
 pub mod metrics;
 pub mod paths;

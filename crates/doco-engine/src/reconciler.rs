@@ -155,16 +155,7 @@ impl Reconciler {
             config.data_mount_path.clone(),
             config.data_host_path.clone(),
         );
-        let git = GitClient::new(doco_git::GitOptions {
-            http_token: config
-                .git_access_token
-                .as_ref()
-                .map(|t| doco_git::HttpToken {
-                    user: config.git_access_token_user.clone(),
-                    token: t.expose().to_string(),
-                }),
-            timeout: Duration::from_secs(120),
-        });
+        let git = GitClient::new(crate::git_options::git_options(&config, &paths));
         let store = StateStore::new(paths.internal_dir().join("state.json"));
         let (state, outcome) = store.load();
         match &outcome {
