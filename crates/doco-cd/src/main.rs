@@ -5,6 +5,7 @@
 //! `main` only parses the command line and maps errors to exit codes; `daemon` wires the engine to
 //! the environment and to HTTP.
 
+mod config_cmd;
 mod daemon;
 mod http;
 
@@ -43,10 +44,17 @@ enum Command {
     Run,
     /// Ask a running daemon's /v1/health on HTTP_PORT; exit 0 when it answers 200.
     Healthcheck,
+    /// Check a repository's deploy configuration, or show the configuration from the environment.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command.unwrap_or(Command::Run) {
+        Command::Config(command) => return config_cmd::run(command),
+        other => other,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -54,9 +62,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Run) {
+    let result = match command {
         Command::Run => runtime.block_on(daemon::run()),
         Command::Healthcheck => runtime.block_on(http::healthcheck()),
+        Command::Config(command) => return config_cmd::run(command),
     };
     match result {
         Ok(code) => code,

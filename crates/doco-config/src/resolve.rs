@@ -103,7 +103,11 @@ fn find_config_file(
         base_dir.trim().trim_start_matches('/'),
     )
     .map_err(|e| settings_error("DEPLOY_CONFIG_BASE_DIR", e.message))?;
-    let dir = repo_dir.join(base);
+    let dir = if base == "." {
+        repo_dir.to_path_buf()
+    } else {
+        repo_dir.join(base)
+    };
     for name in config_file_names(target) {
         let candidate = dir.join(&name);
         if candidate.is_file() {

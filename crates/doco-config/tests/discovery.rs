@@ -547,7 +547,8 @@ fn repository_url_templates_are_expanded_by_the_caller() {
 /// Each error names the file (and line and column when the YAML parser knows them).
 #[test]
 fn error_messages() {
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             &[
                 (".doco-cd.yml", "auto_discovery: true\n"),

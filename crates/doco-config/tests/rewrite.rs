@@ -15,7 +15,9 @@ fn rules(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[test]
 fn table() {
-    let cases: &[(&str, &[(&str, &str)], &str, Option<&str>)] = &[
+    /// (case, rules, url, expected)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
+    let cases: &[Case] = &[
         (
             "rewrites by URL prefix",
             &[("https://forgejo.example.com/", "http://forgejo:3000/")],
