@@ -212,6 +212,18 @@ impl Reconciler {
 
     /// Runs one poll of `poll` and records it in the metrics.
     pub async fn poll(&self, poll: &PollConfig) -> Result<(), PollError> {
+        let rewritten;
+        let poll =
+            match doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url) {
+                Some(url) => {
+                    rewritten = PollConfig {
+                        url,
+                        ..poll.clone()
+                    };
+                    &rewritten
+                }
+                None => poll,
+            };
         let repo_name = doco_git::repo_name(&poll.url);
         let span = info_span!("poll", repository = %repo_name, reference = %poll.reference);
         async {
