@@ -64,6 +64,22 @@ impl BareRepo {
         repo
     }
 
+    /// An empty bare repository (HEAD `main`) in a new directory `<parent>/doco-bare-XXXX`,
+    /// removed on drop; for servers that serve a whole tree of repositories (sibling repositories
+    /// for relative submodule URLs, `owner/repo` paths).
+    pub fn new_in(parent: &Path) -> Self {
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+        let dir = tempfile::Builder::new()
+            .prefix("doco-bare-")
+            .tempdir_in(parent)
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", "."]);
+        let repo = BareRepo { dir };
+        repo.update_server_info();
+        repo
+    }
+
     /// The repository's directory (an absolute path).
     pub fn path(&self) -> &Path {
         self.dir.path()

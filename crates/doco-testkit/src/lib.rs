@@ -3,7 +3,10 @@
 
 pub mod docker;
 pub mod git;
+pub mod github_api;
 pub mod http;
+pub mod smart_http;
+pub mod sshd;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
