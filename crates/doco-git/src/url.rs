@@ -123,8 +123,20 @@ impl Remote {
         let authority = match self.scheme {
             Scheme::Http | Scheme::Ssh => split_authority(&self.clean)?.host.to_string(),
             Scheme::Scp => {
-                let (before, _) = self.clean.split_once(':')?;
-                before.split_once('@')?.1.to_string()
+                let after_at = self.clean.split_once('@')?.1;
+                match after_at.strip_prefix('[') {
+                    // git's `user@[host:port]:path`, or `user@[ipv6]:path`.
+                    Some(rest) => {
+                        let inside = rest.split_once(']')?.0;
+                        return match inside.rsplit_once(':') {
+                            Some((h, p)) if !h.contains(':') => {
+                                Some((h.to_ascii_lowercase(), p.parse().ok()))
+                            }
+                            _ => Some((inside.to_ascii_lowercase(), None)),
+                        };
+                    }
+                    None => after_at.split_once(':')?.0.to_string(),
+                }
             }
             Scheme::File | Scheme::LocalPath => return None,
         };
@@ -524,6 +536,10 @@ mod tests {
         assert_eq!(
             hp("git@github.com:o/r.git"),
             Some(("github.com".into(), None))
+        );
+        assert_eq!(
+            hp("root@[127.0.0.1:2222]:/srv/r.git"),
+            Some(("127.0.0.1".into(), Some(2222)))
         );
         assert_eq!(hp("file:///srv/r"), None);
         assert_eq!(
