@@ -36,6 +36,9 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(&config);
+    for warning in &config.warnings {
+        warn!(%warning, "configuration");
+    }
     for name in &config.unsupported {
         warn!(variable = %name, "this setting is not supported yet and has no effect");
     }

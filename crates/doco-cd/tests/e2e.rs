@@ -13,7 +13,9 @@ use doco_testkit::docker::{
 };
 use doco_testkit::git::{BareRepo, WorkTree};
 use doco_testkit::unique_name;
-use support::{Daemon, HttpRepo, free_port, http_get, label, running_container, sleep_services};
+use support::{
+    AppriseCapture, Daemon, HttpRepo, free_port, http_get, label, running_container, sleep_services,
+};
 
 const SHA_LABEL: &str = "cd.doco.deployment.target.sha";
 
@@ -161,12 +163,23 @@ impl SelfHostedGit {
         format!("http://127.0.0.1:{}/repo.git", self.port)
     }
 
-    fn start(&self, data: &std::path::Path, offline_state: bool) -> Daemon {
+    fn start(
+        &self,
+        data: &std::path::Path,
+        offline_state: bool,
+        apprise: &AppriseCapture,
+    ) -> Daemon {
         Daemon::start(
             data,
             &[
                 ("POLL_CONFIG", poll_config(&self.url())),
                 ("DOCO_CD_MAINTAIN_OFFLINE_STATE", offline_state.to_string()),
+                ("APPRISE_API_URL", apprise.url()),
+                (
+                    "APPRISE_NOTIFY_URLS",
+                    "json://127.0.0.1/ignored".to_string(),
+                ),
+                ("APPRISE_NOTIFY_LEVEL", "info".to_string()),
             ],
         )
     }
@@ -198,7 +211,8 @@ fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was
     }
     let scenario = SelfHostedGit::new();
     let data = tempfile::tempdir().unwrap();
-    let daemon = scenario.start(data.path(), true);
+    let apprise = AppriseCapture::start();
+    let daemon = scenario.start(data.path(), true, &apprise);
     let proxy = scenario.adopted_proxy(&daemon);
     let first = label(&proxy, SHA_LABEL);
     running_container(&daemon, &scenario.app, "main");
@@ -244,6 +258,15 @@ fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was
             &[("repository", &repository)]
         ) > 0.0
     );
+    // One notification when the outage began and one when it ended, however many polls it lasted.
+    let titles = apprise.titles();
+    let count = |title: &str| titles.iter().filter(|t| t.ends_with(title)).count();
+    assert_eq!(
+        count("Repository unreachable: enforcing the last known state"),
+        1,
+        "{titles:?}"
+    );
+    assert_eq!(count("Repository reachable again"), 1, "{titles:?}");
 }
 
 #[test]
@@ -253,7 +276,8 @@ fn without_offline_state_the_proxy_stays_down_as_upstream() {
     }
     let scenario = SelfHostedGit::new();
     let data = tempfile::tempdir().unwrap();
-    let daemon = scenario.start(data.path(), false);
+    let apprise = AppriseCapture::start();
+    let daemon = scenario.start(data.path(), false, &apprise);
     let proxy = scenario.adopted_proxy(&daemon);
     docker(&["stop", "-t", "1", &proxy]);
     let errors = daemon.metric("doco_cd_poll_errors_total", &[]);
@@ -265,6 +289,13 @@ fn without_offline_state_the_proxy_stays_down_as_upstream() {
         daemon.metric("doco_cd_offline_enforcements_total", &[]),
         0.0
     );
+    // A failing poll is notified once per repeat interval (1 h by default), not once per poll.
+    let titles = apprise.titles();
+    let failed = titles
+        .iter()
+        .filter(|t| t.ends_with("Poll Job failed"))
+        .count();
+    assert_eq!(failed, 1, "{titles:?}");
 }
 
 #[test]

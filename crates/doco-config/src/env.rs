@@ -159,11 +159,6 @@ pub const DEFAULT_TRUSTED_PROXY_NETWORKS: &str =
 /// Variables of upstream features this implementation does not have yet. When set they are
 /// listed in [`AppConfig::unsupported`] so the binary can say so once at start-up.
 pub const UNSUPPORTED_VARIABLES: &[&str] = &[
-    "APPRISE_API_URL",
-    "APPRISE_NOTIFY_URLS",
-    "APPRISE_NOTIFY_URLS_FILE",
-    "APPRISE_NOTIFY_LEVEL",
-    "APPRISE_NOTIFY_REPEAT_INTERVAL",
     "APPRISE_NOTIFY_BODY_TEMPLATE",
     "APPRISE_NOTIFY_BODY_TEMPLATE_FILE",
     "GIT_COMMIT_STATUS",

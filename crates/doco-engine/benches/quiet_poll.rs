@@ -20,7 +20,10 @@ fn cpu_seconds() -> f64 {
         getrusage(who)
             .map(|u| {
                 let (user, system) = (u.user_time(), u.system_time());
-                user.tv_sec() as f64 + user.tv_usec() as f64 / 1e6 + system.tv_sec() as f64 + system.tv_usec() as f64 / 1e6
+                user.tv_sec() as f64
+                    + user.tv_usec() as f64 / 1e6
+                    + system.tv_sec() as f64
+                    + system.tv_usec() as f64 / 1e6
             })
             .unwrap_or(0.0)
     };
@@ -49,7 +52,10 @@ async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64) {
     work.commit_and_push("bench");
 
     let data = tempfile::tempdir().expect("temp dir");
-    let env = BTreeMap::from([("DATA_MOUNT_PATH".to_string(), data.path().display().to_string())]);
+    let env = BTreeMap::from([(
+        "DATA_MOUNT_PATH".to_string(),
+        data.path().display().to_string(),
+    )]);
     let config = Arc::new(AppConfig::from_env(&env).expect("config"));
     let docker = doco_docker::Engine::connect().expect("docker");
     let compose = doco_docker::Compose::new(BTreeMap::new(), true);
@@ -81,7 +87,9 @@ fn main() {
     }
     let image = test_image();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    println!("| deployments | wall per poll (ms) | slowest poll (ms) | CPU per poll (ms, self + children) | child processes per poll |");
+    println!(
+        "| deployments | wall per poll (ms) | slowest poll (ms) | CPU per poll (ms, self + children) | child processes per poll |"
+    );
     println!("|---|---|---|---|---|");
     for deployments in [1, 20] {
         let (wall, slowest, cpu, spawns) = runtime.block_on(measure(deployments, &image));

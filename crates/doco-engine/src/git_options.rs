@@ -103,10 +103,22 @@ mod tests {
         let config = AppConfig::from_env(&vars).unwrap();
         let paths = DataPaths::new("/data".into(), None);
         let o = git_options(&config, &paths);
-        assert_eq!(o.http_token, Some(HttpToken { user: "deploy".into(), token: "tok".into() }));
+        assert_eq!(
+            o.http_token,
+            Some(HttpToken {
+                user: "deploy".into(),
+                token: "tok".into()
+            })
+        );
         assert_eq!((o.depth, o.submodules), (3, false));
-        assert_eq!(o.ssh_key.as_ref().unwrap().passphrase.as_deref(), Some("PASS"));
-        assert_eq!(o.ssh_dir.as_deref(), Some(std::path::Path::new("/data/.doco-cd/ssh")));
+        assert_eq!(
+            o.ssh_key.as_ref().unwrap().passphrase.as_deref(),
+            Some("PASS")
+        );
+        assert_eq!(
+            o.ssh_dir.as_deref(),
+            Some(std::path::Path::new("/data/.doco-cd/ssh"))
+        );
         assert!(o.skip_tls_verification && o.ssh_accept_changed_host_keys);
         assert_eq!(o.http_proxy.as_deref(), Some("http://proxy:3128"));
         assert_eq!(o.auth_domains.len(), 2);

@@ -7,6 +7,7 @@ pub mod fingerprint;
 pub mod git_options;
 pub mod labels;
 pub mod metrics;
+pub mod notify;
 pub mod paths;
 pub mod plan;
 pub mod reconciler;

@@ -276,7 +276,8 @@ fn is_up(state: ContainerState) -> bool {
     )
 }
 
-fn short(commit: &str) -> &str {
+/// The first seven characters of a commit, for messages.
+pub(crate) fn short(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
 
@@ -379,7 +380,10 @@ mod tests {
     fn a_service_scaled_to_zero_needs_no_container() {
         let mut r = record();
         r.services.get_mut("web").unwrap().replicas = 0;
-        assert_eq!(quick_plan(&desired(C1), Some(&r), &[], Mode::Online), QuickPlan::UpToDate);
+        assert_eq!(
+            quick_plan(&desired(C1), Some(&r), &[], Mode::Online),
+            QuickPlan::UpToDate
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics::{self, Metrics};
+use crate::notify::{Level, Notifier};
 use crate::paths::DataPaths;
 use crate::plan::{self, Desired, FullPlan, Mode, QuickPlan, Switches};
 use crate::state::{
@@ -120,6 +121,7 @@ pub struct Reconciler {
     store: StateStore,
     state: tokio::sync::Mutex<State>,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
     offline: Mutex<BTreeSet<String>>,
     checkout_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     deploy_slots: tokio::sync::Semaphore,
@@ -181,6 +183,15 @@ impl Reconciler {
                 .get_or_create(&metrics::repo(name))
                 .set(repo.last_success_unix as i64);
         }
+        let notifier = Notifier::new(
+            config.apprise_api_url.clone(),
+            config
+                .apprise_notify_urls
+                .as_ref()
+                .map(|u| u.expose().to_string()),
+            Level::parse(&config.apprise_notify_level).unwrap_or(Level::Success),
+            config.apprise_notify_repeat_interval,
+        );
         let slots = config.max_concurrent_deployments.max(1);
         Reconciler {
             config,
@@ -191,6 +202,7 @@ impl Reconciler {
             store,
             state: tokio::sync::Mutex::new(state),
             metrics,
+            notifier,
             offline: Mutex::new(BTreeSet::new()),
             checkout_locks: Mutex::new(HashMap::new()),
             deploy_slots: tokio::sync::Semaphore::new(slots),
@@ -241,6 +253,12 @@ impl Reconciler {
                 Err(e) => {
                     self.metrics.poll_errors.get_or_create(&labels).inc();
                     error!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "poll failed");
+                    // Failed deployments were notified one by one.
+                    if !matches!(e, PollError::Deployments { .. }) {
+                        self.notifier
+                            .send(Level::Failure, &repo_name, "Poll Job failed", &e.to_string())
+                            .await;
+                    }
                 }
             }
             result
@@ -292,7 +310,7 @@ impl Reconciler {
             Ok(outcome) => {
                 self.record_fetch(poll, repo_name, checkout, url, &outcome.commit)
                     .await;
-                self.set_offline(repo_name, None);
+                self.set_offline(repo_name, None).await;
                 if outcome.fetched {
                     info!(commit = %outcome.commit, cloned = outcome.cloned, "fetched new commit");
                 }
@@ -304,7 +322,7 @@ impl Reconciler {
             }
             Err(e) if e.is_transport() && self.config.maintain_offline_state => {
                 let (commit, reason) = self.last_known_commit(checkout, url, e)?;
-                self.set_offline(repo_name, Some((&commit, &reason)));
+                self.set_offline(repo_name, Some((&commit, &reason))).await;
                 self.metrics
                     .offline_enforcements
                     .get_or_create(&metrics::repo(repo_name))
@@ -380,28 +398,53 @@ impl Reconciler {
             .set(now as i64);
     }
 
-    /// Records entering or leaving offline mode: one log line and the gauge, on transitions only.
-    fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
-        let mut set = self
-            .offline
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let gauge = self
-            .metrics
+    /// Records entering or leaving offline mode: the gauge always; one log line and one notification
+    /// on transitions only.
+    async fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
+        self.metrics
             .repository_offline
-            .get_or_create(&metrics::repo(repo_name));
+            .get_or_create(&metrics::repo(repo_name))
+            .set(i64::from(offline.is_some()));
+        let changed = {
+            let mut set = self
+                .offline
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match offline {
+                Some(_) => set.insert(repo_name.to_string()),
+                None => set.remove(repo_name),
+            }
+        };
+        if !changed {
+            return;
+        }
         match offline {
             Some((commit, reason)) => {
-                gauge.set(1);
-                if set.insert(repo_name.to_string()) {
-                    warn!(%commit, %reason, "repository unreachable: enforcing the last known state until it can be fetched again");
-                }
+                warn!(%commit, %reason, "repository unreachable: enforcing the last known state until it can be fetched again");
+                let body = format!(
+                    "{repo_name} cannot be fetched ({reason}). doco-cd keeps enforcing commit {commit} until it can fetch again."
+                );
+                self.notifier
+                    .send(
+                        Level::Warning,
+                        repo_name,
+                        "Repository unreachable: enforcing the last known state",
+                        &body,
+                    )
+                    .await;
             }
             None => {
-                gauge.set(0);
-                if set.remove(repo_name) {
-                    info!("repository reachable again: back to normal mode");
-                }
+                info!("repository reachable again: back to normal mode");
+                let body =
+                    format!("{repo_name} can be fetched again; doco-cd is back to normal mode.");
+                self.notifier
+                    .send(
+                        Level::Success,
+                        repo_name,
+                        "Repository reachable again",
+                        &body,
+                    )
+                    .await;
             }
         }
     }
@@ -437,13 +480,46 @@ impl Reconciler {
             }
         });
         for (name, result) in futures_util::future::join_all(jobs).await {
-            if let Err(reason) = result {
-                error!(deployment = %name, error = %reason, "deployment failed");
-                self.metrics
-                    .deployment_errors
-                    .get_or_create(&metrics::deployment(ctx.repo_name, &name))
-                    .inc();
-                failed.push(name);
+            let subject = format!("{}/{name}", ctx.repo_name);
+            let commit = plan::short(ctx.commit);
+            match result {
+                Err(reason) => {
+                    error!(deployment = %name, error = %reason, "deployment failed");
+                    self.metrics
+                        .deployment_errors
+                        .get_or_create(&metrics::deployment(ctx.repo_name, &name))
+                        .inc();
+                    let body = format!("{name} from {} at {commit}: {reason}", ctx.repo_name);
+                    self.notifier
+                        .send(Level::Failure, &subject, "Deployment failed", &body)
+                        .await;
+                    failed.push(name);
+                }
+                Ok(DeploymentOutcome::Deployed(changed)) => {
+                    let services: Vec<&str> = changed.iter().map(String::as_str).collect();
+                    let body = format!(
+                        "{name} from {} at {commit}; recreated: {}",
+                        ctx.repo_name,
+                        if services.is_empty() {
+                            "none".to_string()
+                        } else {
+                            services.join(", ")
+                        }
+                    );
+                    self.notifier
+                        .send(Level::Success, &subject, "Deployment completed", &body)
+                        .await;
+                }
+                Ok(DeploymentOutcome::Started(count)) => {
+                    let body = format!(
+                        "{name} from {}: started {count} stopped container(s)",
+                        ctx.repo_name
+                    );
+                    self.notifier
+                        .send(Level::Success, &subject, "Stopped services started", &body)
+                        .await;
+                }
+                Ok(DeploymentOutcome::UpToDate) => {}
             }
         }
         if failed.is_empty() {
@@ -500,6 +576,9 @@ impl Reconciler {
                 }
                 QuickPlan::Render(reason) => {
                     info!(%reason, "rendering the project to decide");
+                    for warning in &deployment.config.warnings {
+                        warn!(%warning, "deploy configuration");
+                    }
                     self.render_and_apply(
                         ctx,
                         deployment,
@@ -664,7 +743,7 @@ impl Reconciler {
                     source_name: &source_name,
                     source_url: ctx.url,
                     auto_discovery_config: &auto_discovery,
-                    auto_discovered: false,
+                    auto_discovered: deployment.auto_discovered,
                     timestamp: &timestamp,
                 });
                 for service in &changed {
