@@ -269,23 +269,6 @@ pub fn sleep_services(image: &str, services: &[(&str, &str)]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_metric_samples() {
-        let text = "# HELP x\ndoco_cd_polls_total{repository=\"a\"} 2\ndoco_cd_polls_total{repository=\"b\"} 3\ndoco_cd_info 1\n";
-        assert_eq!(parse_metric(text, "doco_cd_polls_total", &[]), 5.0);
-        assert_eq!(
-            parse_metric(text, "doco_cd_polls_total", &[("repository", "b")]),
-            3.0
-        );
-        assert_eq!(parse_metric(text, "doco_cd_info", &[]), 1.0);
-        assert_eq!(parse_metric(text, "missing", &[]), 0.0);
-    }
-}
-
 /// An Apprise API stand-in on 127.0.0.1: answers 200 to every POST and keeps the JSON bodies.
 pub struct AppriseCapture {
     port: u16,
@@ -350,4 +333,21 @@ fn read_request_body(mut stream: TcpStream) -> Option<serde_json::Value> {
     };
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     serde_json::from_str(&body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_metric_samples() {
+        let text = "# HELP x\ndoco_cd_polls_total{repository=\"a\"} 2\ndoco_cd_polls_total{repository=\"b\"} 3\ndoco_cd_info 1\n";
+        assert_eq!(parse_metric(text, "doco_cd_polls_total", &[]), 5.0);
+        assert_eq!(
+            parse_metric(text, "doco_cd_polls_total", &[("repository", "b")]),
+            3.0
+        );
+        assert_eq!(parse_metric(text, "doco_cd_info", &[]), 1.0);
+        assert_eq!(parse_metric(text, "missing", &[]), 0.0);
+    }
 }
