@@ -118,6 +118,9 @@ const BROKEN_CHECKOUT: &[&str] = &[
     "is corrupt",
     "your current branch appears to be broken",
     "bad config line",
+    "index file smaller than expected",
+    "bad index file",
+    "index uses",
     "unknown repository format",
     "does not point to a valid object",
 ];
@@ -389,6 +392,14 @@ mod tests {
         ),
         (
             "error: bad signature 0x00000000\nfatal: index file corrupt",
+            BrokenCheckout,
+        ),
+        (
+            "fatal: .git/index: index file smaller than expected",
+            BrokenCheckout,
+        ),
+        (
+            "fatal: bad config line 1 in file .git/config",
             BrokenCheckout,
         ),
         // Other

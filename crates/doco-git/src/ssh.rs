@@ -131,11 +131,11 @@ impl SshFiles {
             format!("{}\n", key.private_key.trim()).as_bytes(),
             0o600,
         )?;
-        if let Some(passphrase) = key.passphrase.as_deref().filter(|p| !p.is_empty()) {
-            if let Err(e) = self.decrypt(&path, passphrase, timeout).await {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
+        if let Some(passphrase) = key.passphrase.as_deref().filter(|p| !p.is_empty())
+            && let Err(e) = self.decrypt(&path, passphrase, timeout).await
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         keys.insert(id, path.clone());
         Ok(path)
