@@ -42,8 +42,9 @@ use head::{OriginUrl, git_dir, origin_url};
 use reference::Reference;
 use url::{Remote, Scheme};
 
-/// How [`GitClient`] talks to remotes. Build it once from the application config.
-#[derive(Debug, Clone)]
+/// How [`GitClient`] talks to remotes. Build it once from the application config. `Debug` hides
+/// every secret (tokens, keys, passphrases, proxy credentials).
+#[derive(Clone)]
 pub struct GitOptions {
     /// The global token for HTTP(S) remotes (`GIT_ACCESS_TOKEN`, user `GIT_ACCESS_TOKEN_USER`),
     /// sent as `Authorization: Basic base64(user:token)` to the remote's server only.
@@ -80,6 +81,34 @@ pub struct GitOptions {
     pub connect_timeout: Duration,
     /// HTTP low-speed limit: a transfer slower than 1000 B/s for this long is aborted (default 30 s).
     pub low_speed_time: Duration,
+}
+
+impl fmt::Debug for GitOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitOptions")
+            .field("http_token", &self.http_token)
+            .field("timeout", &self.timeout)
+            .field("github_app", &self.github_app)
+            .field("github_api_url", &self.github_api_url)
+            .field("auth_domains", &self.auth_domains)
+            .field("ssh_key", &self.ssh_key)
+            .field("ssh_dir", &self.ssh_dir)
+            .field(
+                "ssh_known_hosts",
+                &self.ssh_known_hosts.as_ref().map(|_| "(set)"),
+            )
+            .field(
+                "ssh_accept_changed_host_keys",
+                &self.ssh_accept_changed_host_keys,
+            )
+            .field("skip_tls_verification", &self.skip_tls_verification)
+            .field("http_proxy", &self.http_proxy.as_deref().map(redact_url))
+            .field("depth", &self.depth)
+            .field("submodules", &self.submodules)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("low_speed_time", &self.low_speed_time)
+            .finish()
+    }
 }
 
 impl Default for GitOptions {
@@ -928,6 +957,28 @@ fn checkout_state(dir: &Path) -> Result<Checkout, GitError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let options = GitOptions {
+            http_token: Some(HttpToken::new("TOKEN-1")),
+            http_proxy: Some("http://u:PROXYPW@proxy:3128".into()),
+            ssh_key: Some(SshKey {
+                private_key: "PRIVATE".into(),
+                passphrase: Some("PASSPHRASE".into()),
+            }),
+            auth_domains: vec![DomainAuth {
+                domains: vec!["h".into()],
+                http_token: Some(HttpToken::new("TOKEN-2")),
+                ..DomainAuth::default()
+            }],
+            ..GitOptions::default()
+        };
+        let text = format!("{options:?} {:?}", GitClient::new(options.clone()));
+        for secret in ["TOKEN-1", "TOKEN-2", "PROXYPW", "PRIVATE", "PASSPHRASE"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
 
     #[test]
     fn owner_repo_and_dir_checks() {
