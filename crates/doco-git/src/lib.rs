@@ -958,6 +958,50 @@ fn checkout_state(dir: &Path) -> Result<Checkout, GitError> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn net_env_scopes_tokens_and_sets_tls_and_proxy() {
+        let c = GitClient::new(GitOptions {
+            http_token: Some(HttpToken::new("global")),
+            skip_tls_verification: true,
+            http_proxy: Some("http://u:pw@proxy:3128".into()),
+            auth_domains: vec![DomainAuth {
+                domains: vec!["*.example.com".into()],
+                http_token: Some(HttpToken {
+                    user: "svc".into(),
+                    token: "scoped".into(),
+                }),
+                ..DomainAuth::default()
+            }],
+            ..GitOptions::default()
+        });
+        let main = Remote::parse("https://git.example.com/o/r.git").unwrap();
+        let sub = Remote::parse("https://github.com:8443/o/lib.git").unwrap();
+        let net = c.net_env(&main, &[sub]).await.unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(
+            net.config,
+            [
+                ("http.sslVerify".to_string(), "false".to_string()),
+                (
+                    "http.proxy".to_string(),
+                    "http://u:pw@proxy:3128".to_string()
+                ),
+                (
+                    "http.https://git.example.com/.extraHeader".to_string(),
+                    format!("Authorization: Basic {}", b64("svc:scoped"))
+                ),
+                (
+                    "http.https://github.com:8443/.extraHeader".to_string(),
+                    format!("Authorization: Basic {}", b64("oauth2:global"))
+                ),
+            ]
+        );
+        for secret in ["pw", "scoped", "global"] {
+            assert!(net.secrets.iter().any(|s| s == secret), "{secret}");
+        }
+        assert!(!net.vars.iter().any(|(k, _)| k == "GIT_SSH_COMMAND"));
+    }
+
     #[test]
     fn debug_hides_secrets() {
         let options = GitOptions {

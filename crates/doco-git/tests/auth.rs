@@ -405,3 +405,27 @@ async fn wrong_token_is_not_confused_with_a_missing_repository() {
     // The server asks for credentials before it says whether the repository exists.
     assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn http_proxy_is_used_for_git() {
+    let f = fixture();
+    // A proxy that refuses connections: git must go through it, so the call fails as a network error.
+    let c = GitClient::new(GitOptions {
+        http_token: Some(HttpToken {
+            user: USER.into(),
+            token: TOKEN.into(),
+        }),
+        http_proxy: Some("http://127.0.0.1:1".into()),
+        ..GitOptions::default()
+    });
+    let err = c.ls_remote(&f.url, "main").await.unwrap_err();
+    assert!(err.is_transport(), "{err:?}");
+    let before = f.server.requests().len();
+    assert_eq!(before, 0, "nothing reached the server directly");
+    assert!(
+        client_with(Some((USER, TOKEN)))
+            .ls_remote(&f.url, "main")
+            .await
+            .is_ok()
+    );
+}
