@@ -455,3 +455,42 @@ fn bad_input_fails_only_what_it_touches() {
         "the unknown reference is named:\n{log}"
     );
 }
+
+#[test]
+fn a_deployment_with_its_own_reference_deploys_that_branch() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-ref");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\nreference: dev\nworking_dir: svc\n"),
+    );
+    let on_main = repo.push("main knows the deployment but not its files");
+    repo.work.write(
+        "svc/compose.yml",
+        &sleep_services(&image, &[("web", "7001")]),
+    );
+    let dev_commit = repo.work.commit("the files, on dev only");
+    repo.work.push_branch("dev");
+
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(label(&web, SHA_LABEL), dev_commit);
+    assert_ne!(dev_commit, on_main);
+    assert_eq!(label(&web, "cd.doco.deployment.target.ref"), "dev");
+
+    repo.work.write(
+        "svc/compose.yml",
+        &sleep_services(&image, &[("web", "7002")]),
+    );
+    let next = repo.work.commit("change on dev");
+    repo.work.push_branch("dev");
+    daemon.wait_for("the dev change deployed", Duration::from_secs(60), || {
+        matches!(container_ids(&project, "web").as_slice(), [id] if label(id, SHA_LABEL) == next)
+    });
+}

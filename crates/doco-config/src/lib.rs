@@ -28,5 +28,6 @@ pub use env::{AppConfig, GitAuthDomain, GitHubAppConfig, IpNetwork, LogFormat, L
 pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
 pub use resolve::{
     ResolvedDeployment, load_deploy_configs, resolve_deployment, resolve_deployments,
+    same_reference,
 };
 pub use rewrite::rewrite_source_url;

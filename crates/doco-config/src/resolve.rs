@@ -33,6 +33,10 @@ pub struct ResolvedDeployment {
     /// above are then empty, and the caller resolves them with [`resolve_deployment`] against that
     /// repository's checkout.
     pub external_repository: Option<String>,
+    /// Set when the deployment follows another reference than the poll (its `reference` key): the
+    /// paths above are then empty, and the caller resolves them with [`resolve_deployment`] against a
+    /// checkout of that reference.
+    pub other_reference: Option<String>,
     /// Produced by auto-discovery (one subdirectory of an `auto_discovery` deployment).
     pub auto_discovered: bool,
 }
@@ -383,6 +387,23 @@ fn resolve_entry(
         name: (!config.name.is_empty()).then(|| config.name.clone()),
         ..location.clone()
     };
+    if let Some(own) = config
+        .reference
+        .clone()
+        .filter(|own| !same_reference(own, reference))
+    {
+        return vec![Ok(ResolvedDeployment {
+            config,
+            working_dir: PathBuf::new(),
+            compose_files: Vec::new(),
+            env_files: Vec::new(),
+            remote_env_files: Vec::new(),
+            source_file: source_file.map(Path::to_path_buf),
+            external_repository: None,
+            other_reference: Some(own),
+            auto_discovered: false,
+        })];
+    }
     if config.auto_discovery.enabled && config.repository_url.is_none() {
         return discover_located(&config, repo_dir, source_file, &location);
     }
@@ -395,10 +416,23 @@ fn resolve_entry(
             remote_env_files: Vec::new(),
             source_file: source_file.map(Path::to_path_buf),
             external_repository: Some(url),
+            other_reference: None,
             auto_discovered: false,
         })];
     }
     vec![resolve_located(config, repo_dir, source_file, &location)]
+}
+
+/// Whether two references name the same branch or tag (`main` and `refs/heads/main` do).
+pub fn same_reference(a: &str, b: &str) -> bool {
+    fn short(reference: &str) -> &str {
+        let reference = reference.trim();
+        reference
+            .strip_prefix("refs/heads/")
+            .or_else(|| reference.strip_prefix("refs/tags/"))
+            .unwrap_or(reference)
+    }
+    short(a) == short(b)
 }
 
 /// Validates inline deployments (a fresh copy) and checks that names are unique.
@@ -486,6 +520,7 @@ pub(crate) fn resolve_located(
         remote_env_files,
         source_file: source_file.map(Path::to_path_buf),
         external_repository: None,
+        other_reference: None,
         auto_discovered: false,
     })
 }

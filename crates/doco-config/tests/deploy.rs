@@ -628,3 +628,36 @@ fn json_round_trip_keeps_the_config() {
         assert_eq!(back.hash(), config.hash());
     }
 }
+
+#[test]
+fn a_deployment_on_another_reference_is_left_for_a_checkout_of_that_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".doco-cd.yml"),
+        "name: here\n---\nname: there\nreference: refs/heads/dev\nworking_dir: only-on-dev\n---\nname: same\nreference: main\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("compose.yml"), "services: {}\n").unwrap();
+    let resolved =
+        doco_config::resolve_deployments(&[], dir.path(), "/", "", "refs/heads/main").unwrap();
+    let by_name = |name: &str| {
+        resolved
+            .iter()
+            .find_map(|r| r.as_ref().ok().filter(|d| d.config.name == name))
+            .unwrap_or_else(|| panic!("{name} missing from {resolved:?}"))
+    };
+    assert_eq!(by_name("here").other_reference, None);
+    assert_eq!(
+        by_name("same").other_reference,
+        None,
+        "main and refs/heads/main are the same"
+    );
+    let there = by_name("there");
+    assert_eq!(there.other_reference.as_deref(), Some("refs/heads/dev"));
+    assert!(
+        there.compose_files.is_empty(),
+        "resolved later, against the dev checkout"
+    );
+    assert!(doco_config::same_reference("refs/tags/v1", "v1"));
+    assert!(!doco_config::same_reference("main", "dev"));
+}

@@ -154,7 +154,7 @@ fn discovered_deployments_inherit_the_template_and_are_marked() {
     let repo = Repo::new(&[
         (
             ".doco-cd.yml",
-            "auto_discovery: {enabled: true, delete: true}\nreference: v1\nenvironment: {BASE: root}\nprofiles: [prod]\ntimeout: 30\n",
+            "auto_discovery: {enabled: true, delete: true}\nreference: main\nenvironment: {BASE: root}\nprofiles: [prod]\ntimeout: 30\n",
         ),
         ("a/compose.yaml", COMPOSE),
         ("a/.env", "X=1\n"),
@@ -162,7 +162,7 @@ fn discovered_deployments_inherit_the_template_and_are_marked() {
     let d = repo.only();
     assert!(d.auto_discovered);
     assert_eq!(d.config.name, "a");
-    assert_eq!(d.config.reference.as_deref(), Some("v1"));
+    assert_eq!(d.config.reference.as_deref(), Some("main"));
     assert_eq!(d.config.environment["BASE"], "root");
     assert_eq!(d.config.profiles, ["prod"]);
     assert_eq!(d.config.timeout, 30);
@@ -411,7 +411,7 @@ fn non_overridable_fields_are_ignored_with_a_warning_each() {
     let repo = Repo::new(&[
         (
             ".doco-cd.yml",
-            "auto_discovery: {enabled: true, depth: 3}\nreference: v1\n",
+            "auto_discovery: {enabled: true, depth: 3}\nreference: main\n",
         ),
         ("svc/compose.yaml", COMPOSE),
         (
@@ -422,7 +422,7 @@ fn non_overridable_fields_are_ignored_with_a_warning_each() {
     ]);
     let d = repo.only();
     let c = &d.config;
-    assert_eq!(c.reference.as_deref(), Some("v1"));
+    assert_eq!(c.reference.as_deref(), Some("main"));
     assert_eq!(c.repository_url, None);
     assert_eq!(d.external_repository, None);
     assert!(c.auto_discovery.enabled);

@@ -311,6 +311,7 @@ fn secrets_are_not_printed() {
 fn unsupported_features_are_listed() {
     let c = load(&[
         ("APPRISE_API_URL", "http://apprise:8000/notify"),
+        ("APPRISE_NOTIFY_BODY_TEMPLATE", "{{ .Message }}"),
         ("SECRET_PROVIDER", "openbao"),
         ("SECRET_PROVIDER_SITE_URL", "https://bao"),
         ("SOPS_AGE_KEY", "AGE-SECRET-KEY-1"),
@@ -321,7 +322,7 @@ fn unsupported_features_are_listed() {
     assert_eq!(
         c.unsupported,
         [
-            "APPRISE_API_URL",
+            "APPRISE_NOTIFY_BODY_TEMPLATE",
             "SECRET_PROVIDER",
             "SECRET_PROVIDER_SITE_URL",
             "SOPS_AGE_KEY"

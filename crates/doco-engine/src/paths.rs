@@ -66,6 +66,16 @@ impl DataPaths {
         self.mount.join(".doco-cd")
     }
 
+    /// The checkout of another reference of a repository, for deployments whose `reference` differs
+    /// from their poll's: `<mount>/.doco-cd/refs/<host>/<owner>/<repo>/<reference, '/' as %2F>`.
+    pub fn reference_checkout(&self, repo_name: &str, reference: &str) -> PathBuf {
+        let encoded = reference.replace('%', "%25").replace('/', "%2F");
+        self.internal_dir()
+            .join("refs")
+            .join(repo_name.trim_start_matches('/'))
+            .join(encoded)
+    }
+
     /// The checkout directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`.
     pub fn checkout(&self, repo_name: &str) -> PathBuf {
         self.mount.join(repo_name.trim_start_matches('/'))
@@ -91,6 +101,10 @@ mod tests {
         assert_eq!(
             paths.checkout("github.com/o/r"),
             PathBuf::from("/data/github.com/o/r")
+        );
+        assert_eq!(
+            paths.reference_checkout("github.com/o/r", "refs/heads/dev"),
+            PathBuf::from("/data/.doco-cd/refs/github.com/o/r/refs%2Fheads%2Fdev")
         );
         assert_eq!(
             paths.checkout("/srv/git/repo"),

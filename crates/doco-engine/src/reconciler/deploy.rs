@@ -1,0 +1,358 @@
+//! Applying one deployment: the quick check, rendering with compose, choosing each service's labels,
+//! `docker compose up`, waiting for the services, and recording what was deployed. The decisions
+//! themselves are in `plan`; this module carries them out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use doco_config::ResolvedDeployment;
+use doco_docker::{ComposeProject, ContainerInfo, PullPolicy, UpOptions};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, unix_now};
+use crate::fingerprint::{project_hash, service_fingerprint};
+use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
+use crate::metrics;
+use crate::plan::{self, Desired, FullPlan, Mode, QuickPlan, Switches};
+use crate::state::{DeploymentRecord, ServiceRecord};
+
+impl Reconciler {
+    pub(super) async fn deploy_one(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let name = &deployment.config.name;
+        let span = info_span!("deployment", deployment = %name);
+        async {
+            check_supported(deployment)?;
+            let _slot = self.deploy_slots.acquire().await;
+            let started = Instant::now();
+            let record = self
+                .state
+                .lock()
+                .await
+                .repositories
+                .get(&ctx.key)
+                .and_then(|r| r.deployments.get(name))
+                .cloned();
+            let empty = Vec::new();
+            let containers = observed.get(name).unwrap_or(&empty);
+            let config_hash = deployment.config.hash();
+            let desired = Desired {
+                commit: ctx.commit,
+                config_hash: &config_hash,
+                force_recreate: deployment.config.force_recreate,
+            };
+            let outcome = match plan::quick_plan(&desired, record.as_ref(), containers, ctx.mode) {
+                QuickPlan::UpToDate => {
+                    tracing::debug!("up to date");
+                    DeploymentOutcome::UpToDate
+                }
+                QuickPlan::Start(ids) => {
+                    info!(
+                        containers = ids.len(),
+                        "starting stopped containers of unchanged services"
+                    );
+                    self.start(&ids).await?
+                }
+                QuickPlan::Render(reason) => {
+                    info!(%reason, "rendering the project to decide");
+                    for warning in &deployment.config.warnings {
+                        warn!(%warning, "deploy configuration");
+                    }
+                    self.render_and_apply(
+                        ctx,
+                        deployment,
+                        record.as_ref(),
+                        containers,
+                        &config_hash,
+                    )
+                    .await?
+                }
+            };
+            if outcome != DeploymentOutcome::UpToDate {
+                let labels = metrics::deployment(ctx.repo_name, name);
+                self.metrics.deployments.get_or_create(&labels).inc();
+                self.metrics
+                    .deployment_duration
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Ok(outcome)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
+        for id in ids {
+            self.docker.start_container(id).await?;
+        }
+        Ok(DeploymentOutcome::Started(ids.len()))
+    }
+
+    async fn render_and_apply(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        record: Option<&DeploymentRecord>,
+        containers: &[ContainerInfo],
+        config_hash: &str,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let project = self.compose_project(deployment);
+        let rendered = self.compose.render(&project).await?;
+        let fingerprints: BTreeMap<String, String> = rendered
+            .services
+            .iter()
+            .map(|(name, service)| {
+                let inputs: Vec<PathBuf> = service
+                    .local_inputs
+                    .iter()
+                    .map(|p| self.paths.to_mount(p))
+                    .collect();
+                (
+                    name.clone(),
+                    service_fingerprint(&service.spec, &inputs, ctx.checkout),
+                )
+            })
+            .collect();
+        let planned: BTreeMap<String, plan::RenderedService> = rendered
+            .services
+            .iter()
+            .map(|(name, service)| {
+                (
+                    name.clone(),
+                    plan::RenderedService {
+                        fingerprint: fingerprints[name].clone(),
+                        must_run: service.must_run(),
+                        replicas: service.replicas,
+                    },
+                )
+            })
+            .collect();
+        let switches = Switches {
+            remove_orphans: deployment.config.remove_orphans,
+            force_recreate: deployment.config.force_recreate,
+        };
+        let new_record =
+            |labels: &BTreeMap<String, BTreeMap<String, String>>,
+             hashes: &BTreeMap<String, String>| DeploymentRecord {
+                project: deployment.config.name.clone(),
+                commit: ctx.commit.to_string(),
+                config_hash: config_hash.to_string(),
+                deployed_unix: unix_now(),
+                services: planned
+                    .iter()
+                    .map(|(name, service)| {
+                        (
+                            name.clone(),
+                            ServiceRecord {
+                                fingerprint: service.fingerprint.clone(),
+                                labels: labels.get(name).cloned().unwrap_or_default(),
+                                must_run: service.must_run,
+                                replicas: service.replicas,
+                                compose_hash: hashes.get(name).cloned(),
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+        let recorded_labels: BTreeMap<String, BTreeMap<String, String>> = record
+            .map(|r| {
+                r.services
+                    .iter()
+                    .map(|(n, s)| (n.clone(), s.labels.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let recorded_hashes: BTreeMap<String, String> = record
+            .map(|r| {
+                r.services
+                    .iter()
+                    .filter_map(|(n, s)| s.compose_hash.clone().map(|h| (n.clone(), h)))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let adoptable = adoptable_labels(containers, ctx.commit);
+        match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
+            FullPlan::UpToDate => {
+                info!("stack unchanged by the new commit; nothing to do");
+                self.store_record(&ctx.key, new_record(&recorded_labels, &recorded_hashes))
+                    .await;
+                Ok(DeploymentOutcome::UpToDate)
+            }
+            FullPlan::Start(ids) => {
+                info!(
+                    containers = ids.len(),
+                    "stack unchanged; starting stopped containers"
+                );
+                let outcome = self.start(&ids).await?;
+                self.store_record(&ctx.key, new_record(&recorded_labels, &recorded_hashes))
+                    .await;
+                Ok(outcome)
+            }
+            FullPlan::Deploy {
+                reason,
+                changed,
+                mut kept_labels,
+                remove_orphans,
+                force_recreate,
+            } => {
+                info!(%reason, mode = ?ctx.mode, "deploying");
+                let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                let compose_hash = project_hash(&fingerprints);
+                let working_dir = self.paths.to_host(&deployment.working_dir);
+                let working_dir = working_dir.to_string_lossy();
+                let auto_discovery =
+                    serde_json::to_string(&deployment.config.auto_discovery).unwrap_or_default();
+                let source_name = doco_git::full_name(&ctx.poll.url);
+                let fresh = fresh_labels(&LabelContext {
+                    deployment: &deployment.config.name,
+                    commit: ctx.commit,
+                    reference: deployment
+                        .config
+                        .reference
+                        .as_deref()
+                        .unwrap_or(&ctx.poll.reference),
+                    working_dir: &working_dir,
+                    target: &ctx.poll.target,
+                    config_hash,
+                    compose_hash: &compose_hash,
+                    source_name: &source_name,
+                    source_url: ctx.url,
+                    auto_discovery_config: &auto_discovery,
+                    auto_discovered: deployment.auto_discovered,
+                    timestamp: &timestamp,
+                });
+                for service in &changed {
+                    kept_labels.insert(service.clone(), fresh.clone());
+                }
+                let labels = kept_labels;
+                let override_path = self
+                    .paths
+                    .internal_dir()
+                    .join("overrides")
+                    .join(format!("{}.labels.yml", deployment.config.name));
+                write_override(&override_path, &labels)?;
+                let options = UpOptions {
+                    remove_orphans,
+                    force_recreate,
+                    pull: if ctx.mode == Mode::Online && deployment.config.force_image_pull {
+                        PullPolicy::Always
+                    } else {
+                        PullPolicy::Missing
+                    },
+                    timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
+                };
+                self.compose
+                    .up(&project, &self.paths.to_host(&override_path), &options)
+                    .await?;
+                let hashes = self
+                    .wait_running(&deployment.config.name, &planned, deployment.config.timeout)
+                    .await?;
+                info!(changed = ?changed, "deployed");
+                self.store_record(&ctx.key, new_record(&labels, &hashes))
+                    .await;
+                Ok(DeploymentOutcome::Deployed(changed))
+            }
+        }
+    }
+
+    /// Waits until every service that must run has a running container; returns compose's config
+    /// hash per service.
+    async fn wait_running(
+        &self,
+        project: &str,
+        services: &BTreeMap<String, plan::RenderedService>,
+        timeout_secs: u64,
+    ) -> Result<BTreeMap<String, String>, DeployError> {
+        let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+        loop {
+            let all = self.docker.compose_containers().await?;
+            let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
+            let not_running = services.iter().find(|(name, service)| {
+                service.must_run
+                    && !containers.iter().any(|c| {
+                        &c.service == *name
+                            && !c.oneoff
+                            && c.state == doco_docker::ContainerState::Running
+                    })
+            });
+            match not_running {
+                None => {
+                    return Ok(containers
+                        .iter()
+                        .filter(|c| !c.oneoff)
+                        .filter_map(|c| c.config_hash.clone().map(|h| (c.service.clone(), h)))
+                        .collect());
+                }
+                Some((name, _)) if Instant::now() >= deadline => {
+                    return Err(DeployError::NotRunning {
+                        service: name.clone(),
+                        seconds: timeout_secs,
+                    });
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    fn compose_project(&self, deployment: &ResolvedDeployment) -> ComposeProject {
+        let host = |paths: &[PathBuf]| paths.iter().map(|p| self.paths.to_host(p)).collect();
+        ComposeProject {
+            name: deployment.config.name.clone(),
+            project_dir: self.paths.to_host(&deployment.working_dir),
+            files: host(&deployment.compose_files),
+            env_files: host(&deployment.env_files),
+            profiles: deployment.config.profiles.clone(),
+            environment: deployment.config.environment.clone(),
+        }
+    }
+
+    async fn store_record(&self, key: &str, record: DeploymentRecord) {
+        let mut state = self.state.lock().await;
+        if let Some(repo) = state.repositories.get_mut(key) {
+            repo.deployments.insert(record.project.clone(), record);
+        }
+    }
+}
+
+/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
+fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
+    let config = &deployment.config;
+    if config
+        .repository_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty())
+    {
+        return Err(DeployError::Unsupported(format!(
+            "deployment {} sets repository_url, which is not supported yet",
+            config.name
+        )));
+    }
+    if config.destroy.enabled {
+        return Err(DeployError::Unsupported(format!(
+            "deployment {} sets destroy, which is not supported yet; nothing was removed",
+            config.name
+        )));
+    }
+    Ok(())
+}
+
+fn write_override(
+    path: &Path,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<(), DeployError> {
+    let wrap = |source| DeployError::Override {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(wrap)?;
+    }
+    doco_docker::write_label_override(path, labels).map_err(wrap)
+}

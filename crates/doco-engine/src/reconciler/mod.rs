@@ -1,0 +1,638 @@
+//! One poll of one repository, end to end: sync the checkout, resolve the deployments, look at the
+//! engine once, decide per deployment with `plan`, apply, and record the outcome in the state file,
+//! the metrics and the log.
+//!
+//! This is where the offline semantics live. When the fetch fails with a transport error and
+//! `DOCO_CD_MAINTAIN_OFFLINE_STATE` is on, the poll goes on from the checkout on the data volume (the
+//! last commit fetched) in [`Mode::Offline`]: services are started or recreated as last deployed, and
+//! nothing is removed, pulled or force-recreated. A fetch that failed is never read as an empty desired
+//! state.
+
+mod deploy;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
+use doco_docker::{Compose, ContainerInfo};
+use doco_git::{GitClient, GitError};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::metrics::{self, Metrics};
+use crate::notify::{Level, Notifier};
+use crate::paths::DataPaths;
+use crate::plan::{self, Mode};
+use crate::state::{RepositoryState, State, StateStore, repository_key};
+
+/// Why a poll failed. Deployment failures are reported per deployment and summarised here.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The repository could not be synced and no last known state could be used.
+    #[error("{0}")]
+    Git(#[from] GitError),
+    /// The repository is unreachable and was never fetched, so there is nothing to enforce.
+    #[error(
+        "{url} is unreachable and has never been fetched, so there is no last known state to enforce: {source}"
+    )]
+    NeverFetched {
+        /// The repository (without credentials).
+        url: String,
+        /// The fetch error.
+        source: GitError,
+    },
+    /// Authentication failed; the last known state was enforced meanwhile if the flag is on.
+    #[error("authentication to {url} failed (a configuration error, not an outage): {source}")]
+    Auth {
+        /// The repository (without credentials).
+        url: String,
+        /// The fetch error.
+        source: GitError,
+    },
+    /// The deploy configuration file could not be read.
+    #[error("{0}")]
+    DeployConfig(#[from] doco_config::DeployConfigError),
+    /// The Docker engine could not be asked what runs.
+    #[error("cannot read the Docker engine's state: {0}")]
+    Engine(#[from] doco_docker::DockerError),
+    /// Some deployments failed (each was logged with its reason).
+    #[error("{failed} of {total} deployments failed: {names}")]
+    Deployments {
+        /// How many failed.
+        failed: usize,
+        /// How many there were.
+        total: usize,
+        /// Their names.
+        names: String,
+    },
+}
+
+/// Why one deployment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// compose failed.
+    #[error("{0}")]
+    Compose(#[from] doco_docker::ComposeError),
+    /// The engine API failed.
+    #[error("{0}")]
+    Engine(#[from] doco_docker::DockerError),
+    /// The label override file could not be written.
+    #[error("could not write the label override {path}: {source}")]
+    Override {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A service did not come up after the deploy.
+    #[error("service {service} is not running {seconds}s after the deploy")]
+    NotRunning {
+        /// The service.
+        service: String,
+        /// The deploy config's timeout.
+        seconds: u64,
+    },
+    /// The deployment uses a feature this build does not have yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What happened to one deployment in a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeploymentOutcome {
+    /// Nothing to do.
+    UpToDate,
+    /// Stopped containers were started.
+    Started(usize),
+    /// compose ran; these services got fresh labels.
+    Deployed(BTreeSet<String>),
+}
+
+/// The daemon's shared context: configuration, clients, state and metrics.
+pub struct Reconciler {
+    config: Arc<AppConfig>,
+    paths: DataPaths,
+    git: GitClient,
+    docker: doco_docker::Engine,
+    compose: Compose,
+    store: StateStore,
+    state: tokio::sync::Mutex<State>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    offline: Mutex<BTreeSet<String>>,
+    checkout_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    deploy_slots: tokio::sync::Semaphore,
+}
+
+/// The revision a poll works from.
+struct Revision {
+    commit: String,
+    mode: Mode,
+    /// An error to report after enforcing (authentication failures).
+    deferred_error: Option<PollError>,
+}
+
+/// The facts of one poll that every deployment of it shares.
+struct PollContext<'a> {
+    poll: &'a PollConfig,
+    /// The state file's key for this repository and reference.
+    key: String,
+    repo_name: &'a str,
+    url: &'a str,
+    checkout: &'a Path,
+    commit: &'a str,
+    mode: Mode,
+}
+
+impl Reconciler {
+    /// Wires the parts together and loads the state file.
+    pub fn new(
+        config: Arc<AppConfig>,
+        docker: doco_docker::Engine,
+        compose: Compose,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let paths = DataPaths::new(
+            config.data_mount_path.clone(),
+            config.data_host_path.clone(),
+        );
+        let git = GitClient::new(crate::git_options::git_options(&config, &paths));
+        let store = StateStore::new(paths.internal_dir().join("state.json"));
+        let (state, outcome) = store.load();
+        match &outcome {
+            crate::state::LoadOutcome::Fresh => {
+                info!(path = %store.path().display(), "no state file yet; starting with an empty state")
+            }
+            crate::state::LoadOutcome::Loaded => info!(
+                path = %store.path().display(),
+                repositories = state.repositories.len(),
+                "loaded the last known state"
+            ),
+            crate::state::LoadOutcome::MovedAside(aside, reason) => error!(
+                path = %store.path().display(),
+                moved_to = %aside.display(),
+                %reason,
+                "the state file was unreadable; kept a copy and started with an empty state"
+            ),
+        }
+        for (key, repo) in &state.repositories {
+            let name = key.split('#').next().unwrap_or(key);
+            metrics
+                .source_last_success
+                .get_or_create(&metrics::repo(name))
+                .set(repo.last_success_unix as i64);
+        }
+        let notifier = Notifier::new(
+            config.apprise_api_url.clone(),
+            config
+                .apprise_notify_urls
+                .as_ref()
+                .map(|u| u.expose().to_string()),
+            Level::parse(&config.apprise_notify_level).unwrap_or(Level::Success),
+            config.apprise_notify_repeat_interval,
+        );
+        let slots = config.max_concurrent_deployments.max(1);
+        Reconciler {
+            config,
+            paths,
+            git,
+            docker,
+            compose,
+            store,
+            state: tokio::sync::Mutex::new(state),
+            metrics,
+            notifier,
+            offline: Mutex::new(BTreeSet::new()),
+            checkout_locks: Mutex::new(HashMap::new()),
+            deploy_slots: tokio::sync::Semaphore::new(slots),
+        }
+    }
+
+    /// The data paths, for start-up set-up.
+    pub fn paths(&self) -> &DataPaths {
+        &self.paths
+    }
+
+    /// The repositories currently enforced from their last known state.
+    pub fn offline_repositories(&self) -> BTreeSet<String> {
+        self.offline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Runs one poll of `poll` and records it in the metrics.
+    pub async fn poll(&self, poll: &PollConfig) -> Result<(), PollError> {
+        let rewritten;
+        let poll =
+            match doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url) {
+                Some(url) => {
+                    rewritten = PollConfig {
+                        url,
+                        ..poll.clone()
+                    };
+                    &rewritten
+                }
+                None => poll,
+            };
+        let repo_name = doco_git::repo_name(&poll.url);
+        let span = info_span!("poll", repository = %repo_name, reference = %poll.reference);
+        async {
+            let started = Instant::now();
+            info!(url = %doco_git::redact_url(&poll.url), "polling repository");
+            let result = self.poll_inner(poll, &repo_name).await;
+            let labels = metrics::repo(&repo_name);
+            self.metrics.polls.get_or_create(&labels).inc();
+            self.metrics
+                .poll_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            match &result {
+                Ok(()) => info!(elapsed_ms = started.elapsed().as_millis() as u64, "poll completed"),
+                Err(e) => {
+                    self.metrics.poll_errors.get_or_create(&labels).inc();
+                    error!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "poll failed");
+                    // Failed deployments were notified one by one.
+                    if !matches!(e, PollError::Deployments { .. }) {
+                        self.notifier
+                            .send(Level::Failure, &repo_name, "Poll Job failed", &e.to_string())
+                            .await;
+                    }
+                }
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn poll_inner(&self, poll: &PollConfig, repo_name: &str) -> Result<(), PollError> {
+        let checkout = self.paths.checkout(repo_name);
+        let lock = self.checkout_lock(&checkout);
+        let _held = lock.lock().await;
+        let url = doco_git::redact_url(&poll.url);
+
+        let revision = self.sync(poll, repo_name, &checkout, &url).await?;
+        let ctx = PollContext {
+            poll,
+            key: repository_key(repo_name, &poll.reference),
+            repo_name,
+            url: &url,
+            checkout: &checkout,
+            commit: &revision.commit,
+            mode: revision.mode,
+        };
+        let result = self.deploy_all(&ctx).await;
+        self.save_state().await;
+        match revision.deferred_error {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+
+    fn checkout_lock(&self, checkout: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .checkout_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(checkout.to_path_buf()).or_default().clone()
+    }
+
+    /// Brings the checkout to the remote's commit, or decides to enforce the last known one.
+    async fn sync(
+        &self,
+        poll: &PollConfig,
+        repo_name: &str,
+        checkout: &Path,
+        url: &str,
+    ) -> Result<Revision, PollError> {
+        match self.git.sync(&poll.url, &poll.reference, checkout).await {
+            Ok(outcome) => {
+                self.record_fetch(poll, repo_name, checkout, url, &outcome.commit)
+                    .await;
+                self.set_offline(repo_name, None).await;
+                if outcome.fetched {
+                    info!(commit = %outcome.commit, cloned = outcome.cloned, "fetched new commit");
+                }
+                Ok(Revision {
+                    commit: outcome.commit,
+                    mode: Mode::Online,
+                    deferred_error: None,
+                })
+            }
+            Err(e) if e.is_transport() && self.config.maintain_offline_state => {
+                let (commit, reason) = self.last_known_commit(checkout, url, e)?;
+                self.set_offline(repo_name, Some((&commit, &reason))).await;
+                self.metrics
+                    .offline_enforcements
+                    .get_or_create(&metrics::repo(repo_name))
+                    .inc();
+                Ok(Revision {
+                    commit,
+                    mode: Mode::Offline,
+                    deferred_error: None,
+                })
+            }
+            Err(e) if e.is_auth() && self.config.maintain_offline_state => {
+                let message = e.to_string();
+                let (commit, _) = self.last_known_commit(checkout, url, e)?;
+                warn!(%commit, "authentication failed; enforcing the last known state meanwhile");
+                Ok(Revision {
+                    commit,
+                    mode: Mode::Offline,
+                    deferred_error: Some(PollError::Auth {
+                        url: url.to_string(),
+                        source: GitError::Auth {
+                            url: url.to_string(),
+                            detail: message,
+                        },
+                    }),
+                })
+            }
+            Err(e) if e.is_auth() => Err(PollError::Auth {
+                url: url.to_string(),
+                source: e,
+            }),
+            Err(e) => Err(PollError::Git(e)),
+        }
+    }
+
+    /// The commit of the checkout on the data volume: the last one fetched successfully.
+    fn last_known_commit(
+        &self,
+        checkout: &Path,
+        url: &str,
+        error: GitError,
+    ) -> Result<(String, String), PollError> {
+        match doco_git::head_commit(checkout) {
+            Ok(Some(commit)) => Ok((commit, error.to_string())),
+            _ => Err(PollError::NeverFetched {
+                url: url.to_string(),
+                source: error,
+            }),
+        }
+    }
+
+    async fn record_fetch(
+        &self,
+        poll: &PollConfig,
+        repo_name: &str,
+        checkout: &Path,
+        url: &str,
+        commit: &str,
+    ) {
+        let now = unix_now();
+        let mut state = self.state.lock().await;
+        let entry = state
+            .repositories
+            .entry(repository_key(repo_name, &poll.reference))
+            .or_insert_with(RepositoryState::default);
+        entry.url = url.to_string();
+        entry.reference = poll.reference.clone();
+        entry.checkout = checkout.to_path_buf();
+        entry.commit = commit.to_string();
+        entry.last_success_unix = now;
+        self.metrics
+            .source_last_success
+            .get_or_create(&metrics::repo(repo_name))
+            .set(now as i64);
+    }
+
+    /// Records entering or leaving offline mode: the gauge always; one log line and one notification
+    /// on transitions only.
+    async fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
+        self.metrics
+            .repository_offline
+            .get_or_create(&metrics::repo(repo_name))
+            .set(i64::from(offline.is_some()));
+        let changed = {
+            let mut set = self
+                .offline
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match offline {
+                Some(_) => set.insert(repo_name.to_string()),
+                None => set.remove(repo_name),
+            }
+        };
+        if !changed {
+            return;
+        }
+        match offline {
+            Some((commit, reason)) => {
+                warn!(%commit, %reason, "repository unreachable: enforcing the last known state until it can be fetched again");
+                let body = format!(
+                    "{repo_name} cannot be fetched ({reason}). doco-cd keeps enforcing commit {commit} until it can fetch again."
+                );
+                self.notifier
+                    .send(
+                        Level::Warning,
+                        repo_name,
+                        "Repository unreachable: enforcing the last known state",
+                        &body,
+                    )
+                    .await;
+            }
+            None => {
+                info!("repository reachable again: back to normal mode");
+                let body =
+                    format!("{repo_name} can be fetched again; doco-cd is back to normal mode.");
+                self.notifier
+                    .send(
+                        Level::Success,
+                        repo_name,
+                        "Repository reachable again",
+                        &body,
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Resolves and applies every deployment of the poll. Deployments that follow another reference
+    /// (their `reference` key) are applied from a checkout of that reference.
+    async fn deploy_all(&self, ctx: &PollContext<'_>) -> Result<(), PollError> {
+        let resolved = doco_config::resolve_deployments(
+            &ctx.poll.deployments,
+            ctx.checkout,
+            &self.config.deploy_config_base_dir,
+            &ctx.poll.target,
+            &ctx.poll.reference,
+        )?;
+        let observed = self.docker.compose_containers().await?;
+        let total = resolved.len();
+        let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
+        let mut here = Vec::new();
+        for item in resolved {
+            match item {
+                Ok(d) if d.other_reference.is_some() => {
+                    let reference = d.other_reference.clone().unwrap_or_default();
+                    elsewhere.entry(reference).or_default().push(d);
+                }
+                other => here.push(other),
+            }
+        }
+        let mut results = self.deploy_resolved(ctx, here, &observed).await;
+        for (reference, deployments) in elsewhere {
+            results.extend(
+                self.deploy_other_reference(ctx, &reference, deployments, &observed)
+                    .await,
+            );
+        }
+        let mut failed = Vec::new();
+        for (name, result) in results {
+            if !self.report(ctx, &name, result).await {
+                failed.push(name);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PollError::Deployments {
+                failed: failed.len(),
+                total,
+                names: failed.join(", "),
+            })
+        }
+    }
+
+    /// Applies resolved deployments concurrently (bounded by `MAX_CONCURRENT_DEPLOYMENTS`).
+    async fn deploy_resolved(
+        &self,
+        ctx: &PollContext<'_>,
+        resolved: Vec<Result<ResolvedDeployment, DeployConfigError>>,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
+        let jobs = resolved
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| async move {
+                match item {
+                    Ok(deployment) => {
+                        let name = deployment.config.name.clone();
+                        let result = self.deploy_one(ctx, &deployment, observed).await;
+                        (name, result.map_err(|e| e.to_string()))
+                    }
+                    Err(e) => {
+                        let name = e
+                            .location()
+                            .and_then(|l| l.name.clone())
+                            .unwrap_or_else(|| format!("deployment #{}", index + 1));
+                        (name, Err(e.to_string()))
+                    }
+                }
+            });
+        futures_util::future::join_all(jobs).await
+    }
+
+    /// Syncs a checkout of `reference` (beside the poll's) and applies the deployments that follow it,
+    /// with the same offline rules as the poll's own reference.
+    async fn deploy_other_reference(
+        &self,
+        ctx: &PollContext<'_>,
+        reference: &str,
+        deployments: Vec<ResolvedDeployment>,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
+        let poll = PollConfig {
+            reference: reference.to_string(),
+            ..ctx.poll.clone()
+        };
+        let checkout = self.paths.reference_checkout(ctx.repo_name, reference);
+        let lock = self.checkout_lock(&checkout);
+        let _held = lock.lock().await;
+        let revision = match self.sync(&poll, ctx.repo_name, &checkout, ctx.url).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                return deployments
+                    .into_iter()
+                    .map(|d| (d.config.name, Err(format!("reference {reference}: {e}"))))
+                    .collect();
+            }
+        };
+        if let Some(e) = &revision.deferred_error {
+            error!(%reference, error = %e, "enforcing the last known state of this reference");
+        }
+        let sub = PollContext {
+            poll: &poll,
+            key: repository_key(ctx.repo_name, reference),
+            repo_name: ctx.repo_name,
+            url: ctx.url,
+            checkout: &checkout,
+            commit: &revision.commit,
+            mode: revision.mode,
+        };
+        let resolved = deployments
+            .into_iter()
+            .map(|d| doco_config::resolve_deployment(d.config, &checkout, d.source_file))
+            .collect();
+        self.deploy_resolved(&sub, resolved, observed).await
+    }
+
+    /// Logs, counts and notifies one deployment's outcome; false when it failed.
+    async fn report(
+        &self,
+        ctx: &PollContext<'_>,
+        name: &str,
+        result: Result<DeploymentOutcome, String>,
+    ) -> bool {
+        let subject = format!("{}/{name}", ctx.repo_name);
+        let commit = plan::short(ctx.commit);
+        let (level, title, body) = match result {
+            Err(reason) => {
+                error!(deployment = %name, error = %reason, "deployment failed");
+                self.metrics
+                    .deployment_errors
+                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
+                    .inc();
+                let body = format!("{name} from {} at {commit}: {reason}", ctx.repo_name);
+                self.notifier
+                    .send(Level::Failure, &subject, "Deployment failed", &body)
+                    .await;
+                return false;
+            }
+            Ok(DeploymentOutcome::UpToDate) => return true,
+            Ok(DeploymentOutcome::Deployed(changed)) => {
+                let services: Vec<&str> = changed.iter().map(String::as_str).collect();
+                let recreated = if services.is_empty() {
+                    "none".to_string()
+                } else {
+                    services.join(", ")
+                };
+                (
+                    Level::Success,
+                    "Deployment completed",
+                    format!(
+                        "{name} from {} at {commit}; recreated: {recreated}",
+                        ctx.repo_name
+                    ),
+                )
+            }
+            Ok(DeploymentOutcome::Started(count)) => (
+                Level::Success,
+                "Stopped services started",
+                format!(
+                    "{name} from {}: started {count} stopped container(s)",
+                    ctx.repo_name
+                ),
+            ),
+        };
+        self.notifier.send(level, &subject, title, &body).await;
+        true
+    }
+
+    async fn save_state(&self) {
+        let state = self.state.lock().await;
+        if let Err(e) = self.store.save(&state) {
+            error!(error = %e, "could not save the state; the previous state file is unchanged");
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
