@@ -34,9 +34,7 @@ pub async fn serve(
     reconciler: Arc<Reconciler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
-    let api = Router::new()
-        .route("/v1/health", any(health))
-        .with_state(AppState { docker, reconciler });
+    let api = api_router(docker, reconciler);
     let metrics_app = Router::new()
         .route("/metrics", get(serve_metrics))
         .with_state(metrics);
@@ -45,6 +43,13 @@ pub async fn serve(
     Ok(async move {
         let _ = tokio::join!(api, metrics);
     })
+}
+
+/// The routes on `HTTP_PORT`.
+fn api_router(docker: doco_docker::Engine, reconciler: Arc<Reconciler>) -> Router {
+    Router::new()
+        .route("/v1/health", any(health))
+        .with_state(AppState { docker, reconciler })
 }
 
 async fn bind(
@@ -131,5 +136,52 @@ pub async fn healthcheck() -> anyhow::Result<ExitCode> {
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
         eprintln!("unhealthy: {status_line} {body}");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_is_503_with_the_reason_when_docker_does_not_answer() {
+        let data = tempfile::tempdir().unwrap();
+        let env = BTreeMap::from([(
+            "DATA_MOUNT_PATH".to_string(),
+            data.path().display().to_string(),
+        )]);
+        let config = Arc::new(AppConfig::from_env(&env).unwrap());
+        // A socket file nobody listens on any more: the engine "went away".
+        let socket = data.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let host = format!("unix://{}", socket.display());
+        let docker = doco_docker::Engine::connect_with_host(&host).unwrap();
+        let reconciler = Arc::new(Reconciler::new(
+            config,
+            docker.clone(),
+            doco_docker::Compose::new(BTreeMap::new(), true),
+            Arc::new(Metrics::new()),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, api_router(docker, reconciler)).await });
+
+        let (status, body) = get(addr, "/v1/health").await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "docker engine unreachable");
+        let reason = body["content"].as_str().unwrap();
+        assert!(reason.contains("dead.sock"), "{reason}");
     }
 }

@@ -273,7 +273,7 @@ impl Reconciler {
         let _held = lock.lock().await;
         let url = doco_git::redact_url(&poll.url);
 
-        let revision = self.sync(poll, repo_name, &checkout, &url).await?;
+        let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
         let ctx = PollContext {
             poll,
             key: repository_key(repo_name, &poll.reference),
@@ -306,8 +306,14 @@ impl Reconciler {
         repo_name: &str,
         checkout: &Path,
         url: &str,
+        depth: Option<u32>,
     ) -> Result<Revision, PollError> {
-        match self.git.sync(&poll.url, &poll.reference, checkout).await {
+        let options = doco_git::SyncOptions { depth };
+        match self
+            .git
+            .sync_with(&poll.url, &poll.reference, checkout, &options)
+            .await
+        {
             Ok(outcome) => {
                 self.record_fetch(poll, repo_name, checkout, url, &outcome.commit)
                     .await;
@@ -542,7 +548,15 @@ impl Reconciler {
         let checkout = self.paths.reference_checkout(ctx.repo_name, reference);
         let lock = self.checkout_lock(&checkout);
         let _held = lock.lock().await;
-        let revision = match self.sync(&poll, ctx.repo_name, &checkout, ctx.url).await {
+        // The checkout of this reference exists for these deployments: their `git_depth` shapes it.
+        let depth = deployments
+            .iter()
+            .map(|d| d.config.git_depth)
+            .find(|depth| *depth > 0);
+        let revision = match self
+            .sync(&poll, ctx.repo_name, &checkout, ctx.url, depth)
+            .await
+        {
             Ok(revision) => revision,
             Err(e) => {
                 return deployments
