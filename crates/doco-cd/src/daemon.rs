@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use doco_config::{AppConfig, LogFormat};
+use doco_engine::watch::{RefWatcher, local_git_dir, watch_refs};
 use doco_engine::{Metrics, Reconciler, Schedule, run_poll_loop};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -96,19 +98,17 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
     let mut loops = JoinSet::new();
     for poll in config.poll_configs.iter().cloned() {
-        if poll.interval.is_zero() && !poll.run_once {
+        let Some((schedule, watcher, triggers)) = plan_poll_loop(&poll) else {
             info!(url = %doco_git::redact_url(&poll.url), "interval is 0 and run_once is false: this poll is disabled");
             continue;
-        }
+        };
         let reconciler = reconciler.clone();
         let cancel = shutdown.clone();
-        let schedule = Schedule {
-            interval: poll.interval,
-            run_once: poll.run_once,
-        };
         loops.spawn(async move {
+            // The watcher lives as long as the loop it triggers.
+            let _watcher = watcher;
             let name = doco_git::repo_name(&poll.url);
-            run_poll_loop(schedule, cancel, || async {
+            run_poll_loop(schedule, cancel, triggers, || async {
                 // The error was logged and counted by the reconciler; the loop goes on.
                 let _ = reconciler.poll(&poll).await;
             })
@@ -130,6 +130,47 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     info!("doco-cd stopped");
     Ok(code)
 }
+
+/// How upstream schedules a poll: every interval; a local repository also on each change of its refs
+/// (`watch`, default true), and with `interval: 0` on those changes only, falling back to once a day
+/// when its refs cannot be watched. `None` when the poll is disabled (`interval: 0` for a remote).
+fn plan_poll_loop(
+    poll: &doco_config::PollConfig,
+) -> Option<(Schedule, Option<RefWatcher>, Option<UnboundedReceiver<()>>)> {
+    let local = local_git_dir(&poll.url);
+    let mut schedule = Schedule {
+        interval: poll.interval,
+        run_once: poll.run_once,
+    };
+    if poll.run_once {
+        return Some((schedule, None, None));
+    }
+    let watched = match (&local, poll.watch) {
+        (Some(dir), true) => match watch_refs(dir) {
+            Ok((watcher, triggers)) => {
+                info!(dir = %dir.display(), "watching the local repository's refs");
+                Some((watcher, triggers))
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch the local repository; polling on the interval only");
+                None
+            }
+        },
+        _ => None,
+    };
+    if schedule.interval.is_zero() {
+        match (&local, &watched) {
+            (None, _) => return None,
+            (Some(_), None) => schedule.interval = WATCHERLESS_FALLBACK,
+            (Some(_), Some(_)) => {}
+        }
+    }
+    let (watcher, triggers) = watched.unzip();
+    Some((schedule, watcher, triggers))
+}
+
+/// upstream's interval for a local repository with `interval: 0` whose refs cannot be watched.
+const WATCHERLESS_FALLBACK: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// Waits for a signal or for a poll loop to die.
 async fn wait(loops: &mut JoinSet<String>, shutdown: &CancellationToken) -> ExitCode {

@@ -12,9 +12,10 @@ use doco_testkit::docker::{
     ProjectGuard, container_ids, container_state, docker, require_docker, test_image,
 };
 use doco_testkit::git::{BareRepo, WorkTree};
+use doco_testkit::http::RecordingServer;
 use doco_testkit::unique_name;
 use support::{
-    AppriseCapture, Daemon, HttpRepo, free_port, http_get, label, running_container, sleep_services,
+    Daemon, HttpRepo, apprise_titles, free_port, http_get, label, running_container, sleep_services,
 };
 
 const SHA_LABEL: &str = "cd.doco.deployment.target.sha";
@@ -167,14 +168,14 @@ impl SelfHostedGit {
         &self,
         data: &std::path::Path,
         offline_state: bool,
-        apprise: &AppriseCapture,
+        apprise: &RecordingServer,
     ) -> Daemon {
         Daemon::start(
             data,
             &[
                 ("POLL_CONFIG", poll_config(&self.url())),
                 ("DOCO_CD_MAINTAIN_OFFLINE_STATE", offline_state.to_string()),
-                ("APPRISE_API_URL", apprise.url()),
+                ("APPRISE_API_URL", format!("{}/notify", apprise.url())),
                 (
                     "APPRISE_NOTIFY_URLS",
                     "json://127.0.0.1/ignored".to_string(),
@@ -211,7 +212,7 @@ fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was
     }
     let scenario = SelfHostedGit::new();
     let data = tempfile::tempdir().unwrap();
-    let apprise = AppriseCapture::start();
+    let apprise = RecordingServer::start();
     let daemon = scenario.start(data.path(), true, &apprise);
     let proxy = scenario.adopted_proxy(&daemon);
     let first = label(&proxy, SHA_LABEL);
@@ -259,7 +260,7 @@ fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was
         ) > 0.0
     );
     // One notification when the outage began and one when it ended, however many polls it lasted.
-    let titles = apprise.titles();
+    let titles = apprise_titles(&apprise);
     let count = |title: &str| titles.iter().filter(|t| t.ends_with(title)).count();
     assert_eq!(
         count("Repository unreachable: enforcing the last known state"),
@@ -276,7 +277,7 @@ fn without_offline_state_the_proxy_stays_down_as_upstream() {
     }
     let scenario = SelfHostedGit::new();
     let data = tempfile::tempdir().unwrap();
-    let apprise = AppriseCapture::start();
+    let apprise = RecordingServer::start();
     let daemon = scenario.start(data.path(), false, &apprise);
     let proxy = scenario.adopted_proxy(&daemon);
     docker(&["stop", "-t", "1", &proxy]);
@@ -290,7 +291,7 @@ fn without_offline_state_the_proxy_stays_down_as_upstream() {
         0.0
     );
     // A failing poll is notified once per repeat interval (1 h by default), not once per poll.
-    let titles = apprise.titles();
+    let titles = apprise_titles(&apprise);
     let failed = titles
         .iter()
         .filter(|t| t.ends_with("Poll Job failed"))
@@ -492,5 +493,34 @@ fn a_deployment_with_its_own_reference_deploys_that_branch() {
     repo.work.push_branch("dev");
     daemon.wait_for("the dev change deployed", Duration::from_secs(60), || {
         matches!(container_ids(&project, "web").as_slice(), [id] if label(id, SHA_LABEL) == next)
+    });
+}
+
+#[test]
+fn a_local_repository_with_interval_zero_deploys_each_push_through_its_refs_watcher() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-watch");
+    let _guard = ProjectGuard::new(&project);
+    let bare = BareRepo::new();
+    let work = WorkTree::clone_from(&bare);
+    work.write(".doco-cd.yml", &format!("name: {project}\n"));
+    work.write("compose.yml", &sleep_services(&image, &[("web", "8001")]));
+    work.commit_and_push("first");
+
+    let data = tempfile::tempdir().unwrap();
+    let poll_config = format!(
+        "- url: {}\n  reference: main\n  interval: 0\n",
+        bare.path().display()
+    );
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config)]);
+    running_container(&daemon, &project, "web");
+
+    work.write("compose.yml", &sleep_services(&image, &[("web", "8002")]));
+    let second = work.commit_and_push("second");
+    daemon.wait_for("the push deployed without any interval", Duration::from_secs(60), || {
+        matches!(container_ids(&project, "web").as_slice(), [id] if label(id, SHA_LABEL) == second)
     });
 }

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod reconciler;
 pub mod scheduler;
 pub mod state;
+pub mod watch;
 
 pub use metrics::Metrics;
 pub use reconciler::{DeployError, DeploymentOutcome, PollError, Reconciler};

@@ -170,55 +170,27 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use doco_testkit::http::RecordingServer;
 
-    /// A one-purpose Apprise stand-in: answers 200 and hands each request body to the test.
-    async fn capture_server() -> (
-        String,
-        tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-    ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/notify", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    raw.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&raw).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            tx.send(serde_json::from_str(body).unwrap()).unwrap();
-                            break;
-                        }
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-            }
-        });
-        (url, rx)
+    /// The Apprise API endpoint on `server`.
+    fn notify_url(server: &RecordingServer) -> String {
+        format!("{}/notify", server.url())
+    }
+
+    /// The `body` fields of the notifications `server` received, in order.
+    fn bodies(server: &RecordingServer) -> Vec<String> {
+        server
+            .json_bodies()
+            .iter()
+            .map(|b| b["body"].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[tokio::test]
     async fn posts_upstreams_apprise_request() {
-        let (url, mut rx) = capture_server().await;
+        let server = RecordingServer::start();
         let notifier = Notifier::new(
-            Some(url),
+            Some(notify_url(&server)),
             Some("ntfy://topic".into()),
             Level::Info,
             Duration::from_secs(3600),
@@ -226,7 +198,9 @@ mod tests {
         notifier
             .send(Level::Warning, "repo", "Repository unreachable", "details")
             .await;
-        let body = rx.recv().await.unwrap();
+        let received = server.json_bodies();
+        assert_eq!(received.len(), 1, "{received:?}");
+        let body = &received[0];
         assert_eq!(body["urls"], "ntfy://topic");
         assert_eq!(body["title"], "⚠️ Repository unreachable");
         assert_eq!(body["body"], "details");
@@ -235,9 +209,9 @@ mod tests {
 
     #[tokio::test]
     async fn repeated_failures_are_suppressed_until_a_success() {
-        let (url, mut rx) = capture_server().await;
+        let server = RecordingServer::start();
         let notifier = Notifier::new(
-            Some(url),
+            Some(notify_url(&server)),
             Some("x://y".into()),
             Level::Info,
             Duration::from_secs(3600),
@@ -257,22 +231,15 @@ mod tests {
         notifier
             .send(Level::Failure, "repo/web", "Deployment failed", "5")
             .await;
-        let bodies: Vec<String> = (0..4)
-            .map(|_| {
-                rx.try_recv()
-                    .map(|b| b["body"].as_str().unwrap().to_string())
-            })
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(bodies, vec!["1", "3", "4", "5"]);
-        assert!(rx.try_recv().is_err());
+        // Each send awaited the server's answer, and the server records a request before answering.
+        assert_eq!(bodies(&server), vec!["1", "3", "4", "5"]);
     }
 
     #[tokio::test]
     async fn levels_below_the_minimum_are_not_sent() {
-        let (url, mut rx) = capture_server().await;
+        let server = RecordingServer::start();
         let notifier = Notifier::new(
-            Some(url),
+            Some(notify_url(&server)),
             Some("x://y".into()),
             Level::Warning,
             Duration::ZERO,
@@ -283,8 +250,7 @@ mod tests {
         notifier
             .send(Level::Failure, "repo", "Failed", "loud")
             .await;
-        assert_eq!(rx.recv().await.unwrap()["body"], "loud");
-        assert!(rx.try_recv().is_err());
+        assert_eq!(bodies(&server), vec!["loud"]);
     }
 
     #[test]
