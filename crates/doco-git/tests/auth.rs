@@ -316,8 +316,7 @@ async fn github_app_tokens_are_minted_and_cached() {
 
     // The JWT is RS256, signed by the App's key, issued by the App ID, valid < 10 minutes.
     let jwt = requests[1]
-        .authorization
-        .as_deref()
+        .header("authorization")
         .unwrap()
         .strip_prefix("Bearer ")
         .unwrap();

@@ -6,20 +6,11 @@
 //! records every request with its `Authorization` header, so tests can check the JWT and count how
 //! often a token was minted.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One request the mock received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiRequest {
-    pub method: String,
-    pub path: String,
-    pub authorization: Option<String>,
-}
+use crate::http::{HttpServer, Request, Response};
 
 #[derive(Debug)]
 struct Shared {
@@ -27,63 +18,34 @@ struct Shared {
     token_prefix: String,
     valid_for_secs: AtomicU64,
     minted: AtomicU64,
-    requests: Mutex<Vec<ApiRequest>>,
 }
 
 /// The mock API on `127.0.0.1:PORT`, stopped when dropped.
 #[derive(Debug)]
 pub struct MockGitHubApi {
     shared: Arc<Shared>,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 impl MockGitHubApi {
     /// Every repository belongs to `installation_id`; tokens are `<token_prefix>-<n>`, valid 1 h.
     pub fn start(installation_id: u64, token_prefix: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("MockGitHubApi: cannot bind: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("MockGitHubApi: local_addr: {e}"))
-            .port();
-        listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("MockGitHubApi: set_nonblocking: {e}"));
         let shared = Arc::new(Shared {
             installation_id,
             token_prefix: token_prefix.to_string(),
             valid_for_secs: AtomicU64::new(3600),
             minted: AtomicU64::new(0),
-            requests: Mutex::new(Vec::new()),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let server = {
             let shared = Arc::clone(&shared);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let _ = handle(stream, &shared);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
+            HttpServer::start(move |request| handle(request, &shared))
         };
-        MockGitHubApi {
-            shared,
-            port,
-            stop,
-            thread: Some(thread),
-        }
+        MockGitHubApi { shared, server }
     }
 
     /// The API base, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// How long tokens minted from now on are valid.
@@ -99,21 +61,8 @@ impl MockGitHubApi {
     }
 
     /// The requests received so far.
-    pub fn requests(&self) -> Vec<ApiRequest> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for MockGitHubApi {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
     }
 }
 
@@ -139,55 +88,20 @@ fn rfc3339(secs: u64) -> String {
     )
 }
 
-fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut authorization = None;
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "authorization" => authorization = Some(value.trim().to_string()),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ApiRequest {
-            method: method.clone(),
-            path: path.clone(),
-            authorization: authorization.clone(),
-        });
-    let bearer = authorization
-        .as_deref()
+fn handle(request: &Request, shared: &Shared) -> Response {
+    let bearer = request
+        .header("authorization")
         .is_some_and(|a| a.starts_with("Bearer ") && a.matches('.').count() == 2);
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     let (status, json) = if !bearer {
         (
-            "401 Unauthorized",
+            401,
             r#"{"message":"A JSON web token could not be decoded"}"#.to_string(),
         )
     } else {
-        match (method.as_str(), segments.as_slice()) {
+        match (request.method.as_str(), segments.as_slice()) {
             ("GET", ["repos", _, _, "installation"]) => {
-                ("200 OK", format!(r#"{{"id":{}}}"#, shared.installation_id))
+                (200, format!(r#"{{"id":{}}}"#, shared.installation_id))
             }
             ("POST", ["app", "installations", id, "access_tokens"])
                 if *id == shared.installation_id.to_string() =>
@@ -199,23 +113,17 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     .unwrap_or(0);
                 let expires = rfc3339(now + shared.valid_for_secs.load(Ordering::SeqCst));
                 (
-                    "201 Created",
+                    201,
                     format!(
                         r#"{{"token":"{}-{n}","expires_at":"{expires}"}}"#,
                         shared.token_prefix
                     ),
                 )
             }
-            _ => ("404 Not Found", r#"{"message":"Not Found"}"#.to_string()),
+            _ => (404, r#"{"message":"Not Found"}"#.to_string()),
         }
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    )?;
-    stream.flush()
+    Response::new(status, json).with_header("Content-Type", "application/json")
 }
 
 #[cfg(test)]

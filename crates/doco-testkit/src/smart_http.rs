@@ -1,22 +1,23 @@
-//! A smart-HTTP Git server on 127.0.0.1: `git http-backend` as CGI behind a small HTTP/1.1 server
-//! on std threads that can require `Authorization: Basic`, slow every answer down and record what
+//! A smart-HTTP Git server on 127.0.0.1: `git http-backend` as CGI behind the test kit's
+//! [`HttpServer`], which can require `Authorization: Basic`, slow every answer down and record what
 //! it received.
 //!
 //! Git-tier tests need a remote that behaves like a real forge (the smart protocol, so shallow
 //! fetches work; 401 with `WWW-Authenticate` for a missing or wrong token) and that a test can
 //! steer. Every repository under `root` is served (`GIT_HTTP_EXPORT_ALL`) at
-//! `http://127.0.0.1:PORT/<path relative to root>`.
+//! `http://127.0.0.1:PORT/<path relative to root>`. Request bodies may come chunked (git streams
+//! large pushes and fetch negotiations); [`HttpServer`] de-chunks them for the CGI.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
+
+use crate::http::{HttpServer, Request, Response};
 
 #[derive(Debug)]
 struct Shared {
@@ -25,17 +26,13 @@ struct Shared {
     required: Mutex<Option<String>>,
     /// Delay before each answer, in milliseconds.
     delay_ms: AtomicU64,
-    authorizations: Mutex<Vec<String>>,
-    requests: Mutex<Vec<String>>,
 }
 
 /// A smart-HTTP Git server that stops when dropped.
 #[derive(Debug)]
 pub struct SmartHttpServer {
     shared: Arc<Shared>,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: HttpServer,
 }
 
 /// `Basic base64(user:token)`.
@@ -49,51 +46,21 @@ pub fn basic(user: &str, token: &str) -> String {
 impl SmartHttpServer {
     /// Serves every repository under `root`; with `credentials`, only requests carrying them.
     pub fn start(root: &Path, credentials: Option<(&str, &str)>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("SmartHttpServer: cannot bind: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("SmartHttpServer: local_addr: {e}"))
-            .port();
-        listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("SmartHttpServer: set_nonblocking: {e}"));
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             required: Mutex::new(credentials.map(|(u, t)| basic(u, t))),
             delay_ms: AtomicU64::new(0),
-            authorizations: Mutex::new(Vec::new()),
-            requests: Mutex::new(Vec::new()),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let server = {
             let shared = Arc::clone(&shared);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((stream, _)) => {
-                            let shared = Arc::clone(&shared);
-                            std::thread::spawn(move || {
-                                let _ = handle(stream, &shared);
-                            });
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
+            HttpServer::start(move |request| handle(request, &shared))
         };
-        SmartHttpServer {
-            shared,
-            port,
-            stop,
-            thread: Some(thread),
-        }
+        SmartHttpServer { shared, server }
     }
 
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// The URL of the repository at `path` (which must lie under the root).
@@ -105,7 +72,7 @@ impl SmartHttpServer {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Changes the accepted credentials (`None`: no authentication).
@@ -126,99 +93,19 @@ impl SmartHttpServer {
 
     /// The `Authorization` values received so far.
     pub fn authorizations(&self) -> Vec<String> {
-        self.shared
-            .authorizations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::http::authorizations(&self.server)
     }
 
     /// The request lines received so far.
     pub fn requests(&self) -> Vec<String> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::http::request_lines(&self.server)
     }
 }
 
-impl Drop for SmartHttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut headers: Vec<(String, String)> = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let request_line = request_line.trim_end().to_string();
-    shared
-        .requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(request_line.clone());
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or("GET").to_string();
-    let target = parts.next().unwrap_or("/").to_string();
-    let mut stream = stream;
-
-    if header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
-        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let mut body = Vec::new();
-    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let mut size_line = String::new();
-            reader.read_line(&mut size_line)?;
-            let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
-                .unwrap_or(0);
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk)?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    }
+fn handle(request: &Request, shared: &Shared) -> Response {
     let delay = shared.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         std::thread::sleep(Duration::from_millis(delay));
-    }
-
-    let authorization = header("authorization");
-    if let Some(a) = &authorization {
-        shared
-            .authorizations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(a.clone());
     }
     let required = shared
         .required
@@ -226,47 +113,45 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     if let Some(required) = required
-        && authorization.as_deref() != Some(required.as_str())
+        && request.header("authorization") != Some(required.as_str())
     {
-        let body = b"authentication required\n";
-        write!(
-            stream,
-            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"doco-test\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        stream.write_all(body)?;
-        return stream.flush();
+        return Response::new(401, "authentication required\n")
+            .with_header("WWW-Authenticate", "Basic realm=\"doco-test\"");
     }
+    match http_backend(request, &shared.root) {
+        Ok(response) => response,
+        Err(e) => Response::new(500, format!("git http-backend: {e}\n")),
+    }
+}
 
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+/// Runs `git http-backend` for `request` and turns its CGI output into a response.
+fn http_backend(request: &Request, root: &Path) -> std::io::Result<Response> {
+    let (path, query) = request.path_and_query();
+    let header = |name: &str| request.header(name).unwrap_or_default();
     let mut child = Command::new("git")
         .arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_PROJECT_ROOT", &shared.root)
+        .env("GIT_PROJECT_ROOT", root)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("PATH_INFO", path)
         .env("QUERY_STRING", query)
-        .env("REQUEST_METHOD", &method)
-        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
-        .env("CONTENT_LENGTH", body.len().to_string())
-        .env(
-            "HTTP_CONTENT_ENCODING",
-            header("content-encoding").unwrap_or_default(),
-        )
-        .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+        .env("REQUEST_METHOD", &request.method)
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", request.body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&body)?;
+        stdin.write_all(&request.body)?;
     }
-    let output = child.wait_with_output()?;
-    let out = output.stdout;
+    let out = child.wait_with_output()?.stdout;
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -279,21 +164,14 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         ),
         None => (String::new(), &out[..]),
     };
-    let mut status = "200 OK".to_string();
-    let mut response_headers = String::new();
+    let mut response = Response::new(200, cgi_body);
     for line in cgi_headers.lines() {
-        if let Some(s) = line.strip_prefix("Status:") {
-            status = s.trim().to_string();
-        } else if !line.trim().is_empty() {
-            response_headers.push_str(line.trim_end());
-            response_headers.push_str("\r\n");
+        if let Some(status) = line.strip_prefix("Status:") {
+            let code = status.split_whitespace().next().unwrap_or("");
+            response.status = code.parse().unwrap_or(500);
+        } else if let Some((name, value)) = line.split_once(':') {
+            response = response.with_header(name.trim(), value.trim());
         }
     }
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        cgi_body.len()
-    )?;
-    stream.write_all(cgi_body)?;
-    stream.flush()
+    Ok(response)
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use doco_testkit::git::{BareRepo, WorkTree};
-use doco_testkit::http::StaticHttpServer;
+use doco_testkit::http::{RecordingServer, StaticHttpServer};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -269,70 +269,13 @@ pub fn sleep_services(image: &str, services: &[(&str, &str)]) -> String {
     out
 }
 
-/// An Apprise API stand-in on 127.0.0.1: answers 200 to every POST and keeps the JSON bodies.
-pub struct AppriseCapture {
-    port: u16,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl AppriseCapture {
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = bodies.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Some(body) = read_request_body(stream) {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(body);
-                }
-            }
-        });
-        AppriseCapture { port, bodies }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/notify", self.port)
-    }
-
-    /// The titles received so far.
-    pub fn titles(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|b| b["title"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-}
-
-fn read_request_body(mut stream: TcpStream) -> Option<serde_json::Value> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let body = loop {
-        let n = stream.read(&mut buf).ok()?;
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                })
-                .unwrap_or(0);
-            if body.len() >= length {
-                break body.to_string();
-            }
-        }
-        if n == 0 {
-            return None;
-        }
-    };
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    serde_json::from_str(&body).ok()
+/// The titles of the Apprise notifications `apprise` received so far.
+pub fn apprise_titles(apprise: &RecordingServer) -> Vec<String> {
+    apprise
+        .json_bodies()
+        .iter()
+        .map(|b| b["title"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 #[cfg(test)]
