@@ -582,6 +582,53 @@ mod tests {
         assert!(server.authorizations().iter().all(|a| a == "Basic eDp5"));
     }
 
+    fn exchange(port: u16, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_length_and_chunked_bodies_and_records_before_answering() {
+        let server = RecordingServer::start();
+        let port = server.server.port();
+        let ok = exchange(
+            port,
+            b"POST /notify HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"title\":1}",
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("Content-Length: 0\r\n"), "{ok}");
+        let chunked = exchange(
+            port,
+            b"POST /x?y=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n2;ext\r\nde\r\n0\r\n\r\n",
+        );
+        assert!(
+            chunked.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
+            "{chunked}"
+        );
+
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(requests[0].method, "POST");
+        assert_eq!(requests[0].header("content-type"), Some("application/json"));
+        assert_eq!(server.json_bodies(), vec![serde_json::json!({"title": 1})]);
+        assert_eq!(requests[1].body, b"abcde");
+        assert_eq!(requests[1].path_and_query(), ("/x", "y=1"));
+        assert_eq!(requests[1].request_line(), "POST /x?y=1 HTTP/1.1");
+    }
+
+    #[test]
+    fn head_answers_carry_the_length_but_no_body() {
+        let server = HttpServer::start(|_| Response::new(200, "four").with_header("X-A", "b"));
+        let head = exchange(server.port(), b"HEAD / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+        );
+    }
+
     #[test]
     fn hanging_server_accepts_and_never_answers() {
         let server = StaticHttpServer::start_hanging();
