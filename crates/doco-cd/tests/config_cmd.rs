@@ -2,9 +2,9 @@
 //! environment and only the variables under test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::{Command, Output};
 
+use doco_testkit::write_files;
 use serde_json::Value;
 
 const COMPOSE: &str = "services:\n  app:\n    image: doco-test/busybox:1\n";
@@ -16,14 +16,6 @@ fn doco(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
-}
-
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let full = root.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, content).unwrap();
-    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -39,7 +31,7 @@ fn by_name<'a>(list: &'a [Value], name: &str) -> &'a Value {
 #[test]
 fn check_json_with_auto_discovery_and_nested_override() {
     let repo = tempfile::tempdir().unwrap();
-    write(
+    write_files(
         repo.path(),
         &[
             (
@@ -145,7 +137,7 @@ fn check_json_with_auto_discovery_and_nested_override() {
 #[test]
 fn check_text_lists_each_deployment() {
     let repo = tempfile::tempdir().unwrap();
-    write(
+    write_files(
         repo.path(),
         &[
             (".doco-cd.yml", "auto_discovery: true\n"),
@@ -174,7 +166,7 @@ fn check_text_lists_each_deployment() {
 #[test]
 fn check_honours_target_and_base_dir() {
     let repo = tempfile::tempdir().unwrap();
-    write(
+    write_files(
         repo.path(),
         &[
             ("deploy/.doco-cd.nas.yaml", "name: nas\n"),
@@ -207,7 +199,7 @@ fn check_honours_target_and_base_dir() {
 #[test]
 fn check_malformed_file_names_file_and_line() {
     let repo = tempfile::tempdir().unwrap();
-    write(
+    write_files(
         repo.path(),
         &[
             (
@@ -229,7 +221,7 @@ fn check_malformed_file_names_file_and_line() {
 #[test]
 fn check_invalid_field_names_document_field_line_and_column() {
     let repo = tempfile::tempdir().unwrap();
-    write(
+    write_files(
         repo.path(),
         &[
             (".doco-cd.yml", "name: ok\n---\nname: bad\ntimeout: soon\n"),

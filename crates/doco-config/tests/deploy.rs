@@ -3,37 +3,17 @@
 //! reference defaulting and hash stability.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use doco_config::{
     DeployConfig, DeployConfigError, ResolvedDeployment, load_deploy_configs, resolve_deployments,
 };
 
-struct Repo {
-    dir: tempfile::TempDir,
-}
+mod support;
+
+use support::Repo;
 
 impl Repo {
-    fn new(files: &[(&str, &str)]) -> Repo {
-        let repo = Repo {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        for (path, content) in files {
-            repo.write(path, content);
-        }
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let full = self.path().join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, content).unwrap();
-    }
-
     fn load(&self) -> Vec<Result<DeployConfig, DeployConfigError>> {
         load_deploy_configs(self.path(), "/", "").unwrap()
     }

@@ -4,33 +4,15 @@
 //! error messages.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use doco_config::{DeployConfig, ResolvedDeployment, discover_deployments, resolve_deployments};
 
 const COMPOSE: &str = "services:\n  app:\n    image: busybox\n";
 
-struct Repo {
-    dir: tempfile::TempDir,
-}
+mod support;
+
+use support::Repo;
 
 impl Repo {
-    fn new(files: &[(&str, &str)]) -> Repo {
-        let repo = Repo {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        for (path, content) in files {
-            let full = repo.path().join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, content).unwrap();
-        }
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn resolve(&self) -> Vec<Result<ResolvedDeployment, String>> {
         self.resolve_inline(&[])
     }

@@ -15,6 +15,7 @@ use doco_git::{DomainAuth, GitClient, GitError, GitHubApp, GitOptions, HttpToken
 use doco_testkit::git::{BareRepo, WorkTree};
 use doco_testkit::github_api::MockGitHubApi;
 use doco_testkit::smart_http::SmartHttpServer;
+use doco_testkit::{files_under, process_cmdlines};
 
 const USER: &str = "deploy";
 const TOKEN: &str = "tok-Sm4rt-http-5ecret-901";
@@ -62,36 +63,6 @@ fn checkout_dir() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-/// Every `/proc/<pid>/cmdline` as text (NULs as spaces).
-fn all_cmdlines() -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
-            out.push(String::from_utf8_lossy(&bytes).replace('\0', " "));
-        }
-    }
-    out
-}
-
 /// Captures everything doco-git and doco-process log at debug level while alive.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -135,7 +106,7 @@ async fn token_clones_and_never_reaches_argv_disk_or_logs() {
         std::thread::spawn(move || {
             let (mut seen_git, mut leaks) = (0usize, Vec::new());
             while !stop.load(Ordering::SeqCst) {
-                for cmdline in all_cmdlines() {
+                for cmdline in process_cmdlines() {
                     if cmdline.contains("git") && cmdline.contains(&port) {
                         seen_git += 1;
                     }

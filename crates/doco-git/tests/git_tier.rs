@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use doco_git::{GitClient, GitError, GitOptions, HttpToken, SyncOutcome, head_commit};
+use doco_testkit::files_under;
 use doco_testkit::git::{BareRepo, WorkTree, git};
 use doco_testkit::http::StaticHttpServer;
 
@@ -351,25 +352,8 @@ async fn missing_repositories_are_repository_not_found() {
     assert!(!dir.exists());
 }
 
-/// Every file under `dir`, recursively, as bytes.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
-
 fn assert_absent(dir: &Path, needles: &[&str]) {
-    let files = all_files(dir);
+    let files = files_under(dir);
     assert!(files.len() > 5, "scanned {} files", files.len());
     for (path, bytes) in files {
         let text = String::from_utf8_lossy(&bytes);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use doco_git::{DomainAuth, GitClient, GitOptions, HttpToken, SyncOptions, head_commit};
 use doco_testkit::git::{BareRepo, WorkTree, git};
 use doco_testkit::http::StaticHttpServer;
+use doco_testkit::process_cmdlines;
 use doco_testkit::smart_http::SmartHttpServer;
 
 fn client(depth: u32) -> GitClient {
@@ -312,12 +313,8 @@ async fn corrupt_checkouts_are_repaired_by_recloning_beside_them() {
 
 /// Processes whose command line mentions `needle` (zombies have an empty one).
 fn processes_mentioning(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+    process_cmdlines()
+        .into_iter()
         .filter(|c| c.contains(needle))
         .collect()
 }

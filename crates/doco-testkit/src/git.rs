@@ -139,13 +139,7 @@ impl WorkTree {
 
     /// Writes `contents` to `rel_path`, creating parent directories.
     pub fn write(&self, rel_path: &str, contents: &str) {
-        let path = self.path().join(rel_path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
-        }
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        crate::write_file(self.path(), rel_path, contents);
     }
 
     /// Removes the file `rel_path`.
