@@ -524,3 +524,76 @@ fn a_local_repository_with_interval_zero_deploys_each_push_through_its_refs_watc
         matches!(container_ids(&project, "web").as_slice(), [id] if label(id, SHA_LABEL) == second)
     });
 }
+
+#[test]
+fn the_git_token_stays_out_of_argv_files_labels_and_logs() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-token");
+    let _guard = ProjectGuard::new(&project);
+    let root = tempfile::tempdir().unwrap();
+    let bare = BareRepo::new_in(root.path());
+    let token = format!("tok-{}-9f3ac2", std::process::id());
+    let server =
+        doco_testkit::smart_http::SmartHttpServer::start(root.path(), Some(("oauth2", &token)));
+    // Slow answers keep each git process alive long enough to be seen in /proc.
+    server.set_delay(Duration::from_millis(200));
+    let work = WorkTree::clone_from(&bare);
+    work.write(".doco-cd.yml", &format!("name: {project}\n"));
+    work.write("compose.yml", &sleep_services(&image, &[("web", "9001")]));
+    work.commit_and_push("first");
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let url = server.repo_url(bare.path());
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&url)),
+            ("GIT_ACCESS_TOKEN_FILE", token_file.display().to_string()),
+        ],
+    );
+    let header = doco_testkit::smart_http::basic("oauth2", &token);
+    let encoded = header.trim_start_matches("Basic ").to_string();
+    let mut seen_git = false;
+    daemon.wait_for("the deploy through the authenticated server", Duration::from_secs(90), || {
+        for cmdline in doco_testkit::process_cmdlines() {
+            assert!(!cmdline.contains(&token) && !cmdline.contains(&encoded), "secret in argv: {cmdline}");
+            seen_git |= cmdline.starts_with("git");
+        }
+        matches!(container_ids(&project, "web").as_slice(), [id] if container_state(id) == "running")
+    });
+    daemon.wait_polls(2.0);
+    assert!(
+        seen_git,
+        "the scan never saw a git process, so it proved nothing"
+    );
+    assert!(
+        server.authorizations().contains(&header),
+        "the token was not used"
+    );
+
+    let web = &container_ids(&project, "web")[0];
+    let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", web]);
+    assert!(
+        labels.contains(&url) && !labels.contains(&token),
+        "{labels}"
+    );
+    for (path, content) in doco_testkit::files_under(data.path()) {
+        let text = String::from_utf8_lossy(&content);
+        assert!(
+            !text.contains(&token) && !text.contains(&encoded),
+            "secret in {}",
+            path.display()
+        );
+    }
+    let log = daemon.log();
+    assert!(
+        !log.contains(&token) && !log.contains(&encoded),
+        "secret in the log:\n{log}"
+    );
+}
