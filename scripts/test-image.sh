@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds the offline test image doco-test/busybox:1 (no registry needed): a root filesystem holding
 # Debian's static busybox with one link per applet, imported with `docker import`. Prints the tag.
-# Does nothing when the image already exists.
+# Does nothing when the image already exists. `--tag` only prints the tag.
 set -euo pipefail
 
 TAG="${DOCO_TEST_IMAGE:-doco-test/busybox:1}"
+if [ "${1:-}" = "--tag" ]; then
+  echo "$TAG"
+  exit 0
+fi
 if docker image inspect "$TAG" >/dev/null 2>&1; then
   echo "$TAG"
   exit 0
