@@ -310,8 +310,10 @@ fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
     let mut repo = HttpRepo::new();
     repo.work
         .write(".doco-cd.yml", &format!("name: {project}\n"));
-    repo.work
-        .write("compose.yml", &sleep_services(&image, &[("web", "4001")]));
+    repo.work.write(
+        "compose.yml",
+        &sleep_services(&image, &[("web", "4001"), ("db", "4002")]),
+    );
     repo.push("first");
     let data = tempfile::tempdir().unwrap();
     let vars = [
@@ -320,10 +322,15 @@ fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
     ];
     let mut daemon = Daemon::start(data.path(), &vars);
     let web = running_container(&daemon, &project, "web");
+    let db = running_container(&daemon, &project, "db");
+    let labels_of = |id: &str| docker(&["inspect", "--format", "{{json .Config.Labels}}", id]);
+    let db_labels = labels_of(&db);
     daemon.stop();
 
+    // While doco-cd is down, Git becomes unreachable, one service is stopped and one removed.
     repo.server.stop();
     docker(&["stop", "-t", "1", &web]);
+    docker(&["rm", "-f", &db]);
     let daemon = Daemon::start(data.path(), &vars);
     daemon.wait_for(
         "web started from the last known state",
@@ -331,6 +338,10 @@ fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
         || container_state(&web) == "running",
     );
     assert_eq!(container_ids(&project, "web"), vec![web]);
+    // The removed service is recreated exactly as last deployed: the same labels, byte for byte.
+    let db_again = running_container(&daemon, &project, "db");
+    assert_ne!(db_again, db);
+    assert_eq!(labels_of(&db_again), db_labels);
     let repository = format!("127.0.0.1:{}/repo", repo.server.port());
     assert_eq!(
         daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]),
