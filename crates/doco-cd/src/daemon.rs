@@ -30,8 +30,8 @@ const DOCKER_ENV: [&str; 6] = [
 /// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = match AppConfig::from_env(&env) {
-        Ok(config) => Arc::new(config),
+    let mut config = match AppConfig::from_env(&env) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("doco-cd: configuration error: {e}");
             return Ok(ExitCode::from(2));
@@ -71,6 +71,8 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             config.data_mount_path.display()
         )
     })?;
+    config.data_host_path = data_host_path(&config, &docker).await?;
+    let config = Arc::new(config);
     let reconciler = Arc::new(Reconciler::new(
         config.clone(),
         docker.clone(),
@@ -129,6 +131,37 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     servers.await;
     info!("doco-cd stopped");
     Ok(code)
+}
+
+/// Where the Docker daemon finds the data volume: `DATA_HOST_PATH` when set; otherwise, when doco-cd
+/// runs in a container, the source of its mount at `DATA_MOUNT_PATH` (upstream detects it the same
+/// way); otherwise the mount path itself.
+async fn data_host_path(
+    config: &AppConfig,
+    docker: &doco_docker::Engine,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if config.data_host_path.is_some() {
+        return Ok(config.data_host_path.clone());
+    }
+    let Some(id) = doco_docker::own_container_id() else {
+        return Ok(None);
+    };
+    let mount = &config.data_mount_path;
+    let source = docker
+        .mount_source(&id, mount)
+        .await
+        .context("cannot inspect doco-cd's own container to find its data volume")?;
+    match source {
+        Some(source) => {
+            info!(data_host_path = %source.display(), "detected where the data volume lives on the host");
+            Ok(Some(source))
+        }
+        None => anyhow::bail!(
+            "doco-cd runs in container {} but nothing is mounted at DATA_MOUNT_PATH {}: mount the data volume there, or set DATA_HOST_PATH",
+            id.get(..12).unwrap_or(&id),
+            mount.display()
+        ),
+    }
 }
 
 /// How upstream schedules a poll: every interval; a local repository also on each change of its refs

@@ -20,7 +20,8 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
   DOCO_CD_MAINTAIN_OFFLINE_STATE    keep enforcing the last fetched commit while Git is unreachable
                                     (true/false, default false)
   DATA_MOUNT_PATH                   where checkouts and the state file live (default /data)
-  DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: DATA_MOUNT_PATH)
+  DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: detected from
+                                    doco-cd's own container, or DATA_MOUNT_PATH outside a container)
   HTTP_PORT                         health endpoint /v1/health (default 80)
   METRICS_PORT                      Prometheus /metrics (default 9120)
   GIT_ACCESS_TOKEN(_FILE)           token for HTTP(S) Git remotes; GIT_ACCESS_TOKEN_USER (default oauth2)

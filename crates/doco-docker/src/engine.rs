@@ -9,11 +9,12 @@
 //! is what makes it work against Debian's 20.10 engine (API 1.41).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
 
 use crate::labels;
 
@@ -259,6 +260,27 @@ impl Engine {
             }) => Ok(false),
             Err(e) => Err(self.error(&format!("inspect image {reference}"), e)),
         }
+    }
+
+    /// The daemon-side source of the mount at `destination` in container `container_id` (how
+    /// doco-cd, running in a container, learns where its data volume lives on the host); `None` when
+    /// nothing is mounted there.
+    pub async fn mount_source(
+        &self,
+        container_id: &str,
+        destination: &Path,
+    ) -> Result<Option<PathBuf>, DockerError> {
+        let inspected = self
+            .docker
+            .inspect_container(container_id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {container_id}"), e))?;
+        Ok(inspected
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.destination.as_deref().map(Path::new) == Some(destination))
+            .and_then(|m| m.source.map(PathBuf::from)))
     }
 
     fn error(&self, context: &str, source: BollardError) -> DockerError {

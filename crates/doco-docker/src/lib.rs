@@ -14,6 +14,7 @@
 mod compose;
 mod engine;
 pub mod labels;
+mod own_container;
 mod render;
 
 pub use compose::{
@@ -21,4 +22,5 @@ pub use compose::{
     write_label_override,
 };
 pub use engine::{ContainerInfo, ContainerState, DockerError, Engine};
+pub use own_container::{container_id_from_mountinfo, own_container_id};
 pub use render::{RenderParseError, RenderedProject, RenderedService};

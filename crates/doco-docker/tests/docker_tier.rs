@@ -563,3 +563,58 @@ fn project_guard_cleans_up_on_panic() {
         ""
     );
 }
+
+#[tokio::test]
+async fn a_container_learns_its_own_id_and_where_its_data_volume_lives() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let engine = Engine::connect().unwrap();
+    let volume = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-self");
+    let _guard = ProjectGuard::new(&name);
+    let mount = format!("{}:/data", volume.path().display());
+    let project_label = format!("com.docker.compose.project={name}");
+    // What doco-cd would read inside its own container.
+    let mountinfo = docker(&[
+        "run",
+        "--rm",
+        "--label",
+        &project_label,
+        "-v",
+        &mount,
+        &image,
+        "cat",
+        "/proc/self/mountinfo",
+    ]);
+    let id_inside = doco_docker::container_id_from_mountinfo(&mountinfo);
+    assert!(
+        id_inside.as_deref().is_some_and(|id| id.len() == 64),
+        "{mountinfo}"
+    );
+
+    let id = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &project_label,
+        "-v",
+        &mount,
+        &image,
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        engine.mount_source(id, Path::new("/data")).await.unwrap(),
+        Some(volume.path().to_path_buf())
+    );
+    assert_eq!(
+        engine
+            .mount_source(id, Path::new("/elsewhere"))
+            .await
+            .unwrap(),
+        None
+    );
+}
