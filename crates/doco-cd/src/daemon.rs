@@ -71,6 +71,11 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             config.data_mount_path.display()
         )
     })?;
+    if config.docker_swarm_features && docker.is_swarm_manager().await.unwrap_or(false) {
+        warn!(
+            "this Docker engine is a Swarm manager: upstream would deploy with `docker stack`; this build deploys with `docker compose` (stack deploys are not supported yet)"
+        );
+    }
     config.data_host_path = data_host_path(&config, &docker).await?;
     let config = Arc::new(config);
     let reconciler = Arc::new(Reconciler::new(

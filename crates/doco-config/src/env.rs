@@ -159,6 +159,19 @@ pub const DEFAULT_TRUSTED_PROXY_NETWORKS: &str =
 /// Variables of upstream features this implementation does not have yet. When set they are
 /// listed in [`AppConfig::unsupported`] so the binary can say so once at start-up.
 pub const UNSUPPORTED_VARIABLES: &[&str] = &[
+    "API_SECRET",
+    "API_SECRET_FILE",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_SECRET_FILE",
+    "MAX_PAYLOAD_SIZE",
+    "TRUSTED_PROXY_NETWORKS",
+    "TRUSTED_PROXY_HEADER",
+    "HTTP_TLS_CERT_FILE",
+    "HTTP_TLS_KEY_FILE",
+    "PASS_ENV",
+    "SCHEDULER_ENABLED",
+    "DOCKER_SWARM_CONFIG_RETENTION",
+    "DOCKER_SWARM_SECRET_RETENTION",
     "APPRISE_NOTIFY_BODY_TEMPLATE",
     "APPRISE_NOTIFY_BODY_TEMPLATE_FILE",
     "GIT_COMMIT_STATUS",

@@ -317,6 +317,7 @@ fn unsupported_features_are_listed() {
         ("SOPS_AGE_KEY", "AGE-SECRET-KEY-1"),
         ("GIT_AUTH_DOMAINS", ""),
         ("HTTP_PORT", "80"),
+        ("WEBHOOK_SECRET", "hook-secret"),
     ])
     .unwrap();
     assert_eq!(
@@ -325,7 +326,8 @@ fn unsupported_features_are_listed() {
             "APPRISE_NOTIFY_BODY_TEMPLATE",
             "SECRET_PROVIDER",
             "SECRET_PROVIDER_SITE_URL",
-            "SOPS_AGE_KEY"
+            "SOPS_AGE_KEY",
+            "WEBHOOK_SECRET"
         ]
     );
     assert!(c.sops_configured);

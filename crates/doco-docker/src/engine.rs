@@ -262,6 +262,20 @@ impl Engine {
         }
     }
 
+    /// Whether the engine is an active Swarm manager (where upstream deploys with `docker stack`).
+    pub async fn is_swarm_manager(&self) -> Result<bool, DockerError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| self.error("read the engine's info", e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let active = swarm
+            .local_node_state
+            .is_some_and(|state| state == bollard::models::LocalNodeState::ACTIVE);
+        Ok(active && swarm.control_available.unwrap_or(false))
+    }
+
     /// The daemon-side source of the mount at `destination` in container `container_id` (how
     /// doco-cd, running in a container, learns where its data volume lives on the host); `None` when
     /// nothing is mounted there.

@@ -618,3 +618,12 @@ async fn a_container_learns_its_own_id_and_where_its_data_volume_lives() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_plain_engine_is_not_a_swarm_manager() {
+    if !require_docker() {
+        return;
+    }
+    // The Swarm phase of the test command runs alone, after this one; here the engine is plain.
+    assert!(!Engine::connect().unwrap().is_swarm_manager().await.unwrap());
+}
