@@ -25,7 +25,7 @@ fn poll_config(url: &str) -> String {
 }
 
 #[test]
-fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_and_heals() {
+fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_rolls_back() {
     if !require_docker() {
         return;
     }
@@ -93,7 +93,23 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_and_heals()
     daemon.wait_for("web running again", Duration::from_secs(60), || {
         container_state(&web) == "running"
     });
-    assert_eq!(container_ids(&project, "web"), vec![web]);
+    assert_eq!(container_ids(&project, "web"), vec![web.clone()]);
+
+    // Rollback by `git revert`: the worker goes back to its first command, at the revert commit.
+    doco_testkit::git::git(repo.work.path(), &["revert", "--no-edit", "HEAD"]);
+    repo.work.push();
+    let reverted = repo.work.head();
+    daemon.wait_for("the revert deployed", Duration::from_secs(60), || {
+        matches!(container_ids(&project, "worker").as_slice(), [id] if label(id, SHA_LABEL) == reverted)
+    });
+    let worker = container_ids(&project, "worker").remove(0);
+    let command = docker(&["inspect", "--format", "{{json .Config.Cmd}}", &worker]);
+    assert_eq!(command.trim(), r#"["sleep","2001"]"#);
+    assert_eq!(
+        container_ids(&project, "web"),
+        vec![web],
+        "web was recreated by the revert"
+    );
 }
 
 /// The proposal's set-up: the Git server is a container of a stack deployed by doco-cd from the very
