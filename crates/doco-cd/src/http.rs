@@ -1,6 +1,7 @@
 //! The HTTP surface, on upstream's ports and routes: `/v1/health` on `HTTP_PORT` (200 when the Docker
-//! engine answers, 503 with the reason otherwise, JSON shaped as upstream's) and `/metrics` on
-//! `METRICS_PORT`. Also the client side of `doco-cd healthcheck`.
+//! engine answers, 503 with the reason otherwise, JSON shaped as upstream's), the webhook
+//! `/v1/webhook[/{customTarget}]` when `WEBHOOK_SECRET` is set (see [`crate::webhook`]), and
+//! `/metrics` on `METRICS_PORT`. Also the client side of `doco-cd healthcheck`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +35,15 @@ pub async fn serve(
     reconciler: Arc<Reconciler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
-    let api = api_router(docker, reconciler);
+    let webhook = crate::webhook::Webhook::new(
+        Arc::new(config.clone()),
+        metrics.clone(),
+        crate::webhook::reconciler_deploy(reconciler.clone()),
+    );
+    if webhook.is_none() {
+        info!("webhook endpoints disabled, no webhook secret configured");
+    }
+    let api = api_router(docker, reconciler, webhook);
     let metrics_app = Router::new()
         .route("/metrics", get(serve_metrics))
         .with_state(metrics);
@@ -45,11 +54,20 @@ pub async fn serve(
     })
 }
 
-/// The routes on `HTTP_PORT`.
-fn api_router(docker: doco_docker::Engine, reconciler: Arc<Reconciler>) -> Router {
-    Router::new()
+/// The routes on `HTTP_PORT`. Without a webhook secret the webhook routes do not exist (404), as
+/// upstream registers them only with a secret.
+fn api_router(
+    docker: doco_docker::Engine,
+    reconciler: Arc<Reconciler>,
+    webhook: Option<crate::webhook::Webhook>,
+) -> Router {
+    let router = Router::new()
         .route("/v1/health", any(health))
-        .with_state(AppState { docker, reconciler })
+        .with_state(AppState { docker, reconciler });
+    match webhook {
+        Some(webhook) => router.merge(webhook.router()),
+        None => router,
+    }
 }
 
 async fn bind(
@@ -64,6 +82,7 @@ async fn bind(
         .with_context(|| format!("cannot listen on {addr} ({variable})"))?;
     info!(%addr, "listening");
     Ok(tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
@@ -176,7 +195,9 @@ mod tests {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, api_router(docker, reconciler)).await });
+        tokio::spawn(
+            async move { axum::serve(listener, api_router(docker, reconciler, None)).await },
+        );
 
         let (status, body) = get(addr, "/v1/health").await;
         assert_eq!(status, 503);

@@ -8,6 +8,7 @@
 mod config_cmd;
 mod daemon;
 mod http;
+mod webhook;
 
 use std::process::ExitCode;
 

@@ -327,7 +327,6 @@ fn unsupported_features_are_listed() {
             "SECRET_PROVIDER",
             "SECRET_PROVIDER_SITE_URL",
             "SOPS_AGE_KEY",
-            "WEBHOOK_SECRET"
         ]
     );
     assert!(c.sops_configured);

@@ -61,6 +61,12 @@ pub struct Metrics {
     pub poll_errors: Family<RepoLabels, Counter>,
     /// `doco_cd_poll_duration_seconds`.
     pub poll_duration: Family<RepoLabels, Histogram>,
+    /// `doco_cd_webhook_requests_total`: webhook jobs completed successfully (as upstream counts).
+    pub webhook_requests: Family<RepoLabels, Counter>,
+    /// `doco_cd_webhook_errors_total`: webhook requests that failed.
+    pub webhook_errors: Family<RepoLabels, Counter>,
+    /// `doco_cd_webhook_duration_seconds`: duration of successful webhook jobs.
+    pub webhook_duration: Family<RepoLabels, Histogram>,
     /// `doco_cd_deployments_total`: deploys and restarts applied.
     pub deployments: Family<DeploymentLabels, Counter>,
     /// `doco_cd_deployment_errors_total`.
@@ -87,6 +93,10 @@ impl Metrics {
         let poll_errors = Family::<RepoLabels, Counter>::default();
         let poll_duration =
             Family::<RepoLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        let webhook_requests = Family::<RepoLabels, Counter>::default();
+        let webhook_errors = Family::<RepoLabels, Counter>::default();
+        let webhook_duration =
+            Family::<RepoLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let deployments = Family::<DeploymentLabels, Counter>::default();
         let deployment_errors = Family::<DeploymentLabels, Counter>::default();
         let deployment_duration = Family::<DeploymentLabels, Histogram>::new_with_constructor(
@@ -109,6 +119,22 @@ impl Metrics {
             "Duration of polling operations in seconds",
             Unit::Seconds,
             poll_duration.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "Number of webhook requests",
+            webhook_requests.clone(),
+        );
+        registry.register(
+            "webhook_errors",
+            "Number of webhook errors",
+            webhook_errors.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_duration",
+            "Duration of webhook requests in seconds",
+            Unit::Seconds,
+            webhook_duration.clone(),
         );
         registry.register(
             "deployments",
@@ -152,6 +178,9 @@ impl Metrics {
             polls,
             poll_errors,
             poll_duration,
+            webhook_requests,
+            webhook_errors,
+            webhook_duration,
             deployments,
             deployment_errors,
             deployment_duration,
@@ -230,6 +259,9 @@ mod tests {
             .get_or_create(&repo("h/o/r"))
             .set(1700000000);
         m.offline_enforcements.get_or_create(&repo("h/o/r")).inc();
+        m.webhook_requests.get_or_create(&repo("o/r")).inc();
+        m.webhook_errors.get_or_create(&repo("o/r")).inc();
+        m.webhook_duration.get_or_create(&repo("o/r")).observe(0.2);
         let text = m.encode();
         for line in [
             "doco_cd_polls_total{repository=\"h/o/r\"} 1",
@@ -241,6 +273,9 @@ mod tests {
             "doco_cd_repository_offline{repository=\"h/o/r\"} 1",
             "doco_cd_offline_enforcements_total{repository=\"h/o/r\"} 1",
             "doco_cd_source_last_success_timestamp_seconds{repository=\"h/o/r\"} 1700000000",
+            "doco_cd_webhook_requests_total{repository=\"o/r\"} 1",
+            "doco_cd_webhook_errors_total{repository=\"o/r\"} 1",
+            "doco_cd_webhook_duration_seconds_count{repository=\"o/r\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -98,6 +98,26 @@ pub enum DeployError {
     Unsupported(String),
 }
 
+/// What started a run (upstream's job trigger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// The poll scheduler (or a refs watcher).
+    #[default]
+    Poll,
+    /// `POST /v1/webhook`.
+    Webhook,
+}
+
+impl Trigger {
+    /// upstream's name of the trigger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Poll => "poll",
+            Trigger::Webhook => "webhook",
+        }
+    }
+}
+
 /// What happened to one deployment in a poll.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeploymentOutcome {
@@ -224,6 +244,12 @@ impl Reconciler {
 
     /// Runs one poll of `poll` and records it in the metrics.
     pub async fn poll(&self, poll: &PollConfig) -> Result<(), PollError> {
+        self.run(poll, Trigger::Poll).await
+    }
+
+    /// Runs `poll` for `trigger`: the same path for every trigger (sync, resolve, plan, apply,
+    /// record). Only a [`Trigger::Poll`] counts in the poll metrics; the webhook handler keeps its own.
+    pub async fn run(&self, poll: &PollConfig, trigger: Trigger) -> Result<(), PollError> {
         let rewritten;
         let poll =
             match doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url) {
@@ -237,26 +263,34 @@ impl Reconciler {
                 None => poll,
             };
         let repo_name = doco_git::repo_name(&poll.url);
-        let span = info_span!("poll", repository = %repo_name, reference = %poll.reference);
+        let span = info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str());
         async {
             let started = Instant::now();
             info!(url = %doco_git::redact_url(&poll.url), "polling repository");
             let result = self.poll_inner(poll, &repo_name).await;
             let labels = metrics::repo(&repo_name);
-            self.metrics.polls.get_or_create(&labels).inc();
-            self.metrics
-                .poll_duration
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
+            if trigger == Trigger::Poll {
+                self.metrics.polls.get_or_create(&labels).inc();
+                self.metrics
+                    .poll_duration
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
             match &result {
                 Ok(()) => info!(elapsed_ms = started.elapsed().as_millis() as u64, "poll completed"),
                 Err(e) => {
-                    self.metrics.poll_errors.get_or_create(&labels).inc();
+                    if trigger == Trigger::Poll {
+                        self.metrics.poll_errors.get_or_create(&labels).inc();
+                    }
                     error!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "poll failed");
                     // Failed deployments were notified one by one.
                     if !matches!(e, PollError::Deployments { .. }) {
+                        let title = match trigger {
+                            Trigger::Poll => "Poll Job failed",
+                            Trigger::Webhook => "Deployment Failed",
+                        };
                         self.notifier
-                            .send(Level::Failure, &repo_name, "Poll Job failed", &e.to_string())
+                            .send(Level::Failure, &repo_name, title, &e.to_string())
                             .await;
                     }
                 }
