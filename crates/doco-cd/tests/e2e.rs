@@ -624,3 +624,155 @@ fn the_git_token_stays_out_of_argv_files_labels_and_logs() {
         "secret in the log:\n{log}"
     );
 }
+
+/// A GitHub-style push as upstream's webhook reads it.
+fn github_push(reference: &str, commit: &str, clone_url: &str) -> Vec<u8> {
+    serde_json::json!({
+        "ref": reference,
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "repository": {
+            "name": "repo",
+            "full_name": "e2e/repo",
+            "clone_url": clone_url,
+            "ssh_url": "",
+            "html_url": clone_url,
+            "private": false
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// `X-Hub-Signature-256` for `body` under `secret`.
+fn hub_signature(body: &[u8], secret: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs a GitHub push event to the daemon's HTTP_PORT; the status and the JSON body.
+fn post_webhook(port: u16, path: &str, body: &[u8], signature: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(json).unwrap())
+}
+
+#[test]
+fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothing() {
+    if !require_docker() {
+        return;
+    }
+    const SECRET: &str = "e2e-webhook-secret";
+    let image = test_image();
+    let project = unique_name("e2e-webhook");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "7101")]));
+    let first = repo.push("first");
+
+    let data = tempfile::tempdir().unwrap();
+    // No POLL_CONFIG: only webhooks deploy.
+    let daemon = Daemon::start(data.path(), &[("WEBHOOK_SECRET", SECRET.to_string())]);
+
+    // A bad signature is refused and deploys nothing.
+    let body = github_push("refs/heads/main", &first, &repo.url());
+    let (status, json) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook?wait=true",
+        &body,
+        &hub_signature(&body, "not-the-secret"),
+    );
+    assert_eq!(status, 401, "{json}");
+    assert_eq!(json["error"], "incorrect secret key");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(container_ids(&project, "web").is_empty());
+
+    // Signed, waiting: 201 once the stack runs at the pushed commit.
+    let (status, json) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook?wait=true",
+        &body,
+        &hub_signature(&body, SECRET),
+    );
+    assert_eq!(status, 201, "{json}\n{}", daemon.log());
+    assert_eq!(json["content"], "job completed successfully");
+    let ids = container_ids(&project, "web");
+    assert_eq!(ids.len(), 1, "not deployed when the 201 came");
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(label(&web, SHA_LABEL), first);
+    assert_eq!(
+        label(&web, "cd.doco.deployment.target.ref"),
+        "refs/heads/main"
+    );
+
+    // A second push, announced asynchronously: 202 with a job id, then the new commit runs.
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "7102")]));
+    let second = repo.push("second");
+    let body = github_push("refs/heads/main", &second, &repo.url());
+    let (status, json) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook",
+        &body,
+        &hub_signature(&body, SECRET),
+    );
+    assert_eq!(status, 202, "{json}");
+    assert_eq!(json["content"], "job accepted");
+    assert!(!json["job_id"].as_str().unwrap().is_empty());
+    daemon.wait_for(
+        "the second commit deployed by the async webhook",
+        Duration::from_secs(90),
+        || matches!(container_ids(&project, "web").as_slice(), [id] if label(id, SHA_LABEL) == second),
+    );
+    daemon.wait_for(
+        "two successful webhook jobs counted",
+        Duration::from_secs(10),
+        || {
+            daemon.metric(
+                "doco_cd_webhook_requests_total",
+                &[("repository", "e2e/repo")],
+            ) == 2.0
+        },
+    );
+
+    // A third push with a bad signature changes nothing.
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "7103")]));
+    let third = repo.push("third");
+    let body = github_push("refs/heads/main", &third, &repo.url());
+    let (status, _) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook",
+        &body,
+        &hub_signature(&body, "wrong"),
+    );
+    assert_eq!(status, 401);
+    std::thread::sleep(Duration::from_secs(2));
+    let ids = container_ids(&project, "web");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(label(&ids[0], SHA_LABEL), second);
+    assert_eq!(
+        daemon.metric("doco_cd_webhook_errors_total", &[("repository", "unknown")]),
+        2.0
+    );
+    // Webhook jobs are not polls.
+    assert_eq!(daemon.metric("doco_cd_polls_total", &[]), 0.0);
+}
