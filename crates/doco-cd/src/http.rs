@@ -205,4 +205,48 @@ mod tests {
         let reason = body["content"].as_str().unwrap();
         assert!(reason.contains("dead.sock"), "{reason}");
     }
+
+    #[tokio::test]
+    async fn webhook_routes_exist_only_with_a_secret() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let data = tempfile::tempdir().unwrap();
+        let socket = data.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let host = format!("unix://{}", socket.display());
+        let router = |secret: Option<&str>| {
+            let mut env = BTreeMap::from([(
+                "DATA_MOUNT_PATH".to_string(),
+                data.path().display().to_string(),
+            )]);
+            if let Some(secret) = secret {
+                env.insert("WEBHOOK_SECRET".to_string(), secret.to_string());
+            }
+            let config = Arc::new(AppConfig::from_env(&env).unwrap());
+            let docker = doco_docker::Engine::connect_with_host(&host).unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let reconciler = Arc::new(Reconciler::new(
+                config.clone(),
+                docker.clone(),
+                doco_docker::Compose::new(BTreeMap::new(), true),
+                metrics.clone(),
+            ));
+            let webhook = crate::webhook::Webhook::new(
+                config,
+                metrics,
+                crate::webhook::reconciler_deploy(reconciler.clone()),
+            );
+            api_router(docker, reconciler, webhook)
+        };
+        for path in ["/v1/webhook", "/v1/webhook/target"] {
+            let request = || Request::post(path).body(Body::from("{}")).unwrap();
+            let disabled = router(None).oneshot(request()).await.unwrap();
+            assert_eq!(disabled.status(), StatusCode::NOT_FOUND, "{path}");
+            // Enabled: the route answers (no signature header: 400).
+            let enabled = router(Some("s")).oneshot(request()).await.unwrap();
+            assert_eq!(enabled.status(), StatusCode::BAD_REQUEST, "{path}");
+        }
+    }
 }

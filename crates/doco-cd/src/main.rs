@@ -23,7 +23,9 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
   DATA_MOUNT_PATH                   where checkouts and the state file live (default /data)
   DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: detected from
                                     doco-cd's own container, or DATA_MOUNT_PATH outside a container)
-  HTTP_PORT                         health endpoint /v1/health (default 80)
+  HTTP_PORT                         /v1/health and /v1/webhook (default 80)
+  WEBHOOK_SECRET(_FILE)             enables POST /v1/webhook[/{target}] (GitHub, Gitea, Gogs, Forgejo
+                                    HMAC signatures; GitLab token); MAX_PAYLOAD_SIZE (default 1048576)
   METRICS_PORT                      Prometheus /metrics (default 9120)
   GIT_ACCESS_TOKEN(_FILE)           token for HTTP(S) Git remotes; GIT_ACCESS_TOKEN_USER (default oauth2)
   MAX_CONCURRENT_DEPLOYMENTS        deployments applied at once (default 4)
