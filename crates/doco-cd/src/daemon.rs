@@ -4,15 +4,16 @@
 //! A poll loop that ends other than by shutdown (a panic) is fatal: the daemon logs it and exits
 //! non-zero, so a supervisor restarts it instead of it silently no longer polling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use doco_config::{AppConfig, LogFormat};
+use doco_engine::events::EventLoop;
 use doco_engine::watch::{RefWatcher, local_git_dir, watch_refs};
 use doco_engine::{Metrics, Reconciler, Schedule, run_poll_loop};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -95,7 +96,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let servers = crate::http::serve(
         &config,
-        docker,
+        docker.clone(),
         metrics,
         reconciler.clone(),
         shutdown.clone(),
@@ -104,18 +105,22 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     .context("cannot start the HTTP servers")?;
 
     let mut loops = JoinSet::new();
+    let mut triggers = HashMap::new();
     for poll in config.poll_configs.iter().cloned() {
-        let Some((schedule, watcher, triggers)) = plan_poll_loop(&poll) else {
+        let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+        let Some((schedule, watcher)) = plan_poll_loop(&poll, &trigger) else {
             info!(url = %doco_git::redact_url(&poll.url), "interval is 0 and run_once is false: this poll is disabled");
             continue;
         };
+        let trigger_rx = (!schedule.run_once).then_some(trigger_rx);
+        triggers.insert(reconciler.trigger_key(&poll), trigger);
         let reconciler = reconciler.clone();
         let cancel = shutdown.clone();
         loops.spawn(async move {
             // The watcher lives as long as the loop it triggers.
             let _watcher = watcher;
             let name = doco_git::repo_name(&poll.url);
-            run_poll_loop(schedule, cancel, triggers, || async {
+            run_poll_loop(schedule, cancel, trigger_rx, || async {
                 // The error was logged and counted by the reconciler; the loop goes on.
                 let _ = reconciler.poll(&poll).await;
             })
@@ -123,6 +128,8 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             name
         });
     }
+    let events = EventLoop::new(docker.clone(), reconciler.clone(), triggers);
+    let event_task = tokio::spawn(events.run(shutdown.clone()));
     info!(
         polls = config.poll_configs.len(),
         offline_state = config.maintain_offline_state,
@@ -133,6 +140,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let code = wait(&mut loops, &shutdown).await;
     shutdown.cancel();
     while loops.join_next().await.is_some() {}
+    let _ = event_task.await;
     servers.await;
     info!("doco-cd stopped");
     Ok(code)
@@ -174,20 +182,21 @@ async fn data_host_path(
 /// when its refs cannot be watched. `None` when the poll is disabled (`interval: 0` for a remote).
 fn plan_poll_loop(
     poll: &doco_config::PollConfig,
-) -> Option<(Schedule, Option<RefWatcher>, Option<UnboundedReceiver<()>>)> {
+    trigger: &UnboundedSender<()>,
+) -> Option<(Schedule, Option<RefWatcher>)> {
     let local = local_git_dir(&poll.url);
     let mut schedule = Schedule {
         interval: poll.interval,
         run_once: poll.run_once,
     };
     if poll.run_once {
-        return Some((schedule, None, None));
+        return Some((schedule, None));
     }
-    let watched = match (&local, poll.watch) {
-        (Some(dir), true) => match watch_refs(dir) {
-            Ok((watcher, triggers)) => {
+    let watcher = match (&local, poll.watch) {
+        (Some(dir), true) => match watch_refs(dir, trigger.clone()) {
+            Ok(watcher) => {
                 info!(dir = %dir.display(), "watching the local repository's refs");
-                Some((watcher, triggers))
+                Some(watcher)
             }
             Err(e) => {
                 warn!(error = %e, "cannot watch the local repository; polling on the interval only");
@@ -197,14 +206,13 @@ fn plan_poll_loop(
         _ => None,
     };
     if schedule.interval.is_zero() {
-        match (&local, &watched) {
+        match (&local, &watcher) {
             (None, _) => return None,
             (Some(_), None) => schedule.interval = WATCHERLESS_FALLBACK,
             (Some(_), Some(_)) => {}
         }
     }
-    let (watcher, triggers) = watched.unzip();
-    Some((schedule, watcher, triggers))
+    Some((schedule, watcher))
 }
 
 /// upstream's interval for a local repository with `interval: 0` whose refs cannot be watched.

@@ -625,6 +625,96 @@ fn the_git_token_stays_out_of_argv_files_labels_and_logs() {
     );
 }
 
+fn slow_poll_config(url: &str) -> String {
+    format!("- url: {url}\n  reference: main\n  interval: 1h\n")
+}
+
+#[test]
+fn an_unhealthy_container_is_restarted_at_once_by_default() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-unhealthy");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"sh\", \"-c\", \"touch /tmp/ok; exec sleep 3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_grace_period: 1s\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ok\"]\n      interval: 1s\n      timeout: 1s\n      retries: 1\n"
+        ),
+    );
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    // Polls are an hour apart: only the event can bring the container back in time.
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", slow_poll_config(&repo.url()))],
+    );
+    let web = running_container(&daemon, &project, "web");
+    let health = |id: &str| {
+        docker(&["inspect", "--format", "{{.State.Health.Status}}", id])
+            .trim()
+            .to_string()
+    };
+    let started_at = |id: &str| docker(&["inspect", "--format", "{{.State.StartedAt}}", id]);
+    daemon.wait_for("web healthy", Duration::from_secs(30), || {
+        health(&web) == "healthy"
+    });
+    let first_start = started_at(&web);
+
+    docker(&["exec", &web, "rm", "/tmp/ok"]);
+    daemon.wait_for(
+        "web restarted after turning unhealthy",
+        Duration::from_secs(60),
+        || started_at(&web) != first_start && health(&web) == "healthy",
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+}
+
+#[test]
+fn a_subscribed_die_event_triggers_a_poll_that_starts_the_container() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-die");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\nreconciliation:\n  events: [die]\n"),
+    );
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "9101")]));
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", slow_poll_config(&repo.url()))],
+    );
+    let web = running_container(&daemon, &project, "web");
+    let polls = daemon.metric("doco_cd_polls_total", &[]);
+
+    // Engine events carry whole seconds, and those up to the second a deploy ended are taken as the
+    // deploy's own: act in a later second.
+    std::thread::sleep(Duration::from_millis(1100));
+    // `docker kill` marks the container as stopped on purpose: its restart policy will not help.
+    docker(&["kill", &web]);
+    daemon.wait_for(
+        "web started again by an event-triggered poll",
+        Duration::from_secs(60),
+        || container_state(&web) == "running",
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+    assert!(
+        daemon.metric("doco_cd_polls_total", &[]) > polls,
+        "no poll ran"
+    );
+}
+
 /// A GitHub-style push as upstream's webhook reads it.
 fn github_push(reference: &str, commit: &str, clone_url: &str) -> Vec<u8> {
     serde_json::json!({

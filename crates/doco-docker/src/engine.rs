@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use bollard::query_parameters::{
+    EventsOptions, InspectContainerOptions, ListContainersOptionsBuilder, RestartContainerOptions,
+};
+use futures_util::StreamExt;
 
 use crate::labels;
 
@@ -63,6 +66,35 @@ pub enum DockerError {
 pub struct Engine {
     docker: Docker,
     host: String,
+}
+
+/// A container event (`die`, `stop`, `health_status: unhealthy`, ...) of a container doco-cd deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The engine's action, as sent (`health_status: unhealthy`, `die`, ...).
+    pub action: String,
+    /// The container id.
+    pub id: String,
+    /// Its compose project, when labelled.
+    pub project: Option<String>,
+    /// Its compose service, when labelled.
+    pub service: Option<String>,
+    /// When it happened (Unix seconds; 0 when unknown).
+    pub time: i64,
+}
+
+impl ContainerEvent {
+    fn from_message(message: bollard::models::EventMessage) -> ContainerEvent {
+        let actor = message.actor.unwrap_or_default();
+        let attributes = actor.attributes.unwrap_or_default();
+        ContainerEvent {
+            action: message.action.unwrap_or_default(),
+            id: actor.id.unwrap_or_default(),
+            project: attributes.get(labels::COMPOSE_PROJECT).cloned(),
+            service: attributes.get(labels::COMPOSE_SERVICE).cloned(),
+            time: message.time.unwrap_or_default(),
+        }
+    }
 }
 
 /// One container of a compose project, as the engine reports it.
@@ -249,6 +281,51 @@ impl Engine {
             }) => Ok(()),
             Err(e) => Err(self.error(&format!("start container {id}"), e)),
         }
+    }
+
+    /// Restarts a container (stop with `timeout_secs` grace, optionally with `signal`, then start).
+    pub async fn restart_container(
+        &self,
+        id: &str,
+        timeout_secs: i32,
+        signal: Option<&str>,
+    ) -> Result<(), DockerError> {
+        let options = RestartContainerOptions {
+            t: Some(timeout_secs),
+            signal: signal.map(str::to_string),
+        };
+        self.docker
+            .restart_container(id, Some(options))
+            .await
+            .map_err(|e| self.error(&format!("restart container {id}"), e))?;
+        tracing::info!(container = id, "restarted container");
+        Ok(())
+    }
+
+    /// Container events of containers doco-cd deployed (label `cd.doco.metadata.manager=doco-cd`),
+    /// from `since` (Unix seconds) on. The stream ends when the engine goes away; callers
+    /// re-subscribe.
+    pub fn container_events(
+        &self,
+        since: Option<i64>,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + '_ {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={}", labels::MANAGER, labels::MANAGER_VALUE)],
+            ),
+        ]);
+        let options = EventsOptions {
+            since: since.map(|s| s.to_string()),
+            until: None,
+            filters: Some(filters),
+        };
+        self.docker.events(Some(options)).map(move |message| {
+            message
+                .map(ContainerEvent::from_message)
+                .map_err(|e| self.error("follow container events", e))
+        })
     }
 
     /// Whether the image `reference` (`name:tag`, `name@digest` or an id) exists locally.

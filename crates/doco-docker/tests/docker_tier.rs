@@ -627,3 +627,51 @@ async fn a_plain_engine_is_not_a_swarm_manager() {
     // The Swarm phase of the test command runs alone, after this one; here the engine is plain.
     assert!(!Engine::connect().unwrap().is_swarm_manager().await.unwrap());
 }
+
+#[tokio::test]
+async fn events_of_doco_cd_containers_arrive_and_restart_keeps_the_container() {
+    use futures_util::StreamExt;
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let engine = Engine::connect().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-events");
+    let _guard = ProjectGuard::new(&name);
+    let p = project(dir.path(), &name, &long_running(&image, "web"));
+    let ov = override_path(dir.path());
+    write_label_override(&ov, &labels_for("web", &[(labels::MANAGER, "doco-cd")])).unwrap();
+    compose().up(&p, &ov, &up_options()).await.unwrap();
+    let id = container_ids(&name, "web").remove(0);
+
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 1;
+    let mut events = Box::pin(engine.container_events(Some(since)));
+    docker(&["stop", "-t", "1", &id]);
+    let die = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let event = events.next().await.expect("stream ended").unwrap();
+            if event.id == id && event.action == "die" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("no die event");
+    assert_eq!(die.project.as_deref(), Some(name.as_str()));
+    assert_eq!(die.service.as_deref(), Some("web"));
+    assert!(die.time >= since);
+
+    let started_before = docker(&["inspect", "--format", "{{.State.StartedAt}}", &id]);
+    engine.restart_container(&id, 1, None).await.unwrap();
+    assert_eq!(container_state(&id), "running");
+    assert_ne!(
+        docker(&["inspect", "--format", "{{.State.StartedAt}}", &id]),
+        started_before
+    );
+    assert_eq!(container_ids(&name, "web"), vec![id]);
+}

@@ -71,8 +71,12 @@ async fn next_tick(ticker: &mut Option<Interval>) {
     }
 }
 
-/// Waits for a trigger and swallows the ones queued behind it, so a burst makes one poll. A closed
-/// channel (the watcher stopped) never fires again.
+/// How long a trigger waits for the rest of its burst (several ref files written by one push, the
+/// events of one container going down) and for the engine to settle, before the poll runs.
+const TRIGGER_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// Waits for a trigger, lets its burst settle, and swallows the triggers queued behind it, so a burst
+/// makes one poll. A closed channel (the watcher stopped) never fires again.
 async fn next_trigger(triggers: &mut Option<UnboundedReceiver<()>>) {
     let Some(rx) = triggers else {
         return std::future::pending().await;
@@ -81,6 +85,7 @@ async fn next_trigger(triggers: &mut Option<UnboundedReceiver<()>>) {
         *triggers = None;
         return std::future::pending().await;
     }
+    tokio::time::sleep(TRIGGER_DEBOUNCE).await;
     while rx.try_recv().is_ok() {}
 }
 

@@ -47,16 +47,18 @@ pub fn local_git_dir(url: &str) -> Option<PathBuf> {
     }
 }
 
-/// Watches `git_dir`'s refs, `packed-refs` and `HEAD`; every change sends one `()` on the returned
-/// channel (callers coalesce bursts).
-pub fn watch_refs(git_dir: &Path) -> Result<(RefWatcher, mpsc::UnboundedReceiver<()>), WatchError> {
+/// Watches `git_dir`'s refs, `packed-refs` and `HEAD`; every change sends one `()` on `trigger`
+/// (the poll loop coalesces bursts).
+pub fn watch_refs(
+    git_dir: &Path,
+    trigger: mpsc::UnboundedSender<()>,
+) -> Result<RefWatcher, WatchError> {
     let refs = git_dir.join("refs");
     if !refs.is_dir() {
         return Err(WatchError::NotARepository {
             path: git_dir.to_path_buf(),
         });
     }
-    let (tx, rx) = mpsc::unbounded_channel();
     let root = git_dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -65,7 +67,7 @@ pub fn watch_refs(git_dir: &Path) -> Result<(RefWatcher, mpsc::UnboundedReceiver
         }
         if event.paths.iter().any(|p| is_ref_path(&root, p)) {
             // The receiver is gone only when the poll loop ended; nothing to tell then.
-            let _ = tx.send(());
+            let _ = trigger.send(());
         }
     })
     .map_err(|source| WatchError::Watch {
@@ -83,7 +85,7 @@ pub fn watch_refs(git_dir: &Path) -> Result<(RefWatcher, mpsc::UnboundedReceiver
                 source,
             })?;
     }
-    Ok((RefWatcher { _watcher: watcher }, rx))
+    Ok(RefWatcher { _watcher: watcher })
 }
 
 fn is_ref_path(git_dir: &Path, path: &Path) -> bool {
@@ -119,7 +121,8 @@ mod tests {
         let work = doco_testkit::git::WorkTree::clone_from(&bare);
         work.write("a.txt", "1");
         work.commit_and_push("first");
-        let (_watcher, mut rx) = watch_refs(bare.path()).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = watch_refs(bare.path(), tx).unwrap();
 
         work.write("a.txt", "2");
         work.commit_and_push("second");
@@ -133,7 +136,7 @@ mod tests {
     fn a_directory_without_refs_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            watch_refs(dir.path()),
+            watch_refs(dir.path(), mpsc::unbounded_channel().0),
             Err(WatchError::NotARepository { .. })
         ));
     }

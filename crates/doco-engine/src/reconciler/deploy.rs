@@ -10,7 +10,8 @@ use doco_config::ResolvedDeployment;
 use doco_docker::{ComposeProject, ContainerInfo, PullPolicy, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, unix_now};
+use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, lock, unix_now};
+use crate::events::EventTarget;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics;
@@ -27,6 +28,13 @@ impl Reconciler {
         let name = &deployment.config.name;
         let span = info_span!("deployment", deployment = %name);
         async {
+            lock(&self.event_targets).insert(
+                name.clone(),
+                EventTarget {
+                    trigger: ctx.trigger.clone(),
+                    reconciliation: deployment.config.reconciliation.clone(),
+                },
+            );
             check_supported(deployment)?;
             let _slot = self.deploy_slots.acquire().await;
             let started = Instant::now();
@@ -248,9 +256,14 @@ impl Reconciler {
                     },
                     timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
                 };
-                self.compose
+                let name = &deployment.config.name;
+                lock(&self.deploys).insert(name.clone(), None);
+                let up = self
+                    .compose
                     .up(&project, &self.paths.to_host(&override_path), &options)
-                    .await?;
+                    .await;
+                lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
+                up?;
                 let hashes = self
                     .wait_running(&deployment.config.name, &planned, deployment.config.timeout)
                     .await?;

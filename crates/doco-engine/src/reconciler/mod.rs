@@ -20,6 +20,7 @@ use doco_docker::{Compose, ContainerInfo};
 use doco_git::{GitClient, GitError};
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::events::EventTarget;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
 use crate::paths::DataPaths;
@@ -143,6 +144,11 @@ pub struct Reconciler {
     offline: Mutex<BTreeSet<String>>,
     checkout_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     deploy_slots: tokio::sync::Semaphore,
+    /// Per compose project: the poll that deploys it and its `reconciliation` settings.
+    event_targets: Mutex<HashMap<String, EventTarget>>,
+    /// Per compose project: `None` while doco-cd deploys it, else when its last deploy ended (Unix
+    /// seconds). Engine events up to then are doco-cd's own doing.
+    deploys: Mutex<HashMap<String, Option<i64>>>,
 }
 
 /// The revision a poll works from.
@@ -156,6 +162,8 @@ struct Revision {
 /// The facts of one poll that every deployment of it shares.
 struct PollContext<'a> {
     poll: &'a PollConfig,
+    /// The poll loop's trigger key (see [`Reconciler::trigger_key`]).
+    trigger: String,
     /// The state file's key for this repository and reference.
     key: String,
     repo_name: &'a str,
@@ -226,6 +234,8 @@ impl Reconciler {
             offline: Mutex::new(BTreeSet::new()),
             checkout_locks: Mutex::new(HashMap::new()),
             deploy_slots: tokio::sync::Semaphore::new(slots),
+            event_targets: Mutex::new(HashMap::new()),
+            deploys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -240,6 +250,28 @@ impl Reconciler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The key that names `poll`'s loop for event triggers: its (rewritten) URL and reference.
+    pub fn trigger_key(&self, poll: &PollConfig) -> String {
+        let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url)
+            .unwrap_or_else(|| poll.url.clone());
+        format!("{url}#{}", poll.reference)
+    }
+
+    /// The deployment that owns compose project `project`, for the event loop.
+    pub fn event_target(&self, project: &str) -> Option<EventTarget> {
+        lock(&self.event_targets).get(project).cloned()
+    }
+
+    /// Whether an engine event of `project` at `time` (Unix seconds) was caused by doco-cd's own
+    /// deploy: one is running, or the event is not newer than the last deploy's end.
+    pub fn is_own_event(&self, project: &str, time: i64) -> bool {
+        match lock(&self.deploys).get(project) {
+            Some(None) => true,
+            Some(Some(ended)) => time <= *ended,
+            None => false,
+        }
     }
 
     /// Runs one poll of `poll` and records it in the metrics.
@@ -310,6 +342,7 @@ impl Reconciler {
         let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
         let ctx = PollContext {
             poll,
+            trigger: format!("{}#{}", poll.url, poll.reference),
             key: repository_key(repo_name, &poll.reference),
             repo_name,
             url: &url,
@@ -604,6 +637,7 @@ impl Reconciler {
         }
         let sub = PollContext {
             poll: &poll,
+            trigger: ctx.trigger.clone(),
             key: repository_key(ctx.repo_name, reference),
             repo_name: ctx.repo_name,
             url: ctx.url,
@@ -683,4 +717,11 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Locks a std mutex, going on with the data if a holder panicked (the maps stay consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
