@@ -113,7 +113,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             continue;
         };
         let trigger_rx = (!schedule.run_once).then_some(trigger_rx);
-        triggers.insert(reconciler.trigger_key(&poll), trigger);
+        triggers.insert(reconciler.loop_key(&poll), trigger);
         let reconciler = reconciler.clone();
         let cancel = shutdown.clone();
         loops.spawn(async move {

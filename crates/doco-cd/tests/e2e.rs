@@ -770,10 +770,13 @@ fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothin
     const SECRET: &str = "e2e-webhook-secret";
     let image = test_image();
     let project = unique_name("e2e-webhook");
-    let _guard = ProjectGuard::new(&project);
+    let filtered = unique_name("e2e-webhook-filtered");
+    let _guards = (ProjectGuard::new(&project), ProjectGuard::new(&filtered));
     let repo = HttpRepo::new();
-    repo.work
-        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\n---\nname: {filtered}\nwebhook_filter: ^refs/heads/release$\n"),
+    );
     repo.work
         .write("compose.yml", &sleep_services(&image, &[("web", "7101")]));
     let first = repo.push("first");
@@ -808,6 +811,11 @@ fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothin
     assert_eq!(ids.len(), 1, "not deployed when the 201 came");
     let web = running_container(&daemon, &project, "web");
     assert_eq!(label(&web, SHA_LABEL), first);
+    // upstream's trigger label of a webhook deploy is the pushed commit.
+    assert_eq!(label(&web, "cd.doco.deployment.trigger"), first);
+    // The deployment whose webhook_filter does not match the pushed ref was skipped (the 201 came
+    // after every deployment of the repository was handled).
+    assert!(container_ids(&filtered, "web").is_empty());
     assert_eq!(
         label(&web, "cd.doco.deployment.target.ref"),
         "refs/heads/main"

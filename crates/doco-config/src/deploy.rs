@@ -393,10 +393,33 @@ impl DeployConfig {
         }
         self.validate_swarm()?;
         self.validate_reconciliation()?;
+        self.validate_webhook_filter()?;
         self.context = self.context.trim().to_owned();
         self.working_dir = clean_relative("working_dir", &self.working_dir)?;
         self.validate_compose_files()?;
         self.validate_env_files()
+    }
+
+    fn validate_webhook_filter(&self) -> Result<(), FieldError> {
+        if self.webhook_filter.is_empty() {
+            return Ok(());
+        }
+        regex::Regex::new(&self.webhook_filter)
+            .map(|_| ())
+            .map_err(|e| {
+                field_error(
+                    "webhook_filter",
+                    format!("not a valid regular expression: {e}"),
+                )
+            })
+    }
+
+    /// upstream's `webhook_filter`: whether a webhook for `reference` may deploy this deployment
+    /// (always, when no filter is set; a filter is validated when the configuration is read).
+    pub fn accepts_webhook_ref(&self, reference: &str) -> bool {
+        self.webhook_filter.is_empty()
+            || regex::Regex::new(&self.webhook_filter)
+                .is_ok_and(|filter| filter.is_match(reference))
     }
 
     fn validate_source(&mut self) -> Result<(), FieldError> {

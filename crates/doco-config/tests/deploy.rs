@@ -641,3 +641,23 @@ fn a_deployment_on_another_reference_is_left_for_a_checkout_of_that_reference() 
     assert!(doco_config::same_reference("refs/tags/v1", "v1"));
     assert!(!doco_config::same_reference("main", "dev"));
 }
+
+#[test]
+fn webhook_filter_is_a_regular_expression_on_the_pushed_ref() {
+    let mut config = doco_config::DeployConfig::new("web");
+    config.webhook_filter = "^refs/heads/(main|release-.*)$".into();
+    config.validate().unwrap();
+    assert!(config.accepts_webhook_ref("refs/heads/main"));
+    assert!(config.accepts_webhook_ref("refs/heads/release-2"));
+    assert!(!config.accepts_webhook_ref("refs/heads/dev"));
+    assert!(doco_config::DeployConfig::new("any").accepts_webhook_ref("refs/tags/v1"));
+
+    config.webhook_filter = "refs/heads/(".into();
+    let error = config.validate().unwrap_err();
+    assert_eq!(error.field, "webhook_filter");
+    assert!(
+        error.message.contains("not a valid regular expression"),
+        "{}",
+        error.message
+    );
+}

@@ -71,7 +71,7 @@ impl RestartBudget {
 }
 
 /// The event follower: the engine, the reconciler that knows which deployment owns a project, and the
-/// poll triggers by trigger key.
+/// poll triggers by loop key.
 pub struct EventLoop {
     docker: Engine,
     reconciler: Arc<Reconciler>,
@@ -81,7 +81,7 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// `triggers` maps each poll's trigger key (see [`crate::reconciler::trigger_key`]) to its loop.
+    /// `triggers` maps each poll loop's key (see [`Reconciler::loop_key`]) to its trigger channel.
     pub fn new(
         docker: Engine,
         reconciler: Arc<Reconciler>,
@@ -148,7 +148,7 @@ impl EventLoop {
         }
         if is_restart_action(action) {
             self.restart(&event, action, &target).await;
-        } else if let Some(trigger) = self.triggers.get(&target.trigger) {
+        } else if let Some(trigger) = self.triggers.get(&target.loop_key) {
             info!(%project, container = %short_id(&event.id), action, "event: polling the repository now");
             // The receiver is gone only while shutting down.
             let _ = trigger.send(());
@@ -200,8 +200,8 @@ impl EventLoop {
 /// What the event loop needs to know about a deployed project.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventTarget {
-    /// The trigger key of the poll that deploys it.
-    pub trigger: String,
+    /// The key of the poll loop that deploys it.
+    pub loop_key: String,
     /// Its deploy config's `reconciliation`.
     pub reconciliation: doco_config::ReconciliationConfig,
 }

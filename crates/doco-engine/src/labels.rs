@@ -35,6 +35,8 @@ pub struct LabelContext<'a> {
     pub auto_discovered: bool,
     /// RFC 3339 time of the deploy.
     pub timestamp: &'a str,
+    /// upstream's trigger value: `poll`, or the commit for a webhook.
+    pub trigger: &'a str,
 }
 
 /// The label keys doco-cd writes: [`fresh_labels`] sets exactly these.
@@ -91,7 +93,7 @@ pub fn fresh_labels(ctx: &LabelContext<'_>) -> BTreeMap<String, String> {
         (key::DEPLOYMENT_CONFIG_TARGET, ctx.target),
         (key::DEPLOYMENT_TARGET_REF, ctx.reference),
         (key::DEPLOYMENT_TARGET_SHA, ctx.commit),
-        (key::DEPLOYMENT_TRIGGER, "poll"),
+        (key::DEPLOYMENT_TRIGGER, ctx.trigger),
         (key::DEPLOYMENT_CONFIG_SHA, ctx.config_hash),
         (
             key::DEPLOYMENT_AUTO_DISCOVERY,
@@ -129,6 +131,7 @@ mod tests {
             auto_discovery_config: "{}",
             auto_discovered: false,
             timestamp: "2026-01-01T00:00:00Z",
+            trigger: "poll",
         });
         assert_eq!(labels["cd.doco.metadata.manager"], "doco-cd");
         assert_eq!(labels["cd.doco.deployment.target.sha"], "abc");

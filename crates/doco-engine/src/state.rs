@@ -75,9 +75,15 @@ pub struct ServiceRecord {
     pub compose_hash: Option<String>,
 }
 
-/// The key of a repository and reference in [`State::repositories`].
+/// The key of a repository and reference in [`State::repositories`]. A branch or tag is keyed by its
+/// short name, so `main` (a poll) and `refs/heads/main` (a webhook) share their state.
 pub fn repository_key(repo_name: &str, reference: &str) -> String {
-    format!("{repo_name}#{reference}")
+    let reference = reference.trim();
+    let short = reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(reference);
+    format!("{repo_name}#{short}")
 }
 
 /// Errors of the state store.
@@ -228,6 +234,22 @@ mod tests {
             .repositories
             .insert(repository_key("127.0.0.1:1/repo", "refs/heads/main"), repo);
         state
+    }
+
+    #[test]
+    fn branch_and_tag_spellings_share_a_key() {
+        assert_eq!(
+            repository_key("h/o/r", "main"),
+            repository_key("h/o/r", "refs/heads/main")
+        );
+        assert_eq!(
+            repository_key("h/o/r", "v1"),
+            repository_key("h/o/r", "refs/tags/v1")
+        );
+        assert_ne!(
+            repository_key("h/o/r", "main"),
+            repository_key("h/o/r", "dev")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use doco_config::ResolvedDeployment;
 use doco_docker::{ComposeProject, ContainerInfo, PullPolicy, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, lock, unix_now};
+use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
 use crate::events::EventTarget;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
@@ -31,11 +31,18 @@ impl Reconciler {
             lock(&self.event_targets).insert(
                 name.clone(),
                 EventTarget {
-                    trigger: ctx.trigger.clone(),
+                    loop_key: ctx.loop_key.clone(),
                     reconciliation: deployment.config.reconciliation.clone(),
                 },
             );
             check_supported(deployment)?;
+            if ctx.kind == Trigger::Webhook
+                && !deployment.config.accepts_webhook_ref(&ctx.poll.reference)
+            {
+                info!(webhook_filter = %deployment.config.webhook_filter, reference = %ctx.poll.reference,
+                    "the webhook's reference does not match webhook_filter; skipped");
+                return Ok(DeploymentOutcome::UpToDate);
+            }
             let _slot = self.deploy_slots.acquire().await;
             let started = Instant::now();
             let record = self
@@ -235,6 +242,10 @@ impl Reconciler {
                     auto_discovery_config: &auto_discovery,
                     auto_discovered: deployment.auto_discovered,
                     timestamp: &timestamp,
+                    trigger: match ctx.kind {
+                        Trigger::Poll => "poll",
+                        Trigger::Webhook => ctx.commit,
+                    },
                 });
                 for service in &changed {
                     kept_labels.insert(service.clone(), fresh.clone());

@@ -162,8 +162,10 @@ struct Revision {
 /// The facts of one poll that every deployment of it shares.
 struct PollContext<'a> {
     poll: &'a PollConfig,
-    /// The poll loop's trigger key (see [`Reconciler::trigger_key`]).
-    trigger: String,
+    /// The key of the poll loop that owns this repository (see [`Reconciler::loop_key`]).
+    loop_key: String,
+    /// What started this run.
+    kind: Trigger,
     /// The state file's key for this repository and reference.
     key: String,
     repo_name: &'a str,
@@ -252,8 +254,8 @@ impl Reconciler {
             .clone()
     }
 
-    /// The key that names `poll`'s loop for event triggers: its (rewritten) URL and reference.
-    pub fn trigger_key(&self, poll: &PollConfig) -> String {
+    /// The key that names `poll`'s loop, for event triggers: its (rewritten) URL and reference.
+    pub fn loop_key(&self, poll: &PollConfig) -> String {
         let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url)
             .unwrap_or_else(|| poll.url.clone());
         format!("{url}#{}", poll.reference)
@@ -299,7 +301,7 @@ impl Reconciler {
         async {
             let started = Instant::now();
             info!(url = %doco_git::redact_url(&poll.url), "polling repository");
-            let result = self.poll_inner(poll, &repo_name).await;
+            let result = self.poll_inner(poll, &repo_name, trigger).await;
             let labels = metrics::repo(&repo_name);
             if trigger == Trigger::Poll {
                 self.metrics.polls.get_or_create(&labels).inc();
@@ -333,7 +335,12 @@ impl Reconciler {
         .await
     }
 
-    async fn poll_inner(&self, poll: &PollConfig, repo_name: &str) -> Result<(), PollError> {
+    async fn poll_inner(
+        &self,
+        poll: &PollConfig,
+        repo_name: &str,
+        kind: Trigger,
+    ) -> Result<(), PollError> {
         let checkout = self.paths.checkout(repo_name);
         let lock = self.checkout_lock(&checkout);
         let _held = lock.lock().await;
@@ -342,7 +349,8 @@ impl Reconciler {
         let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
         let ctx = PollContext {
             poll,
-            trigger: format!("{}#{}", poll.url, poll.reference),
+            loop_key: format!("{}#{}", poll.url, poll.reference),
+            kind,
             key: repository_key(repo_name, &poll.reference),
             repo_name,
             url: &url,
@@ -637,7 +645,8 @@ impl Reconciler {
         }
         let sub = PollContext {
             poll: &poll,
-            trigger: ctx.trigger.clone(),
+            loop_key: ctx.loop_key.clone(),
+            kind: ctx.kind,
             key: repository_key(ctx.repo_name, reference),
             repo_name: ctx.repo_name,
             url: ctx.url,
