@@ -18,16 +18,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// Environment variables handed to `docker compose` so it talks to the same daemon as the API client.
-const DOCKER_ENV: [&str; 6] = [
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
-    "DOCKER_API_VERSION",
-    "DOCKER_CONTEXT",
-];
-
 /// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
@@ -51,11 +41,10 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         .ping()
         .await
         .context("the Docker engine does not answer; doco-cd needs it to deploy")?;
-    let docker_env = DOCKER_ENV
-        .iter()
-        .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
-    let compose = doco_docker::Compose::new(docker_env, config.docker_quiet_deploy);
+    let compose = doco_docker::Compose::new(
+        doco_docker::Compose::docker_env_from_process(),
+        config.docker_quiet_deploy,
+    );
     let metrics = Arc::new(Metrics::new());
     metrics
         .info

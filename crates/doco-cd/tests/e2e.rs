@@ -32,14 +32,10 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     let image = test_image();
     let project = unique_name("e2e-spine");
     let _guard = ProjectGuard::new(&project);
-    let repo = HttpRepo::new();
-    repo.work
-        .write(".doco-cd.yml", &format!("name: {project}\n"));
-    repo.work.write(
-        "compose.yml",
+    let (repo, first) = HttpRepo::with_stack(
+        &project,
         &sleep_services(&image, &[("web", "1001"), ("worker", "2001")]),
     );
-    let first = repo.push("first");
 
     let data = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
@@ -323,14 +319,10 @@ fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
     let image = test_image();
     let project = unique_name("e2e-restart");
     let _guard = ProjectGuard::new(&project);
-    let mut repo = HttpRepo::new();
-    repo.work
-        .write(".doco-cd.yml", &format!("name: {project}\n"));
-    repo.work.write(
-        "compose.yml",
+    let (mut repo, _) = HttpRepo::with_stack(
+        &project,
         &sleep_services(&image, &[("web", "4001"), ("db", "4002")]),
     );
-    repo.push("first");
     let data = tempfile::tempdir().unwrap();
     let vars = [
         ("POLL_CONFIG", poll_config(&repo.url())),
@@ -373,12 +365,7 @@ fn a_corrupt_state_file_is_kept_aside_and_rebuilt_without_recreating_anything() 
     let image = test_image();
     let project = unique_name("e2e-corrupt");
     let _guard = ProjectGuard::new(&project);
-    let repo = HttpRepo::new();
-    repo.work
-        .write(".doco-cd.yml", &format!("name: {project}\n"));
-    repo.work
-        .write("compose.yml", &sleep_services(&image, &[("web", "5001")]));
-    repo.push("first");
+    let (repo, _) = HttpRepo::with_stack(&project, &sleep_services(&image, &[("web", "5001")]));
     let data = tempfile::tempdir().unwrap();
     let vars = [("POLL_CONFIG", poll_config(&repo.url()))];
     let mut daemon = Daemon::start(data.path(), &vars);
@@ -637,16 +624,12 @@ fn an_unhealthy_container_is_restarted_at_once_by_default() {
     let image = test_image();
     let project = unique_name("e2e-unhealthy");
     let _guard = ProjectGuard::new(&project);
-    let repo = HttpRepo::new();
-    repo.work
-        .write(".doco-cd.yml", &format!("name: {project}\n"));
-    repo.work.write(
-        "compose.yml",
+    let (repo, _) = HttpRepo::with_stack(
+        &project,
         &format!(
             "services:\n  web:\n    image: {image}\n    command: [\"sh\", \"-c\", \"touch /tmp/ok; exec sleep 3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_grace_period: 1s\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ok\"]\n      interval: 1s\n      timeout: 1s\n      retries: 1\n"
         ),
     );
-    repo.push("first");
     let data = tempfile::tempdir().unwrap();
     // Polls are an hour apart: only the event can bring the container back in time.
     let daemon = Daemon::start(

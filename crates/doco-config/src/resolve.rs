@@ -41,6 +41,29 @@ pub struct ResolvedDeployment {
     pub auto_discovered: bool,
 }
 
+impl ResolvedDeployment {
+    /// A deployment whose files live in another repository or at another reference: no paths yet,
+    /// the caller resolves them against that checkout with [`resolve_deployment`].
+    fn elsewhere(
+        config: DeployConfig,
+        source_file: Option<&Path>,
+        external_repository: Option<String>,
+        other_reference: Option<String>,
+    ) -> ResolvedDeployment {
+        ResolvedDeployment {
+            config,
+            working_dir: PathBuf::new(),
+            compose_files: Vec::new(),
+            env_files: Vec::new(),
+            remote_env_files: Vec::new(),
+            source_file: source_file.map(Path::to_path_buf),
+            external_repository,
+            other_reference,
+            auto_discovered: false,
+        }
+    }
+}
+
 /// The deploy-config file names tried, in order, for a target (`""` = the default file).
 pub fn config_file_names(target: &str) -> [String; 2] {
     if target.is_empty() {
@@ -392,33 +415,23 @@ fn resolve_entry(
         .clone()
         .filter(|own| !same_reference(own, reference))
     {
-        return vec![Ok(ResolvedDeployment {
+        return vec![Ok(ResolvedDeployment::elsewhere(
             config,
-            working_dir: PathBuf::new(),
-            compose_files: Vec::new(),
-            env_files: Vec::new(),
-            remote_env_files: Vec::new(),
-            source_file: source_file.map(Path::to_path_buf),
-            external_repository: None,
-            other_reference: Some(own),
-            auto_discovered: false,
-        })];
+            source_file,
+            None,
+            Some(own),
+        ))];
     }
     if config.auto_discovery.enabled && config.repository_url.is_none() {
         return discover_located(&config, repo_dir, source_file, &location);
     }
     if let Some(url) = config.repository_url.clone() {
-        return vec![Ok(ResolvedDeployment {
+        return vec![Ok(ResolvedDeployment::elsewhere(
             config,
-            working_dir: PathBuf::new(),
-            compose_files: Vec::new(),
-            env_files: Vec::new(),
-            remote_env_files: Vec::new(),
-            source_file: source_file.map(Path::to_path_buf),
-            external_repository: Some(url),
-            other_reference: None,
-            auto_discovered: false,
-        })];
+            source_file,
+            Some(url),
+            None,
+        ))];
     }
     vec![resolve_located(config, repo_dir, source_file, &location)]
 }

@@ -43,6 +43,17 @@ impl HttpRepo {
         }
     }
 
+    /// A repository holding one stack, `project`, described by `compose` (its `compose.yml`), pushed
+    /// as a first commit; returns the repository and that commit.
+    pub fn with_stack(project: &str, compose: &str) -> (Self, String) {
+        let repo = HttpRepo::new();
+        repo.work
+            .write(".doco-cd.yml", &format!("name: {project}\n"));
+        repo.work.write("compose.yml", compose);
+        let first = repo.push("first");
+        (repo, first)
+    }
+
     /// The clone URL.
     pub fn url(&self) -> String {
         format!("{}/repo.git", self.server.url())
