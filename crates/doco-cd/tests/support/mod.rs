@@ -257,7 +257,7 @@ pub fn running_container(daemon: &Daemon, project: &str, service: &str) -> Strin
         || {
             let ids = doco_testkit::docker::container_ids(project, service);
             match ids.as_slice() {
-                [only] if doco_testkit::docker::container_state(only) == "running" => {
+                [only] if state_if_present(only).as_deref() == Some("running") => {
                     id = only.clone();
                     true
                 }
@@ -266,6 +266,18 @@ pub fn running_container(daemon: &Daemon, project: &str, service: &str) -> Strin
         },
     );
     id
+}
+
+/// A container's state, or `None` when it no longer exists (it may go between listing and asking).
+fn state_if_present(id: &str) -> Option<String> {
+    let output = Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Status}}", id])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 /// A compose file with long-running busybox services (restart unless-stopped), one per name, each
