@@ -857,3 +857,50 @@ fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothin
     // Webhook jobs are not polls.
     assert_eq!(daemon.metric("doco_cd_polls_total", &[]), 0.0);
 }
+
+#[test]
+fn destroy_removes_the_stack_it_deployed() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-destroy");
+    let _guard = ProjectGuard::new(&project);
+    let (repo, _) = HttpRepo::with_stack(&project, &sleep_services(&image, &[("web", "9201")]));
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    running_container(&daemon, &project, "web");
+
+    // The shared test image must survive: keep images, remove the rest.
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\ndestroy:\n  enabled: true\n  remove_images: false\n"),
+    );
+    repo.push("destroy the stack");
+    daemon.wait_for("the stack removed", Duration::from_secs(60), || {
+        container_ids(&project, "web").is_empty()
+    });
+    daemon.wait_polls(2.0);
+    assert!(
+        container_ids(&project, "web").is_empty(),
+        "a later poll brought it back"
+    );
+    assert!(
+        daemon.metric(
+            "doco_cd_deployment_errors_total",
+            &[("deployment", &project)]
+        ) == 0.0,
+        "{}",
+        daemon.log()
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join(".doco-cd/state.json")).unwrap())
+            .unwrap();
+    let repos = state["repositories"].as_object().unwrap();
+    assert!(
+        repos
+            .values()
+            .all(|r| r["deployments"].get(&project).is_none()),
+        "{state}"
+    );
+}

@@ -283,9 +283,14 @@ impl Compose {
         Ok(())
     }
 
-    /// `docker compose -p NAME down [--volumes] [--remove-orphans]`, from the containers' labels (no
-    /// compose file is read).
-    pub async fn down(&self, project_name: &str, remove_volumes: bool) -> Result<(), ComposeError> {
+    /// `docker compose -p NAME down --remove-orphans [--volumes] [--rmi all]`, from the containers'
+    /// labels (no compose file is read).
+    pub async fn down(
+        &self,
+        project_name: &str,
+        remove_volumes: bool,
+        remove_images: bool,
+    ) -> Result<(), ComposeError> {
         let project = ComposeProject {
             name: project_name.to_string(),
             // Run outside any directory holding a compose file, so compose reads none.
@@ -306,6 +311,9 @@ impl Compose {
         .collect();
         if remove_volumes {
             args.push("--volumes".into());
+        }
+        if remove_images {
+            args.extend(["--rmi".into(), "all".into()]);
         }
         self.run(&project, "down", args, SHORT_TIMEOUT, &[], false)
             .await?;

@@ -231,7 +231,7 @@ async fn labels_decide_between_keep_start_and_recreate() {
     assert_ne!(ids[0], first, "a changed label must recreate the container");
     assert_eq!(container_state(&ids[0]), "running");
 
-    compose().down(&name, true).await.unwrap();
+    compose().down(&name, true, false).await.unwrap();
     assert!(container_ids(&name, "web").is_empty());
 }
 
@@ -674,4 +674,28 @@ async fn events_of_doco_cd_containers_arrive_and_restart_keeps_the_container() {
         started_before
     );
     assert_eq!(container_ids(&name, "web"), vec![id]);
+}
+
+#[tokio::test]
+async fn down_can_remove_the_images_of_the_stack() {
+    if !require_docker() {
+        return;
+    }
+    let base = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-rmi");
+    let _guard = ProjectGuard::new(&name);
+    // A tag of our own, so removing it touches no image another test uses.
+    let image = format!("doco-test/{name}:1");
+    docker(&["tag", &base, &image]);
+    let p = project(dir.path(), &name, &long_running(&image, "web"));
+    let ov = override_path(dir.path());
+    write_label_override(&ov, &labels_for("web", &[(labels::MANAGER, "doco-cd")])).unwrap();
+    compose().up(&p, &ov, &up_options()).await.unwrap();
+
+    compose().down(&name, true, true).await.unwrap();
+    assert!(container_ids(&name, "web").is_empty());
+    let engine = Engine::connect().unwrap();
+    assert!(!engine.image_present(&image).await.unwrap());
+    assert!(engine.image_present(&base).await.unwrap());
 }

@@ -55,6 +55,9 @@ impl Reconciler {
                 .cloned();
             let empty = Vec::new();
             let containers = observed.get(name).unwrap_or(&empty);
+            if deployment.config.destroy.enabled {
+                return self.destroy(ctx, deployment, containers).await;
+            }
             let config_hash = deployment.config.hash();
             let desired = Desired {
                 commit: ctx.commit,
@@ -100,6 +103,62 @@ impl Reconciler {
         }
         .instrument(span)
         .await
+    }
+
+    /// upstream's `destroy`: removes the stack (and, as configured, its volumes and images) when its
+    /// containers carry this repository's `cd.doco.source.name`. Never while offline: a repository
+    /// that cannot be read is not a reason to remove anything.
+    async fn destroy(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        containers: &[ContainerInfo],
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let name = &deployment.config.name;
+        if ctx.mode == Mode::Offline {
+            info!("destroy is set, but nothing is removed while the repository is unreachable");
+            return Ok(DeploymentOutcome::UpToDate);
+        }
+        self.forget_record(&ctx.key, name).await;
+        if containers.is_empty() {
+            return Ok(DeploymentOutcome::UpToDate);
+        }
+        let ours = doco_git::full_name(&ctx.poll.url);
+        let foreign = containers.iter().find_map(|c| {
+            let owner = c.labels.get(doco_docker::labels::SOURCE_NAME);
+            (owner != Some(&ours)).then(|| {
+                owner
+                    .cloned()
+                    .unwrap_or_else(|| "nobody (no doco-cd label)".into())
+            })
+        });
+        if let Some(owner) = foreign {
+            return Err(DeployError::NotOurs {
+                project: name.clone(),
+                owner,
+                ours,
+            });
+        }
+        let options = &deployment.config.destroy;
+        lock(&self.deploys).insert(name.clone(), None);
+        let down = self
+            .compose
+            .down(name, options.remove_volumes, options.remove_images)
+            .await;
+        lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
+        down?;
+        info!(
+            remove_volumes = options.remove_volumes,
+            remove_images = options.remove_images,
+            "stack destroyed"
+        );
+        Ok(DeploymentOutcome::Destroyed)
+    }
+
+    async fn forget_record(&self, key: &str, name: &str) {
+        if let Some(repo) = self.state.lock().await.repositories.get_mut(key) {
+            repo.deployments.remove(name);
+        }
     }
 
     async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
@@ -355,12 +414,6 @@ fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     {
         return Err(DeployError::Unsupported(format!(
             "deployment {} sets repository_url, which is not supported yet",
-            config.name
-        )));
-    }
-    if config.destroy.enabled {
-        return Err(DeployError::Unsupported(format!(
-            "deployment {} sets destroy, which is not supported yet; nothing was removed",
             config.name
         )));
     }

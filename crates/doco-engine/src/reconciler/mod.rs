@@ -94,6 +94,16 @@ pub enum DeployError {
         /// The deploy config's timeout.
         seconds: u64,
     },
+    /// `destroy` is set, but the stack's containers were deployed from another repository.
+    #[error("not destroying {project}: its containers belong to {owner}, not to {ours}")]
+    NotOurs {
+        /// The compose project.
+        project: String,
+        /// The repository named by the containers' `cd.doco.source.name` label.
+        owner: String,
+        /// This repository.
+        ours: String,
+    },
     /// The deployment uses a feature this build does not have yet.
     #[error("{0}")]
     Unsupported(String),
@@ -128,6 +138,8 @@ pub enum DeploymentOutcome {
     Started(usize),
     /// compose ran; these services got fresh labels.
     Deployed(BTreeSet<String>),
+    /// The deployment's `destroy` removed the stack.
+    Destroyed,
 }
 
 /// The daemon's shared context: configuration, clients, state and metrics.
@@ -700,6 +712,11 @@ impl Reconciler {
                     ),
                 )
             }
+            Ok(DeploymentOutcome::Destroyed) => (
+                Level::Success,
+                "Stack destroyed",
+                format!("{name} was removed, as its deploy configuration asks (`destroy`)"),
+            ),
             Ok(DeploymentOutcome::Started(count)) => (
                 Level::Success,
                 "Stopped services started",
