@@ -904,3 +904,46 @@ fn destroy_removes_the_stack_it_deployed() {
         "{state}"
     );
 }
+
+#[test]
+fn auto_discovery_deploys_each_directory_and_delete_removes_a_vanished_one() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    // Auto-discovered stacks are named after their directories: unique names keep tests apart.
+    let kept = unique_name("e2e-ad-kept");
+    let gone = unique_name("e2e-ad-gone");
+    let _guards = (ProjectGuard::new(&kept), ProjectGuard::new(&gone));
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        "auto_discovery:\n  enabled: true\n  delete: true\n  remove_images: false\n",
+    );
+    repo.work.write(
+        &format!("{kept}/compose.yml"),
+        &sleep_services(&image, &[("web", "9301")]),
+    );
+    repo.work.write(
+        &format!("{gone}/compose.yml"),
+        &sleep_services(&image, &[("web", "9302")]),
+    );
+    repo.push("two discovered stacks");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let kept_web = running_container(&daemon, &kept, "web");
+    running_container(&daemon, &gone, "web");
+    assert_eq!(
+        label(&kept_web, "cd.doco.deployment.auto_discovery"),
+        "true"
+    );
+
+    repo.work.remove(&format!("{gone}/compose.yml"));
+    repo.push("remove one directory");
+    daemon.wait_for(
+        "the vanished directory's stack removed",
+        Duration::from_secs(60),
+        || container_ids(&gone, "web").is_empty(),
+    );
+    assert_eq!(container_ids(&kept, "web"), vec![kept_web]);
+}

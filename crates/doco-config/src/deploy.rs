@@ -147,6 +147,25 @@ pub struct AutoDiscoveryConfig {
     pub remove_images: bool,
 }
 
+impl AutoDiscoveryConfig {
+    /// Reads the `cd.doco.deployment.auto_discovery.config` label: upstream writes YAML flow style
+    /// (`{enabled: true, delete: true, ...}`), this implementation JSON; both parse. An empty or
+    /// unreadable label means upstream's fallback: `delete: true, remove_volumes: false,
+    /// remove_images: true`.
+    pub fn from_label(value: &str) -> AutoDiscoveryConfig {
+        let fallback = AutoDiscoveryConfig {
+            delete: true,
+            remove_volumes: false,
+            remove_images: true,
+            ..AutoDiscoveryConfig::default()
+        };
+        if value.trim().is_empty() {
+            return fallback;
+        }
+        serde_saphyr::from_str(value).unwrap_or(fallback)
+    }
+}
+
 impl Default for AutoDiscoveryConfig {
     fn default() -> Self {
         AutoDiscoveryConfig {

@@ -661,3 +661,26 @@ fn webhook_filter_is_a_regular_expression_on_the_pushed_ref() {
         error.message
     );
 }
+
+#[test]
+fn auto_discovery_labels_of_both_implementations_parse() {
+    use doco_config::AutoDiscoveryConfig;
+    let upstream = AutoDiscoveryConfig::from_label(
+        "{enabled: true, depth: 2, delete: false, remove_volumes: true, remove_images: false}",
+    );
+    assert!(
+        upstream.enabled && !upstream.delete && upstream.remove_volumes && !upstream.remove_images
+    );
+    assert_eq!(upstream.depth, 2);
+    let ours = AutoDiscoveryConfig::from_label(
+        r#"{"enabled":true,"depth":0,"delete":true,"remove_volumes":false,"remove_images":true}"#,
+    );
+    assert!(ours.delete && !ours.remove_volumes && ours.remove_images);
+    for unreadable in ["", "not: [yaml"] {
+        let fallback = AutoDiscoveryConfig::from_label(unreadable);
+        assert!(
+            fallback.delete && !fallback.remove_volumes && fallback.remove_images,
+            "{unreadable:?}"
+        );
+    }
+}

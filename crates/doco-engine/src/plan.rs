@@ -197,6 +197,53 @@ pub fn full_plan(
     }
 }
 
+/// A stack to remove because its auto-discovered directory is gone (`auto_discovery.delete`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obsolete {
+    /// The compose project.
+    pub project: String,
+    /// `auto_discovery.remove_volumes` of its deploy.
+    pub remove_volumes: bool,
+    /// `auto_discovery.remove_images` of its deploy.
+    pub remove_images: bool,
+}
+
+/// upstream's clean-up of auto-discovered stacks: running stacks that this repository (by repository
+/// name, target and reference) deployed through auto-discovery with `delete: true`, and that are no
+/// longer among `present` (the deployments the repository describes now). Only online, and only
+/// when every deployment of the repository could be named, is it called: an unreadable repository
+/// never removes anything.
+pub fn obsolete_auto_discovered(
+    observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    present: &BTreeSet<String>,
+    repo_name: &str,
+    target: &str,
+    reference: &str,
+) -> Vec<Obsolete> {
+    use doco_docker::labels as key;
+    observed
+        .iter()
+        .filter(|(project, _)| !present.contains(*project))
+        .filter_map(|(project, containers)| {
+            let labels = &containers.iter().find(|c| !c.oneoff)?.labels;
+            let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or_default();
+            let ours = get(key::MANAGER) == key::MANAGER_VALUE
+                && get(key::DEPLOYMENT_AUTO_DISCOVERY) == "true"
+                && doco_git::repo_name(get(key::SOURCE_URL)) == repo_name
+                && get(key::DEPLOYMENT_CONFIG_TARGET) == target
+                && doco_config::same_reference(get(key::DEPLOYMENT_TARGET_REF), reference);
+            let settings = doco_config::AutoDiscoveryConfig::from_label(get(
+                key::DEPLOYMENT_AUTO_DISCOVERY_CONFIG,
+            ));
+            (ours && settings.delete).then(|| Obsolete {
+                project: project.clone(),
+                remove_volumes: settings.remove_volumes,
+                remove_images: settings.remove_images,
+            })
+        })
+        .collect()
+}
+
 enum Runtime {
     Healthy,
     Stopped(Vec<String>),
@@ -334,6 +381,85 @@ mod tests {
 
     fn running_web() -> ContainerInfo {
         container("w1", "web", ContainerState::Running, "hw")
+    }
+
+    fn discovered(project: &str, url: &str, settings: &str) -> (String, Vec<ContainerInfo>) {
+        use doco_docker::labels as key;
+        let labels = [
+            (key::MANAGER, "doco-cd"),
+            (key::DEPLOYMENT_AUTO_DISCOVERY, "true"),
+            (key::SOURCE_URL, url),
+            (key::DEPLOYMENT_CONFIG_TARGET, ""),
+            (key::DEPLOYMENT_TARGET_REF, "refs/heads/main"),
+            (key::DEPLOYMENT_AUTO_DISCOVERY_CONFIG, settings),
+        ];
+        let mut c = container("x", "web", ContainerState::Running, "h");
+        c.project = project.into();
+        c.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (project.to_string(), vec![c])
+    }
+
+    #[test]
+    fn only_our_vanished_auto_discovered_stacks_with_delete_are_obsolete() {
+        let url = "https://git.example.com/ops/stacks.git";
+        let delete = r#"{"enabled":true,"depth":0,"delete":true,"remove_volumes":true,"remove_images":false}"#;
+        let keep = r#"{"enabled":true,"depth":0,"delete":false,"remove_volumes":false,"remove_images":true}"#;
+        let upstream_style =
+            "{enabled: true, depth: 0, delete: true, remove_volumes: false, remove_images: true}";
+        let observed = BTreeMap::from([
+            discovered("gone", url, delete),
+            discovered("gone-upstream", url, upstream_style),
+            discovered("still-here", url, delete),
+            discovered("gone-but-kept", url, keep),
+            discovered(
+                "other-repo",
+                "https://git.example.com/ops/other.git",
+                delete,
+            ),
+        ]);
+        let present = BTreeSet::from(["still-here".to_string()]);
+        let obsolete = obsolete_auto_discovered(
+            &observed,
+            &present,
+            "git.example.com/ops/stacks",
+            "",
+            "main",
+        );
+        assert_eq!(
+            obsolete,
+            vec![
+                Obsolete {
+                    project: "gone".into(),
+                    remove_volumes: true,
+                    remove_images: false
+                },
+                // Stacks deployed by upstream doco-cd label the settings in YAML flow style.
+                Obsolete {
+                    project: "gone-upstream".into(),
+                    remove_volumes: false,
+                    remove_images: true
+                },
+            ]
+        );
+        assert!(
+            obsolete_auto_discovered(&observed, &present, "git.example.com/ops/stacks", "", "dev")
+                .is_empty(),
+            "another reference"
+        );
+        assert!(
+            obsolete_auto_discovered(
+                &observed,
+                &present,
+                "git.example.com/ops/stacks",
+                "nas",
+                "main"
+            )
+            .is_empty(),
+            "another target"
+        );
     }
 
     #[test]

@@ -140,22 +140,29 @@ impl Reconciler {
             });
         }
         let options = &deployment.config.destroy;
-        lock(&self.deploys).insert(name.clone(), None);
+        self.remove_stack(name, options.remove_volumes, options.remove_images)
+            .await
+    }
+
+    /// `docker compose down` of `project`, its engine events taken as doco-cd's own.
+    pub(super) async fn remove_stack(
+        &self,
+        project: &str,
+        remove_volumes: bool,
+        remove_images: bool,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        lock(&self.deploys).insert(project.to_string(), None);
         let down = self
             .compose
-            .down(name, options.remove_volumes, options.remove_images)
+            .down(project, remove_volumes, remove_images)
             .await;
-        lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
+        lock(&self.deploys).insert(project.to_string(), Some(unix_now() as i64));
         down?;
-        info!(
-            remove_volumes = options.remove_volumes,
-            remove_images = options.remove_images,
-            "stack destroyed"
-        );
+        info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
     }
 
-    async fn forget_record(&self, key: &str, name: &str) {
+    pub(super) async fn forget_record(&self, key: &str, name: &str) {
         if let Some(repo) = self.state.lock().await.repositories.get_mut(key) {
             repo.deployments.remove(name);
         }

@@ -566,7 +566,10 @@ impl Reconciler {
                 other => here.push(other),
             }
         }
-        let mut results = self.deploy_resolved(ctx, here, &observed).await;
+        let mut results = self
+            .remove_obsolete(ctx, &here, &elsewhere, &observed)
+            .await;
+        results.extend(self.deploy_resolved(ctx, here, &observed).await);
         for (reference, deployments) in elsewhere {
             results.extend(
                 self.deploy_other_reference(ctx, &reference, deployments, &observed)
@@ -588,6 +591,50 @@ impl Reconciler {
                 names: failed.join(", "),
             })
         }
+    }
+
+    /// `auto_discovery.delete`: removes the auto-discovered stacks of this repository whose directory
+    /// is gone. Online only, and only when every deployment could be named (a broken file hides
+    /// nothing from this check).
+    async fn remove_obsolete(
+        &self,
+        ctx: &PollContext<'_>,
+        here: &[Result<ResolvedDeployment, DeployConfigError>],
+        elsewhere: &BTreeMap<String, Vec<ResolvedDeployment>>,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
+        if ctx.mode != Mode::Online {
+            return Vec::new();
+        }
+        let mut present = BTreeSet::new();
+        for item in here {
+            match item {
+                Ok(d) => present.insert(d.config.name.clone()),
+                Err(e) => match e.location().and_then(|l| l.name.clone()) {
+                    Some(name) => present.insert(name),
+                    None => return Vec::new(),
+                },
+            };
+        }
+        present.extend(elsewhere.values().flatten().map(|d| d.config.name.clone()));
+        let obsolete = plan::obsolete_auto_discovered(
+            observed,
+            &present,
+            ctx.repo_name,
+            &ctx.poll.target,
+            &ctx.poll.reference,
+        );
+        let mut results = Vec::new();
+        for stack in obsolete {
+            info!(project = %stack.project, "its auto-discovered directory is gone and auto_discovery.delete is set: removing the stack");
+            self.forget_record(&ctx.key, &stack.project).await;
+            let result = self
+                .remove_stack(&stack.project, stack.remove_volumes, stack.remove_images)
+                .await
+                .map_err(|e| e.to_string());
+            results.push((stack.project, result));
+        }
+        results
     }
 
     /// Applies resolved deployments concurrently (bounded by `MAX_CONCURRENT_DEPLOYMENTS`).
