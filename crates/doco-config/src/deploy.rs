@@ -442,27 +442,8 @@ impl DeployConfig {
     }
 
     fn validate_source(&mut self) -> Result<(), FieldError> {
-        let source = self.source.trim().to_ascii_lowercase();
-        self.source = if source.is_empty() {
-            "git".to_owned()
-        } else {
-            source
-        };
-        match self.source.as_str() {
-            "git" => {}
-            "oci" => {
-                return Err(field_error(
-                    "source",
-                    "`oci` deployments are not supported by this implementation yet; use `git`",
-                ));
-            }
-            other => {
-                return Err(field_error(
-                    "source",
-                    format!("unknown source {other:?}: expected `git` or `oci`"),
-                ));
-            }
-        }
+        self.source = normalize_source(&self.source, "deployments")
+            .map_err(|message| field_error("source", message))?;
         self.version = self.version.trim().to_owned();
         if self.version.is_empty() {
             self.version = "doco.v1".to_owned();
@@ -634,5 +615,17 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
             serde_json::Value::Array(items.into_iter().map(canonical).collect())
         }
         other => other,
+    }
+}
+
+/// A `source` value (deploy or poll config) lower-cased, empty meaning `git`; `oci` and unknown values
+/// are refused with a message for the field (`what` names the config kind in it).
+pub(crate) fn normalize_source(raw: &str, what: &str) -> Result<String, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "" | "git" => Ok("git".to_owned()),
+        "oci" => Err(format!(
+            "`oci` {what} are not supported by this implementation yet; use `git`"
+        )),
+        other => Err(format!("unknown source {other:?}: expected `git` or `oci`")),
     }
 }

@@ -125,28 +125,8 @@ impl PollConfig {
             field: field.to_owned(),
             message,
         };
-        let source = self.source.trim().to_ascii_lowercase();
-        self.source = if source.is_empty() {
-            "git".to_owned()
-        } else {
-            source
-        };
-        match self.source.as_str() {
-            "git" => {}
-            "oci" => {
-                return Err(fail(
-                    "source",
-                    "`oci` sources are not supported by this implementation yet; use `git`"
-                        .to_owned(),
-                ));
-            }
-            other => {
-                return Err(fail(
-                    "source",
-                    format!("unknown source {other:?}: expected `git`"),
-                ));
-            }
-        }
+        self.source = crate::deploy::normalize_source(&self.source, "sources")
+            .map_err(|message| fail("source", message))?;
         self.url = normalize_git_url(&self.url);
         if self.url.is_empty() {
             return Err(fail(
