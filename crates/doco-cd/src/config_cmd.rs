@@ -289,10 +289,19 @@ fn print_text(d: &ResolvedDeployment, root: &Path) {
 
 fn env(args: &EnvArgs) -> ExitCode {
     let vars: BTreeMap<String, String> = std::env::vars().collect();
-    let config = match AppConfig::from_env(&vars) {
+    // SOPS-encrypted `_FILE` values are decrypted by the `sops` program, driven asynchronously.
+    let loaded = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(doco_engine::sops::app_config_from_env(&vars))
+                .map_err(|e| format!("configuration error: {e}"))
+        });
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("doco-cd: configuration error: {e}");
+            eprintln!("doco-cd: {e}");
             return ExitCode::from(2);
         }
     };

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 /// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let mut config = match AppConfig::from_env(&env) {
+    let mut config = match doco_engine::sops::app_config_from_env(&env).await {
         Ok(config) => config,
         Err(e) => {
             eprintln!("doco-cd: configuration error: {e}");

@@ -182,8 +182,50 @@ pub const UNSUPPORTED_VARIABLES: &[&str] = &[
     "SECRET_PROVIDER",
 ];
 
-/// Prefixes of unsupported variable families (secret providers, SOPS).
-pub const UNSUPPORTED_PREFIXES: &[&str] = &["SECRET_PROVIDER_", "SOPS_"];
+/// Prefixes of unsupported variable families (secret providers).
+pub const UNSUPPORTED_PREFIXES: &[&str] = &["SECRET_PROVIDER_"];
+
+/// The variables whose `_FILE` variant names a file holding the value (content trimmed; decrypted
+/// first when SOPS-encrypted, see [`encrypted_value_files`]).
+pub const VALUE_FILE_VARIABLES: &[&str] = &[
+    "API_SECRET",
+    "WEBHOOK_SECRET",
+    "GIT_ACCESS_TOKEN",
+    "GIT_AUTH_DOMAINS",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_PRIVATE_KEY",
+    "SSH_PRIVATE_KEY",
+    "SSH_PRIVATE_KEY_PASSPHRASE",
+    "SSH_KNOWN_HOSTS",
+    "APPRISE_NOTIFY_URLS",
+    "SOURCE_URL_REWRITES",
+];
+
+/// upstream's `IsEncryptedContent`: SOPS-encrypted content mentions `sops` and holds `ENC[`.
+pub fn is_sops_encrypted(content: &str) -> bool {
+    content.contains("sops") && content.contains("ENC[")
+}
+
+/// The files named by the `_FILE` variants of [`VALUE_FILE_VARIABLES`] whose content is
+/// SOPS-encrypted (unreadable files and variables also set directly are left to
+/// [`AppConfig::from_env_decrypted`] to report). The binary decrypts them and hands the plain
+/// values to [`AppConfig::from_env_decrypted`]; this crate runs no program.
+pub fn encrypted_value_files(vars: &BTreeMap<String, String>) -> Vec<PathBuf> {
+    let empty = BTreeMap::new();
+    let env = Env {
+        vars,
+        decrypted: &empty,
+    };
+    VALUE_FILE_VARIABLES
+        .iter()
+        .filter(|name| env.get(name).is_none())
+        .filter_map(|name| env.get(&format!("{name}_FILE")))
+        .map(|path| PathBuf::from(path.trim()))
+        .filter(|path| {
+            std::fs::read_to_string(path).is_ok_and(|content| is_sops_encrypted(&content))
+        })
+        .collect()
+}
 
 /// The application configuration.
 #[derive(Debug, Clone)]
@@ -388,6 +430,8 @@ fn github_app(env: &Env<'_>) -> Result<Option<GitHubAppConfig>, ConfigError> {
 /// Read access to the variables with typed parsing and variable-naming errors.
 struct Env<'a> {
     vars: &'a BTreeMap<String, String>,
+    /// Decrypted contents of SOPS-encrypted `_FILE` files, by path.
+    decrypted: &'a BTreeMap<PathBuf, String>,
 }
 
 impl<'a> Env<'a> {
@@ -468,7 +512,9 @@ impl<'a> Env<'a> {
                 file_var,
             }),
             (Some(value), None) => Ok(Some(value.trim().to_owned())),
-            (None, Some(path)) => read_value_file(&file_var, Path::new(path.trim())).map(Some),
+            (None, Some(path)) => {
+                read_value_file(&file_var, Path::new(path.trim()), self.decrypted).map(Some)
+            }
             (None, None) => Ok(None),
         }
     }
@@ -487,29 +533,49 @@ impl<'a> Env<'a> {
     }
 }
 
-/// Reads a `_FILE` variable's file: content trimmed. SOPS-encrypted content is refused (not
-/// built yet) rather than used as the literal value.
-fn read_value_file(var: &str, path: &Path) -> Result<String, ConfigError> {
+/// Reads a `_FILE` variable's file: content trimmed. SOPS-encrypted content is replaced by its
+/// decrypted value from `decrypted`, and refused when it is not there (never used as the literal
+/// value).
+fn read_value_file(
+    var: &str,
+    path: &Path,
+    decrypted: &BTreeMap<PathBuf, String>,
+) -> Result<String, ConfigError> {
     let content = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         var: var.to_owned(),
         path: path.to_path_buf(),
         source,
     })?;
     let content = content.trim().to_owned();
-    if content.contains("sops") && content.contains("ENC[") {
-        return Err(ConfigError::InvalidSecret {
-            var: var.to_owned(),
-            reason: "the file is SOPS-encrypted; SOPS decryption is not supported yet, provide the plain value"
-                .to_owned(),
-        });
+    if is_sops_encrypted(&content) {
+        return match decrypted.get(path) {
+            Some(plain) => Ok(plain.trim().to_owned()),
+            None => Err(ConfigError::InvalidSecret {
+                var: var.to_owned(),
+                reason: format!(
+                    "{} is SOPS-encrypted and was not decrypted; give doco-cd its key with SOPS_AGE_KEY_FILE or SOPS_AGE_KEY",
+                    path.display()
+                ),
+            }),
+        };
     }
     Ok(content)
 }
 
 impl AppConfig {
-    /// Reads the configuration from a map of environment variables.
+    /// Reads the configuration from a map of environment variables. A SOPS-encrypted `_FILE` is
+    /// an error here; see [`AppConfig::from_env_decrypted`].
     pub fn from_env(vars: &BTreeMap<String, String>) -> Result<AppConfig, ConfigError> {
-        let env = Env { vars };
+        AppConfig::from_env_decrypted(vars, &BTreeMap::new())
+    }
+
+    /// As [`AppConfig::from_env`], with the decrypted contents of the SOPS-encrypted `_FILE` files
+    /// (by path, as [`encrypted_value_files`] names them).
+    pub fn from_env_decrypted(
+        vars: &BTreeMap<String, String>,
+        decrypted: &BTreeMap<PathBuf, String>,
+    ) -> Result<AppConfig, ConfigError> {
+        let env = Env { vars, decrypted };
         let http_port = env.port("HTTP_PORT", 80)?;
         let metrics_port = env.port("METRICS_PORT", 9120)?;
         if http_port == metrics_port {

@@ -24,7 +24,10 @@ pub mod resolve;
 pub mod rewrite;
 
 pub use discovery::discover_deployments;
-pub use env::{AppConfig, GitAuthDomain, GitHubAppConfig, IpNetwork, LogFormat, LogLevel, Secret};
+pub use env::{
+    AppConfig, GitAuthDomain, GitHubAppConfig, IpNetwork, LogFormat, LogLevel, Secret,
+    encrypted_value_files, is_sops_encrypted,
+};
 pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
 pub use resolve::{
     ResolvedDeployment, load_deploy_configs, resolve_deployment, resolve_deployments,

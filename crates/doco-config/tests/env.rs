@@ -288,7 +288,42 @@ fn file_variant_errors() {
     std::fs::write(&sops, "ENC[AES256_GCM,data:abc]\nsops:\n  version: 3\n").unwrap();
     let err = load_err(&[("GIT_ACCESS_TOKEN_FILE", sops.to_str().unwrap())]);
     assert!(err.contains("SOPS-encrypted"), "{err}");
+    assert!(
+        err.contains("SOPS_AGE_KEY_FILE"),
+        "says how to fix it: {err}"
+    );
     assert!(!err.contains("AES256"), "the content must not leak: {err}");
+}
+
+#[test]
+fn sops_encrypted_file_variants_take_the_decrypted_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token.enc");
+    std::fs::write(&token, "ENC[AES256_GCM,data:abc]\nsops:\n  version: 3\n").unwrap();
+    let plain = dir.path().join("secret.txt");
+    std::fs::write(&plain, "  hook-secret mentions sops \n").unwrap();
+    let v = vars(&[
+        ("GIT_ACCESS_TOKEN_FILE", token.to_str().unwrap()),
+        ("WEBHOOK_SECRET_FILE", plain.to_str().unwrap()),
+    ]);
+    // Only the encrypted file is handed to the binary for decryption.
+    assert_eq!(doco_config::encrypted_value_files(&v), [token.clone()]);
+    let decrypted = BTreeMap::from([(token.clone(), "  the-token\n".to_owned())]);
+    let c = AppConfig::from_env_decrypted(&v, &decrypted).unwrap();
+    assert_eq!(c.git_access_token.unwrap().expose(), "the-token");
+    assert_eq!(
+        c.webhook_secret.unwrap().expose(),
+        "hook-secret mentions sops"
+    );
+
+    // X and X_FILE stay exclusive, decrypted or not: the file is not even listed.
+    let both = vars(&[
+        ("GIT_ACCESS_TOKEN", "direct"),
+        ("GIT_ACCESS_TOKEN_FILE", token.to_str().unwrap()),
+    ]);
+    assert!(doco_config::encrypted_value_files(&both).is_empty());
+    let err = AppConfig::from_env_decrypted(&both, &decrypted).unwrap_err();
+    assert!(matches!(err, ConfigError::BothSet { .. }), "{err}");
 }
 
 #[test]
@@ -326,7 +361,6 @@ fn unsupported_features_are_listed() {
             "APPRISE_NOTIFY_BODY_TEMPLATE",
             "SECRET_PROVIDER",
             "SECRET_PROVIDER_SITE_URL",
-            "SOPS_AGE_KEY",
         ]
     );
     assert!(c.sops_configured);

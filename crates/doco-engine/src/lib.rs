@@ -13,6 +13,7 @@ pub mod paths;
 pub mod plan;
 pub mod reconciler;
 pub mod scheduler;
+pub mod sops;
 pub mod state;
 pub mod watch;
 

@@ -184,7 +184,14 @@ impl Reconciler {
         config_hash: &str,
     ) -> Result<DeploymentOutcome, DeployError> {
         let project = self.compose_project(deployment);
-        let rendered = self.compose.render(&project).await?;
+        let rendered = crate::sops::render_decrypted(
+            &self.compose,
+            &project,
+            deployment,
+            ctx.checkout,
+            &self.paths,
+        )
+        .await?;
         let fingerprints: BTreeMap<String, String> = rendered
             .services
             .iter()

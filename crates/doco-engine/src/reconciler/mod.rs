@@ -107,6 +107,9 @@ pub enum DeployError {
     /// The deployment uses a feature this build does not have yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A SOPS-encrypted file of the deployment could not be decrypted.
+    #[error("{0}")]
+    Sops(#[from] crate::sops::SopsError),
 }
 
 /// What started a run (upstream's job trigger).
