@@ -83,11 +83,14 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let shutdown = CancellationToken::new();
+    // Every poll, webhook and API poll is recorded here, for GET /v1/api/runs.
+    let tracker = Arc::new(crate::api::RunTracker::default());
     let servers = crate::http::serve(
         &config,
         docker.clone(),
         metrics,
         reconciler.clone(),
+        tracker.clone(),
         shutdown.clone(),
     )
     .await
@@ -104,6 +107,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         let trigger_rx = (!schedule.run_once).then_some(trigger_rx);
         triggers.insert(reconciler.loop_key(&poll), trigger);
         let reconciler = reconciler.clone();
+        let tracker = tracker.clone();
         let cancel = shutdown.clone();
         loops.spawn(async move {
             // The watcher lives as long as the loop it triggers.
@@ -111,7 +115,10 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             let name = doco_git::repo_name(&poll.url);
             run_poll_loop(schedule, cancel, trigger_rx, || async {
                 // The error was logged and counted by the reconciler; the loop goes on.
-                let _ = reconciler.poll(&poll).await;
+                let run = reconciler.poll(&poll);
+                let _ = tracker
+                    .track(crate::api::RunTrigger::Poll, &name, &poll.reference, run)
+                    .await;
             })
             .await;
             name

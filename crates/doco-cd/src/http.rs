@@ -1,7 +1,7 @@
 //! The HTTP surface, on upstream's ports and routes: `/v1/health` on `HTTP_PORT` (200 when the Docker
 //! engine answers, 503 with the reason otherwise, JSON shaped as upstream's), the webhook
-//! `/v1/webhook[/{customTarget}]` when `WEBHOOK_SECRET` is set (see [`crate::webhook`]), and
-//! `/metrics` on `METRICS_PORT`. Also the client side of `doco-cd healthcheck`.
+//! `/v1/webhook[/{customTarget}]` when `WEBHOOK_SECRET` is set (see [`crate::webhook`]), the REST
+//! API `/v1/api/*` when `API_SECRET` is set (see [`crate::api`]), and `/metrics` on `METRICS_PORT`. Also the client side of `doco-cd healthcheck`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,17 +33,32 @@ pub async fn serve(
     docker: doco_docker::Engine,
     metrics: Arc<Metrics>,
     reconciler: Arc<Reconciler>,
+    tracker: Arc<crate::api::RunTracker>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
     let webhook = crate::webhook::Webhook::new(
         Arc::new(config.clone()),
         metrics.clone(),
         crate::webhook::reconciler_deploy(reconciler.clone()),
-    );
+    )
+    .map(|hook| hook.with_tracker(tracker.clone()));
     if webhook.is_none() {
         info!("webhook endpoints disabled, no webhook secret configured");
     }
-    let api = api_router(docker, reconciler, webhook);
+    let rest = crate::api::Api::new(
+        config,
+        docker.clone(),
+        doco_docker::Compose::new(
+            doco_docker::Compose::docker_env_from_process(),
+            config.docker_quiet_deploy,
+        ),
+        reconciler.clone(),
+        tracker,
+    );
+    if rest.is_none() {
+        info!("api endpoints disabled, no api secret configured");
+    }
+    let api = api_router(docker, reconciler, webhook, rest);
     let metrics_app = Router::new()
         .route("/metrics", get(serve_metrics))
         .with_state(metrics);
@@ -54,20 +69,24 @@ pub async fn serve(
     })
 }
 
-/// The routes on `HTTP_PORT`. Without a webhook secret the webhook routes do not exist (404), as
-/// upstream registers them only with a secret.
-fn api_router(
+/// The routes on `HTTP_PORT`. Without a webhook secret the webhook routes do not exist (404), nor
+/// the API routes without an API secret, as upstream registers them only with a secret.
+pub(crate) fn api_router(
     docker: doco_docker::Engine,
     reconciler: Arc<Reconciler>,
     webhook: Option<crate::webhook::Webhook>,
+    rest: Option<crate::api::Api>,
 ) -> Router {
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/v1/health", any(health))
         .with_state(AppState { docker, reconciler });
-    match webhook {
-        Some(webhook) => router.merge(webhook.router()),
-        None => router,
+    if let Some(webhook) = webhook {
+        router = router.merge(webhook.router());
     }
+    if let Some(rest) = rest {
+        router = router.merge(rest.router());
+    }
+    router
 }
 
 async fn bind(
@@ -195,9 +214,9 @@ mod tests {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            async move { axum::serve(listener, api_router(docker, reconciler, None)).await },
-        );
+        tokio::spawn(async move {
+            axum::serve(listener, api_router(docker, reconciler, None, None)).await
+        });
 
         let (status, body) = get(addr, "/v1/health").await;
         assert_eq!(status, 503);
@@ -238,7 +257,7 @@ mod tests {
                 metrics,
                 crate::webhook::reconciler_deploy(reconciler.clone()),
             );
-            api_router(docker, reconciler, webhook)
+            api_router(docker, reconciler, webhook, None)
         };
         for path in ["/v1/webhook", "/v1/webhook/target"] {
             let request = || Request::post(path).body(Body::from("{}")).unwrap();

@@ -5,6 +5,7 @@
 //! `main` only parses the command line and maps errors to exit codes; `daemon` wires the engine to
 //! the environment and to HTTP.
 
+mod api;
 mod config_cmd;
 mod daemon;
 mod http;
@@ -23,7 +24,9 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
   DATA_MOUNT_PATH                   where checkouts and the state file live (default /data)
   DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: detected from
                                     doco-cd's own container, or DATA_MOUNT_PATH outside a container)
-  HTTP_PORT                         /v1/health and /v1/webhook (default 80)
+  HTTP_PORT                         /v1/health, /v1/webhook and /v1/api (default 80)
+  API_SECRET(_FILE)                 enables the REST API /v1/api/* (x-api-key header): runs, projects,
+                                    poll/run, repositories
   WEBHOOK_SECRET(_FILE)             enables POST /v1/webhook[/{target}] (GitHub, Gitea, Gogs, Forgejo
                                     HMAC signatures; GitLab token); MAX_PAYLOAD_SIZE (default 1048576)
   METRICS_PORT                      Prometheus /metrics (default 9120)

@@ -16,6 +16,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{
     EventsOptions, InspectContainerOptions, ListContainersOptionsBuilder, RestartContainerOptions,
+    StopContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -175,6 +176,37 @@ impl std::fmt::Display for ContainerState {
     }
 }
 
+/// One compose container as the API shows it (upstream's `ContainerSummary` of `compose ps`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectContainer {
+    /// Container id.
+    pub id: String,
+    /// Names, without the leading `/`.
+    pub names: Vec<String>,
+    /// The image as the container was created from.
+    pub image: String,
+    /// The command line.
+    pub command: String,
+    /// Creation time (Unix seconds).
+    pub created: i64,
+    /// `running`, `exited`, … as the engine says.
+    pub state: String,
+    /// The engine's human status (`Up 2 minutes`, `Exited (0) 3 seconds ago`).
+    pub status: String,
+    /// `healthy`, `unhealthy`, `starting`, or empty without a health check.
+    pub health: String,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// Published ports: (host IP, container port, host port, protocol).
+    pub ports: Vec<(String, u16, Option<u16>, String)>,
+    /// Networks the container is attached to.
+    pub networks: Vec<String>,
+    /// Mounts: the volume name, else the source path.
+    pub mounts: Vec<String>,
+    /// How many of the mounts are local named volumes.
+    pub local_volumes: usize,
+}
+
 impl Engine {
     /// Connects to the engine named by `DOCKER_HOST` (`unix://` or `tcp://`), else the local socket.
     /// No request is made; call [`Engine::ping`] to check that the engine answers.
@@ -280,6 +312,122 @@ impl Engine {
                 status_code: 304, ..
             }) => Ok(()),
             Err(e) => Err(self.error(&format!("start container {id}"), e)),
+        }
+    }
+
+    /// The compose containers (not one-off `run` containers) of `project`, or of every project when
+    /// `None`; with `all` also those that do not run. Ordered by project, service, then name.
+    pub async fn project_containers(
+        &self,
+        project: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<ProjectContainer>, DockerError> {
+        let label = match project {
+            Some(name) => format!("{}={name}", labels::COMPOSE_PROJECT),
+            None => labels::COMPOSE_PROJECT.to_string(),
+        };
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![label.as_str()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error("list compose containers", e))?;
+        let mut containers: Vec<ProjectContainer> = summaries
+            .into_iter()
+            .map(|summary| {
+                let labels: BTreeMap<String, String> =
+                    summary.labels.unwrap_or_default().into_iter().collect();
+                let mounts = summary.mounts.unwrap_or_default();
+                ProjectContainer {
+                    id: summary.id.unwrap_or_default(),
+                    names: summary
+                        .names
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .collect(),
+                    image: summary.image.unwrap_or_default(),
+                    command: summary.command.unwrap_or_default(),
+                    created: summary.created.unwrap_or_default(),
+                    state: summary.state.map(|s| s.to_string()).unwrap_or_default(),
+                    status: summary.status.unwrap_or_default(),
+                    health: summary
+                        .health
+                        .and_then(|h| h.status)
+                        .map(|s| s.to_string())
+                        .filter(|s| s != "none")
+                        .unwrap_or_default(),
+                    ports: summary
+                        .ports
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                p.ip.unwrap_or_default(),
+                                p.private_port,
+                                p.public_port,
+                                p.typ.map(|t| t.to_string()).unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                    networks: summary
+                        .network_settings
+                        .and_then(|n| n.networks)
+                        .map(|n| n.into_keys().collect())
+                        .unwrap_or_default(),
+                    local_volumes: mounts
+                        .iter()
+                        .filter(|m| {
+                            m.name.is_some()
+                                && m.driver
+                                    .as_deref()
+                                    .is_none_or(|d| d.is_empty() || d == "local")
+                        })
+                        .count(),
+                    mounts: mounts
+                        .into_iter()
+                        .filter_map(|m| m.name.or(m.source))
+                        .collect(),
+                    labels,
+                }
+            })
+            .filter(|c| {
+                !c.labels
+                    .get(labels::COMPOSE_ONEOFF)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            })
+            .collect();
+        let key = |c: &ProjectContainer| {
+            (
+                c.labels.get(labels::COMPOSE_PROJECT).cloned(),
+                c.labels.get(labels::COMPOSE_SERVICE).cloned(),
+                c.names.first().cloned(),
+            )
+        };
+        containers.sort_by_key(key);
+        Ok(containers)
+    }
+
+    /// Stops a container, killing it after `timeout_secs`. Stopping a stopped one is not an error.
+    pub async fn stop_container(&self, id: &str, timeout_secs: i32) -> Result<(), DockerError> {
+        let options = StopContainerOptions {
+            t: Some(timeout_secs),
+            signal: None,
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => {
+                tracing::info!(container = id, "stopped container");
+                Ok(())
+            }
+            // 304: already stopped.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.error(&format!("stop container {id}"), e)),
         }
     }
 

@@ -21,6 +21,8 @@ pub use compose::{
     Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
     write_label_override,
 };
-pub use engine::{ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine};
+pub use engine::{
+    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, ProjectContainer,
+};
 pub use own_container::{container_id_from_mountinfo, own_container_id};
 pub use render::{RenderParseError, RenderedProject, RenderedService};

@@ -40,6 +40,7 @@ use doco_engine::reconciler::{Reconciler, Trigger};
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::api::{RunStatus, RunTracker, RunTrigger};
 use payload::Payload;
 use verify::{Provider, VerifyError};
 
@@ -68,6 +69,8 @@ pub struct Webhook {
     config: Arc<AppConfig>,
     metrics: Arc<Metrics>,
     deploy: Deploy,
+    /// Where each webhook job is recorded for `GET /v1/api/runs`.
+    tracker: Option<Arc<RunTracker>>,
 }
 
 impl Webhook {
@@ -82,7 +85,20 @@ impl Webhook {
             config,
             metrics,
             deploy,
+            tracker: None,
         })
+    }
+
+    /// Records every webhook job in `tracker`.
+    pub fn with_tracker(mut self, tracker: Arc<RunTracker>) -> Self {
+        self.tracker = Some(tracker);
+        self
+    }
+
+    fn track(&self, record: impl FnOnce(&RunTracker)) {
+        if let Some(tracker) = &self.tracker {
+            record(tracker);
+        }
     }
 
     /// `/v1/webhook` and `/v1/webhook/{customTarget}`.
@@ -126,6 +142,13 @@ impl Webhook {
                     .unwrap_or(false)
             })
             .unwrap_or(false);
+        self.track(|t| {
+            t.accept(&job_id, RunTrigger::Webhook);
+            t.set_metadata(&job_id, "unknown", &target, "");
+            if wait {
+                t.running(&job_id);
+            }
+        });
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -138,6 +161,7 @@ impl Webhook {
         );
         let refuse = |message: &str, detail: String, status: StatusCode| {
             self.count_error("unknown");
+            self.track(|t| t.finish(&job_id, RunStatus::Failed, &format!("{message}: {detail}")));
             error!(%ip, error = %detail, "{message}");
             error_response(status, message, &detail, &job_id)
         };
@@ -212,12 +236,22 @@ impl Webhook {
             Ok(true) => {
                 let message = "branch or tag deletion event received, skipping webhook event";
                 info!(reference = %payload.reference, "{message}");
+                self.track(|t| {
+                    t.set_metadata(
+                        &job_id,
+                        &repository_name(&payload),
+                        &target,
+                        &revision(&payload),
+                    );
+                    t.finish(&job_id, RunStatus::Skipped, message);
+                });
                 return json_response(StatusCode::ACCEPTED, message, &job_id);
             }
             Ok(false) => {}
             Err(e) => {
                 let message = "failed to check if event is branch or tag deletion";
                 error!(error = %e, "{message}");
+                self.track(|t| t.finish(&job_id, RunStatus::Failed, &format!("{message}: {e}")));
                 return error_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     message,
@@ -226,6 +260,14 @@ impl Webhook {
                 );
             }
         }
+        self.track(|t| {
+            t.set_metadata(
+                &job_id,
+                &repository_name(&payload),
+                &target,
+                &revision(&payload),
+            )
+        });
         let job = Job {
             hook: self.clone(),
             job_id: job_id.clone(),
@@ -267,10 +309,13 @@ struct Job {
 impl Job {
     async fn run(self) -> Response {
         let started = Instant::now();
+        self.hook.track(|t| t.running(&self.job_id));
         let payload = &self.payload;
         if payload.reference.is_empty() {
             let message = "no reference provided in webhook payload, skipping event";
             warn!("{message}");
+            self.hook
+                .track(|t| t.finish(&self.job_id, RunStatus::Failed, message));
             return error_response(StatusCode::BAD_REQUEST, message, message, &self.job_id);
         }
         let config = &self.hook.config;
@@ -327,11 +372,20 @@ impl Job {
             .webhook_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+        self.hook
+            .track(|t| t.finish(&self.job_id, RunStatus::Succeeded, message));
         json_response(StatusCode::CREATED, message, &self.job_id)
     }
 
     fn fail(&self, status: StatusCode, message: &str, detail: &str) -> Response {
         self.hook.count_error(&self.repository);
+        self.hook.track(|t| {
+            t.finish(
+                &self.job_id,
+                RunStatus::Failed,
+                &format!("{message}: {detail}"),
+            )
+        });
         error!(error = %detail, "{message}");
         error_response(status, message, detail, &self.job_id)
     }
@@ -345,6 +399,15 @@ fn repository_name(payload: &Payload) -> String {
         doco_git::repo_name(&payload.clone_url)
     } else {
         "unknown".to_string()
+    }
+}
+
+/// The revision a run records: the pushed commit, else the reference.
+fn revision(payload: &Payload) -> String {
+    if payload.commit.is_empty() {
+        payload.reference.clone()
+    } else {
+        payload.commit.clone()
     }
 }
 

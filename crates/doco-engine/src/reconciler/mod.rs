@@ -269,6 +269,12 @@ impl Reconciler {
             .clone()
     }
 
+    /// A copy of the last known state (what the state file holds), for the API's view of the
+    /// repositories.
+    pub async fn state_snapshot(&self) -> State {
+        self.state.lock().await.clone()
+    }
+
     /// The key that names `poll`'s loop, for event triggers: its (rewritten) URL and reference.
     pub fn loop_key(&self, poll: &PollConfig) -> String {
         let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url)
