@@ -175,7 +175,7 @@ fn respond(status: StatusCode, body: Value) -> Response {
 }
 
 /// Query parameters, as upstream's `getQueryParam`: absent or empty → the default; a value that
-/// does not parse → 400.
+/// does not parse → 400 (boxed: a `Response` is large).
 struct Params(HashMap<String, String>);
 
 impl Params {
@@ -186,7 +186,7 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    fn bool(&self, key: &str, default: bool, job_id: &str) -> Result<bool, Response> {
+    fn bool(&self, key: &str, default: bool, job_id: &str) -> Result<bool, Box<Response>> {
         let Some(value) = self.get(key) else {
             return Ok(default);
         };
@@ -194,26 +194,26 @@ impl Params {
         match value {
             "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
             "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-            _ => Err(error(
+            _ => Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid parameter: {key}"),
                 json!(format!("'{key}' parameter must be true or false")),
                 job_id,
-            )),
+            ))),
         }
     }
 
-    fn int(&self, key: &str, default: i64, job_id: &str) -> Result<i64, Response> {
+    fn int(&self, key: &str, default: i64, job_id: &str) -> Result<i64, Box<Response>> {
         let Some(value) = self.get(key) else {
             return Ok(default);
         };
         value.parse().map_err(|_| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid parameter: {key}"),
                 json!(format!("'{key}' parameter must be a integer")),
                 job_id,
-            )
+            ))
         })
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(
     }
     let wait = match Params(query).bool("wait", true, &job_id) {
         Ok(wait) => wait,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let tracker = api.tracker.clone();
     tracker.accept(&job_id, RunTrigger::Poll);

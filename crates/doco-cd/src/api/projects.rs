@@ -49,7 +49,7 @@ pub async fn list(
     }
     let all = match Params(query).bool("all", false, &job_id) {
         Ok(all) => all,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let containers = match api.docker.project_containers(None, all).await {
         Ok(containers) => containers,
@@ -184,7 +184,7 @@ pub async fn one(
             });
             let (volumes, images) = match parsed {
                 Ok(flags) => flags,
-                Err(response) => return response,
+                Err(response) => return *response,
             };
             info!(job_id, project = %name, remove_volumes = volumes, remove_images = images, "removing project");
             match api.compose.down(&name, volumes, images).await {
@@ -219,7 +219,7 @@ pub async fn action(
     }
     let timeout = match Params(query).int("timeout", 30, &job_id) {
         Ok(timeout) => i32::try_from(timeout.max(0)).unwrap_or(i32::MAX),
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let containers = match api.docker.project_containers(Some(&name), true).await {
         Ok(containers) => containers,
