@@ -947,3 +947,234 @@ fn auto_discovery_deploys_each_directory_and_delete_removes_a_vanished_one() {
     );
     assert_eq!(container_ids(&kept, "web"), vec![kept_web]);
 }
+
+/// A throw-away age key: (directory holding `key.txt`, its public recipient).
+fn age_key() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen must be installed: run scripts/install-deps.sh");
+    assert!(out.status.success(), "{out:?}");
+    let out = std::process::Command::new("age-keygen")
+        .arg("-y")
+        .arg(&key)
+        .output()
+        .unwrap();
+    (
+        dir,
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+    )
+}
+
+/// Writes `plain` as a SOPS-encrypted dotenv file at `rel_path` of the repository's work tree.
+fn write_sops_dotenv(repo: &HttpRepo, rel_path: &str, plain: &str, recipient: &str) {
+    let staging = tempfile::tempdir().unwrap();
+    let plain_path = staging.path().join("plain.env");
+    std::fs::write(&plain_path, plain).unwrap();
+    let out = std::process::Command::new("sops")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .args(["encrypt", "--age", recipient, "--input-type", "dotenv"])
+        .args(["--output-type", "dotenv"])
+        .arg(&plain_path)
+        .output()
+        .expect("sops must be installed: run scripts/install-deps.sh");
+    assert!(out.status.success(), "{out:?}");
+    let encrypted = String::from_utf8(out.stdout).unwrap();
+    assert!(encrypted.contains("ENC[") && !encrypted.contains(plain.trim()));
+    repo.work.write(rel_path, &encrypted);
+}
+
+fn inspect(id: &str, template: &str) -> String {
+    docker(&["inspect", "--format", template, id])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn sops_encrypted_env_files_are_decrypted_before_deploying_and_a_changed_secret_recreates() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-sops");
+    let keyless = unique_name("e2e-sops-nokey");
+    let _guards = (ProjectGuard::new(&project), ProjectGuard::new(&keyless));
+    let (key_dir, recipient) = age_key();
+    let compose = format!(
+        "services:\n  web:\n    image: {image}\n    command: [\"sleep\", \"${{SLEEP_SECONDS}}\"]\n    env_file: [app.env]\n    restart: unless-stopped\n    network_mode: none\n    stop_grace_period: 1s\n"
+    );
+    let stack = |name: &str, sleep: &str, token: &str| {
+        let repo = HttpRepo::new();
+        repo.work.write(".doco-cd.yml", &format!("name: {name}\n"));
+        repo.work.write("compose.yml", &compose);
+        write_sops_dotenv(
+            &repo,
+            ".env",
+            &format!("SLEEP_SECONDS={sleep}\n"),
+            &recipient,
+        );
+        write_sops_dotenv(
+            &repo,
+            "app.env",
+            &format!("APP_TOKEN={token}\n"),
+            &recipient,
+        );
+        repo.push("encrypted stack");
+        repo
+    };
+    let repo = stack(&project, "9401", "tok-one");
+    let data = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("key.txt").display().to_string();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("SOPS_AGE_KEY_FILE", key_file),
+        ],
+    );
+    let first = running_container(&daemon, &project, "web");
+    assert_eq!(
+        inspect(&first, "{{json .Config.Cmd}}"),
+        r#"["sleep","9401"]"#
+    );
+    assert!(
+        inspect(&first, "{{json .Config.Env}}").contains("APP_TOKEN=tok-one"),
+        "the encrypted env_file (a service input) is decrypted too"
+    );
+
+    // Quiet polls at the same commit neither decrypt nor render again.
+    daemon.wait_polls(1.0);
+    let before = daemon.scrape();
+    daemon.wait_polls(2.0);
+    let after = daemon.scrape();
+    for program in ["sops", "docker"] {
+        let spawned = after.get("doco_cd_child_processes_total", &[("program", program)])
+            - before.get("doco_cd_child_processes_total", &[("program", program)]);
+        assert_eq!(spawned, 0.0, "{program} ran during quiet polls");
+    }
+
+    // A commit that changes only the encrypted value: the (decrypted) checkout is updated by the
+    // next sync and the service is recreated with the new value.
+    write_sops_dotenv(&repo, ".env", "SLEEP_SECONDS=9402\n", &recipient);
+    let second_commit = repo.push("change the encrypted value");
+    let mut second = String::new();
+    daemon.wait_for("the service recreated", Duration::from_secs(90), || {
+        let ids = container_ids(&project, "web");
+        match ids.as_slice() {
+            [id] if *id != first && label(id, SHA_LABEL) == second_commit => {
+                second = id.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    assert_eq!(
+        inspect(&second, "{{json .Config.Cmd}}"),
+        r#"["sleep","9402"]"#
+    );
+
+    // A change to the encrypted env_file alone recreates too: the fingerprint is of the decrypted
+    // content.
+    write_sops_dotenv(&repo, "app.env", "APP_TOKEN=tok-two\n", &recipient);
+    repo.push("change the encrypted env_file");
+    daemon.wait_for(
+        "the env_file change applied",
+        Duration::from_secs(90),
+        || {
+            let ids = container_ids(&project, "web");
+            matches!(ids.as_slice(), [id] if *id != second
+            && state_is_running(id)
+            && inspect(id, "{{json .Config.Env}}").contains("APP_TOKEN=tok-two"))
+        },
+    );
+    assert_eq!(
+        daemon.metric(
+            "doco_cd_deployment_errors_total",
+            &[("deployment", &project)]
+        ),
+        0.0,
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    for secret in ["9401", "tok-one", "tok-two", "AGE-SECRET-KEY"] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+
+    // Without a key: a deployment error that names the file and says how to configure a key;
+    // nothing deployed, and the file is left encrypted.
+    let locked = stack(&keyless, "9403", "tok-three");
+    let data2 = tempfile::tempdir().unwrap();
+    let without = Daemon::start(data2.path(), &[("POLL_CONFIG", poll_config(&locked.url()))]);
+    without.wait_for("the deployment error", Duration::from_secs(60), || {
+        without.metric(
+            "doco_cd_deployment_errors_total",
+            &[("deployment", &keyless)],
+        ) >= 1.0
+    });
+    assert!(container_ids(&keyless, "web").is_empty());
+    let log = without.log();
+    assert!(
+        log.contains(".env") && log.contains("SOPS-encrypted") && log.contains("SOPS_AGE_KEY_FILE"),
+        "{log}"
+    );
+    assert!(!log.contains("9403"), "{log}");
+}
+
+fn state_is_running(id: &str) -> bool {
+    container_state(id) == "running"
+}
+
+#[test]
+fn a_sops_encrypted_file_variable_is_decrypted_at_start_up() {
+    let (key_dir, recipient) = age_key();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "ghp_e2e_sops_token\n").unwrap();
+    let token = dir.path().join("token");
+    let out = std::process::Command::new("sops")
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .args(["encrypt", "--age", &recipient, "--input-type", "binary"])
+        .args(["--output-type", "binary"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&token, out.stdout).unwrap();
+    let config_env = |key: Option<&std::path::Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("GIT_ACCESS_TOKEN_FILE", &token)
+            .args(["config", "env"]);
+        if let Some(key) = key {
+            command.env("SOPS_AGE_KEY_FILE", key);
+        }
+        command.output().unwrap()
+    };
+    let out = config_env(Some(&key_dir.path().join("key.txt")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == "GIT_ACCESS_TOKEN=***"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("SOPS"), "nothing reported: {stderr}");
+    assert!(!stdout.contains("ghp_e2e") && !stderr.contains("ghp_e2e"));
+
+    let out = config_env(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&token.display().to_string()) && stderr.contains("SOPS_AGE_KEY"),
+        "{stderr}"
+    );
+}

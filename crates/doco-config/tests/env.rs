@@ -307,7 +307,10 @@ fn sops_encrypted_file_variants_take_the_decrypted_value() {
         ("WEBHOOK_SECRET_FILE", plain.to_str().unwrap()),
     ]);
     // Only the encrypted file is handed to the binary for decryption.
-    assert_eq!(doco_config::encrypted_value_files(&v), [token.clone()]);
+    assert_eq!(
+        doco_config::encrypted_value_files(&v),
+        std::slice::from_ref(&token)
+    );
     let decrypted = BTreeMap::from([(token.clone(), "  the-token\n".to_owned())]);
     let c = AppConfig::from_env_decrypted(&v, &decrypted).unwrap();
     assert_eq!(c.git_access_token.unwrap().expose(), "the-token");
