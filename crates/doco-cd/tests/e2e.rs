@@ -15,7 +15,8 @@ use doco_testkit::git::{BareRepo, WorkTree};
 use doco_testkit::http::RecordingServer;
 use doco_testkit::unique_name;
 use support::{
-    Daemon, HttpRepo, apprise_titles, free_port, http_get, label, running_container, sleep_services,
+    Daemon, HttpRepo, apprise_titles, free_port, http_get, http_request, label, running_container,
+    sleep_services,
 };
 
 const SHA_LABEL: &str = "cd.doco.deployment.target.sha";
@@ -1177,4 +1178,129 @@ fn a_sops_encrypted_file_variable_is_decrypted_at_start_up() {
         stderr.contains(&token.display().to_string()) && stderr.contains("SOPS_AGE_KEY"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_rest_api_deploys_lists_stops_starts_reports_and_removes_a_stack() {
+    if !require_docker() {
+        return;
+    }
+    const KEY: &str = "e2e-api-key";
+    let image = test_image();
+    let project = unique_name("e2e-api");
+    let _guard = ProjectGuard::new(&project);
+    let (repo, first) = HttpRepo::with_stack(&project, &sleep_services(&image, &[("web", "7301")]));
+    let data = tempfile::tempdir().unwrap();
+    // No POLL_CONFIG: only the API deploys.
+    let daemon = Daemon::start(data.path(), &[("API_SECRET", KEY.to_string())]);
+    let port = daemon.http_port;
+    let auth = [("x-api-key", KEY), ("Content-Type", "application/json")];
+    let api = |method: &str, path: &str, body: &str| http_request(port, method, path, &auth, body);
+
+    // A wrong key is refused, and the refused poll deploys nothing.
+    let poll = serde_json::json!([{"url": repo.url(), "reference": "main"}]).to_string();
+    let (status, json) = http_request(
+        port,
+        "POST",
+        "/v1/api/poll/run",
+        &[("x-api-key", "wrong")],
+        &poll,
+    );
+    assert_eq!(status, 401, "{json}");
+    assert_eq!(json["error"], "invalid api key");
+    assert!(container_ids(&project, "web").is_empty());
+
+    // A poll through the API deploys the stack before answering.
+    let (status, json) = api("POST", "/v1/api/poll/run", &poll);
+    assert_eq!(status, 200, "{json}\n{}", daemon.log());
+    assert_eq!(json["content"], "poll jobs complete");
+    let poll_job = json["job_id"].as_str().unwrap().to_string();
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(label(&web, SHA_LABEL), first);
+
+    // The run is recorded as a succeeded poll.
+    let (status, json) = api("GET", &format!("/v1/api/run/{poll_job}"), "");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["content"]["status"], "succeeded", "{json}");
+    assert_eq!(json["content"]["trigger"], "poll");
+    let (status, json) = api("GET", "/v1/api/runs?trigger=poll&status=succeeded", "");
+    assert_eq!(status, 200, "{json}");
+    assert!(
+        json["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|run| run["job_id"] == poll_job.as_str()),
+        "{json}"
+    );
+
+    // The project is listed, with its running container.
+    let (status, json) = api("GET", "/v1/api/projects", "");
+    assert_eq!(status, 200, "{json}");
+    let listed = json["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["Name"] == project.as_str())
+        .unwrap_or_else(|| panic!("{project} not listed: {json}"))
+        .clone();
+    assert_eq!(listed["Status"], "running(1)");
+    let (status, json) = api("GET", &format!("/v1/api/project/{project}"), "");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["content"][0]["ID"], web.as_str());
+    assert_eq!(json["content"][0]["Service"], "web");
+
+    // Stop, then start: the same container, stopped then running again.
+    let (status, json) = api(
+        "POST",
+        &format!("/v1/api/project/{project}/stop?timeout=1"),
+        "",
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["content"], format!("project stopped: {project}"));
+    assert_eq!(container_state(&web), "exited");
+    // A stopped project is listed only with all=true.
+    let (_, json) = api("GET", "/v1/api/projects", "");
+    assert!(
+        json["content"]
+            .as_array()
+            .is_none_or(|ps| ps.iter().all(|p| p["Name"] != project.as_str())),
+        "{json}"
+    );
+    let (status, json) = api("GET", "/v1/api/projects?all=true", "");
+    assert_eq!(status, 200, "{json}");
+    assert!(
+        json["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["Name"] == project.as_str() && p["Status"] == "exited(1)"),
+        "{json}"
+    );
+    let (status, json) = api("POST", &format!("/v1/api/project/{project}/start"), "");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["content"], format!("project started: {project}"));
+    assert_eq!(container_state(&web), "running");
+    assert_eq!(running_container(&daemon, &project, "web"), web);
+
+    // The repositories view shows the commit deployed and its deployment.
+    let (status, json) = api("GET", "/v1/api/repositories", "");
+    assert_eq!(status, 200, "{json}");
+    let repos = json["content"].as_array().unwrap();
+    assert_eq!(repos.len(), 1, "{json}");
+    assert_eq!(repos[0]["commit"], first.as_str());
+    assert_eq!(repos[0]["offline"], false);
+    assert_eq!(repos[0]["deployments"][0]["project"], project.as_str());
+
+    // DELETE removes it (keeping the shared test image).
+    let (status, json) = api(
+        "DELETE",
+        &format!("/v1/api/project/{project}?images=false"),
+        "",
+    );
+    assert_eq!(status, 200, "{json}\n{}", daemon.log());
+    assert_eq!(json["content"], format!("project removed: {project}"));
+    assert!(container_ids(&project, "web").is_empty());
+    let (status, _) = api("GET", &format!("/v1/api/project/{project}"), "");
+    assert_eq!(status, 404);
 }
