@@ -31,6 +31,8 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
                                     HMAC signatures; GitLab token); MAX_PAYLOAD_SIZE (default 1048576)
   METRICS_PORT                      Prometheus /metrics (default 9120)
   GIT_ACCESS_TOKEN(_FILE)           token for HTTP(S) Git remotes; GIT_ACCESS_TOKEN_USER (default oauth2)
+  SOPS_AGE_KEY_FILE / SOPS_AGE_KEY  age key (or any SOPS_* setting) to decrypt SOPS-encrypted repository
+                                    files and X_FILE values
   MAX_CONCURRENT_DEPLOYMENTS        deployments applied at once (default 4)
   DEPLOY_CONFIG_BASE_DIR            where .doco-cd.yml is looked up in a repository (default /)
   LOG_LEVEL                         debug, info, warn or error (default info)
