@@ -377,3 +377,55 @@ async fn repositories_shows_the_last_known_state() {
         json!([{"name": "web", "project": "web", "commit": "0123456789abcdef0123456789abcdef01234567", "deployed_at": "2023-11-14T22:13:20Z", "services": ["app"]}])
     );
 }
+
+#[tokio::test]
+async fn webhook_jobs_are_recorded_in_the_tracker() {
+    use hmac::Mac;
+    let data = tempfile::tempdir().unwrap();
+    let env = BTreeMap::from([
+        (
+            "DATA_MOUNT_PATH".to_string(),
+            data.path().display().to_string(),
+        ),
+        ("WEBHOOK_SECRET".to_string(), "s".to_string()),
+    ]);
+    let config = Arc::new(AppConfig::from_env(&env).unwrap());
+    let tracker = Arc::new(RunTracker::default());
+    let deploy: crate::webhook::Deploy = Arc::new(|_| Box::pin(async { Ok(()) }));
+    let hook = crate::webhook::Webhook::new(config, Arc::new(Metrics::new()), deploy)
+        .unwrap()
+        .with_tracker(tracker.clone());
+    let body = json!({
+        "ref": "refs/heads/main",
+        "after": "0123456789abcdef0123456789abcdef01234567",
+        "repository": {"full_name": "owner/repo", "clone_url": "https://git.example/owner/repo.git"}
+    })
+    .to_string();
+    let send = |signature: String| {
+        let router = hook.clone().router();
+        let request = Request::post("/v1/webhook/prod?wait=true")
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", signature)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        async move { router.oneshot(request).await.unwrap().status() }
+    };
+    assert_eq!(send("sha256=00".into()).await, StatusCode::UNAUTHORIZED);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s").unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(send(signature).await, StatusCode::CREATED);
+
+    let runs = tracker.list(50, Some(RunTrigger::Webhook), None);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].repository, "owner/repo");
+    assert_eq!(runs[0].target, "prod");
+    assert_eq!(runs[0].revision, "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(runs[1].status, RunStatus::Failed);
+    assert!(
+        runs[1].message.starts_with("incorrect secret key"),
+        "{}",
+        runs[1].message
+    );
+}
