@@ -79,7 +79,10 @@ async fn decrypts_yaml_dotenv_and_binary_in_place() {
         let path = dir.path().join(name);
         encrypt(&path, plain, &keys.recipient);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(doco_engine::sops::is_encrypted_file(&path).unwrap(), "{name}");
+        assert!(
+            doco_engine::sops::is_encrypted_file(&path).unwrap(),
+            "{name}"
+        );
         assert!(sops.decrypt_in_place(&path).await.unwrap(), "{name}");
         assert_eq!(std::fs::read(&path).unwrap(), plain, "{name}");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -134,7 +137,11 @@ async fn a_wrong_key_fails_clearly_without_leaking() {
     assert!(text.contains("could not decrypt"), "{text}");
     assert!(!text.contains("topsecretvalue"), "{text}");
     assert!(!text.contains("AGE-SECRET-KEY"), "{text}");
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is untouched");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is untouched"
+    );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
     // Without any SOPS_* variable: refused before running sops, with how to fix it.
@@ -177,7 +184,10 @@ async fn file_variables_with_encrypted_content_are_decrypted() {
     // X and X_FILE stay exclusive.
     vars.insert("GIT_ACCESS_TOKEN".to_owned(), "direct".to_owned());
     let err = app_config_from_env(&vars).await.unwrap_err().to_string();
-    assert!(err.contains("both GIT_ACCESS_TOKEN and GIT_ACCESS_TOKEN_FILE"), "{err}");
+    assert!(
+        err.contains("both GIT_ACCESS_TOKEN and GIT_ACCESS_TOKEN_FILE"),
+        "{err}"
+    );
     vars.remove("GIT_ACCESS_TOKEN");
 
     // Without the key: an error naming the file, never the content.
