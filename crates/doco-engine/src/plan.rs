@@ -97,19 +97,23 @@ pub enum FullPlan {
     UpToDate,
     /// Nothing changed, but stopped containers must be started.
     Start(Vec<String>),
-    /// Run compose. Services in `changed` get fresh labels; the others keep their recorded labels.
-    Deploy {
-        /// Why, for the log.
-        reason: String,
-        /// Services that get fresh labels (and so are recreated by compose).
-        changed: BTreeSet<String>,
-        /// Recorded labels to reuse, for the services not in `changed`.
-        kept_labels: BTreeMap<String, BTreeMap<String, String>>,
-        /// Remove containers of services that are no longer described.
-        remove_orphans: bool,
-        /// Ask compose to recreate everything.
-        force_recreate: bool,
-    },
+    /// Run compose.
+    Deploy(DeployPlan),
+}
+
+/// A deploy: services in `changed` get fresh labels; the others keep their recorded labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployPlan {
+    /// Why, for the log.
+    pub reason: String,
+    /// Services that get fresh labels (and so are recreated by compose).
+    pub changed: BTreeSet<String>,
+    /// Recorded labels to reuse, for the services not in `changed`.
+    pub kept_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Remove containers of services that are no longer described.
+    pub remove_orphans: bool,
+    /// Ask compose to recreate everything.
+    pub force_recreate: bool,
 }
 
 /// Deploy-config switches the full plan honours.
@@ -155,12 +159,14 @@ pub fn full_plan(
             }
         }
     }
-    let deploy = |reason: String| FullPlan::Deploy {
-        reason,
-        changed: changed.clone(),
-        kept_labels: kept_labels.clone(),
-        remove_orphans,
-        force_recreate,
+    let deploy = |reason: String| {
+        FullPlan::Deploy(DeployPlan {
+            reason,
+            changed: changed.clone(),
+            kept_labels: kept_labels.clone(),
+            remove_orphans,
+            force_recreate,
+        })
     };
     if record.is_none() {
         return deploy(if kept_labels.is_empty() {
@@ -559,12 +565,12 @@ mod tests {
             SWITCHES,
             Mode::Online,
         );
-        let FullPlan::Deploy {
+        let FullPlan::Deploy(DeployPlan {
             changed,
             kept_labels,
             reason,
             ..
-        } = plan
+        }) = plan
         else {
             panic!("expected a deploy, got {plan:?}");
         };
@@ -603,13 +609,13 @@ mod tests {
             SWITCHES,
             Mode::Online,
         );
-        let FullPlan::Deploy {
+        let FullPlan::Deploy(DeployPlan {
             changed,
             kept_labels,
             remove_orphans,
             force_recreate,
             ..
-        } = plan
+        }) = plan
         else {
             panic!("expected a deploy, got {plan:?}");
         };
@@ -648,12 +654,12 @@ mod tests {
             SWITCHES,
             Mode::Offline,
         );
-        let FullPlan::Deploy {
+        let FullPlan::Deploy(DeployPlan {
             changed,
             kept_labels,
             remove_orphans,
             ..
-        } = plan
+        }) = plan
         else {
             panic!("expected a deploy, got {plan:?}");
         };
@@ -665,11 +671,11 @@ mod tests {
     #[test]
     fn first_deploy_changes_every_service() {
         let plan = full_plan(&rendered("fw"), None, &NONE, &[], SWITCHES, Mode::Offline);
-        let FullPlan::Deploy {
+        let FullPlan::Deploy(DeployPlan {
             changed,
             kept_labels,
             ..
-        } = plan
+        }) = plan
         else {
             panic!("expected a deploy, got {plan:?}");
         };
@@ -684,7 +690,7 @@ mod tests {
         only_web.remove("job");
         assert!(matches!(
             full_plan(&only_web, Some(&r), &NONE, &[running_web()], SWITCHES, Mode::Online),
-            FullPlan::Deploy { ref reason, .. } if reason.contains("removed")
+            FullPlan::Deploy(DeployPlan { ref reason, .. }) if reason.contains("removed")
         ));
         assert_eq!(
             full_plan(
@@ -715,10 +721,10 @@ mod tests {
                 switches,
                 Mode::Online
             ),
-            FullPlan::Deploy {
+            FullPlan::Deploy(DeployPlan {
                 force_recreate: true,
                 ..
-            }
+            })
         ));
         assert_eq!(
             full_plan(

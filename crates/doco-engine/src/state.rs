@@ -60,6 +60,24 @@ pub struct DeploymentRecord {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
+impl DeploymentRecord {
+    /// The labels each service was deployed with.
+    pub fn labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.services
+            .iter()
+            .map(|(name, service)| (name.clone(), service.labels.clone()))
+            .collect()
+    }
+
+    /// compose's config hash of each service's containers, where recorded.
+    pub fn compose_hashes(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|(name, service)| service.compose_hash.clone().map(|h| (name.clone(), h)))
+            .collect()
+    }
+}
+
 /// One service as it was deployed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRecord {

@@ -175,6 +175,8 @@ impl Reconciler {
         Ok(DeploymentOutcome::Started(ids.len()))
     }
 
+    /// Renders the project (decrypting SOPS files first), decides with [`plan::full_plan`] and
+    /// carries the decision out.
     async fn render_and_apply(
         &self,
         ctx: &PollContext<'_>,
@@ -192,84 +194,29 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
-        let fingerprints: BTreeMap<String, String> = rendered
-            .services
-            .iter()
-            .map(|(name, service)| {
-                let inputs: Vec<PathBuf> = service
-                    .local_inputs
-                    .iter()
-                    .map(|p| self.paths.to_mount(p))
-                    .collect();
-                (
-                    name.clone(),
-                    service_fingerprint(&service.spec, &inputs, ctx.checkout),
-                )
-            })
-            .collect();
-        let planned: BTreeMap<String, plan::RenderedService> = rendered
-            .services
-            .iter()
-            .map(|(name, service)| {
-                (
-                    name.clone(),
-                    plan::RenderedService {
-                        fingerprint: fingerprints[name].clone(),
-                        must_run: service.must_run(),
-                        replicas: service.replicas,
-                    },
-                )
-            })
-            .collect();
+        let planned = self.plan_services(ctx, &rendered);
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
             force_recreate: deployment.config.force_recreate,
         };
-        let new_record =
-            |labels: &BTreeMap<String, BTreeMap<String, String>>,
-             hashes: &BTreeMap<String, String>| DeploymentRecord {
-                project: deployment.config.name.clone(),
-                commit: ctx.commit.to_string(),
-                config_hash: config_hash.to_string(),
-                deployed_unix: unix_now(),
-                services: planned
-                    .iter()
-                    .map(|(name, service)| {
-                        (
-                            name.clone(),
-                            ServiceRecord {
-                                fingerprint: service.fingerprint.clone(),
-                                labels: labels.get(name).cloned().unwrap_or_default(),
-                                must_run: service.must_run,
-                                replicas: service.replicas,
-                                compose_hash: hashes.get(name).cloned(),
-                            },
-                        )
-                    })
-                    .collect(),
-            };
-        let recorded_labels: BTreeMap<String, BTreeMap<String, String>> = record
-            .map(|r| {
-                r.services
-                    .iter()
-                    .map(|(n, s)| (n.clone(), s.labels.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let recorded_hashes: BTreeMap<String, String> = record
-            .map(|r| {
-                r.services
-                    .iter()
-                    .filter_map(|(n, s)| s.compose_hash.clone().map(|h| (n.clone(), h)))
-                    .collect()
-            })
-            .unwrap_or_default();
-
         let adoptable = adoptable_labels(containers, ctx.commit);
+        let unchanged = |labels, hashes| {
+            new_record(
+                ctx,
+                &deployment.config.name,
+                config_hash,
+                &planned,
+                labels,
+                hashes,
+            )
+        };
+        let (recorded_labels, recorded_hashes) = record
+            .map(|r| (r.labels(), r.compose_hashes()))
+            .unwrap_or_default();
         match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
             FullPlan::UpToDate => {
                 info!("stack unchanged by the new commit; nothing to do");
-                self.store_record(&ctx.key, new_record(&recorded_labels, &recorded_hashes))
+                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
                     .await;
                 Ok(DeploymentOutcome::UpToDate)
             }
@@ -279,84 +226,130 @@ impl Reconciler {
                     "stack unchanged; starting stopped containers"
                 );
                 let outcome = self.start(&ids).await?;
-                self.store_record(&ctx.key, new_record(&recorded_labels, &recorded_hashes))
+                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
                     .await;
                 Ok(outcome)
             }
-            FullPlan::Deploy {
-                reason,
-                changed,
-                mut kept_labels,
-                remove_orphans,
-                force_recreate,
-            } => {
-                info!(%reason, mode = ?ctx.mode, "deploying");
-                let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-                let compose_hash = project_hash(&fingerprints);
-                let working_dir = self.paths.to_host(&deployment.working_dir);
-                let working_dir = working_dir.to_string_lossy();
-                let auto_discovery =
-                    serde_json::to_string(&deployment.config.auto_discovery).unwrap_or_default();
-                let source_name = doco_git::full_name(&ctx.poll.url);
-                let fresh = fresh_labels(&LabelContext {
-                    deployment: &deployment.config.name,
-                    commit: ctx.commit,
-                    reference: deployment
-                        .config
-                        .reference
-                        .as_deref()
-                        .unwrap_or(&ctx.poll.reference),
-                    working_dir: &working_dir,
-                    target: &ctx.poll.target,
-                    config_hash,
-                    compose_hash: &compose_hash,
-                    source_name: &source_name,
-                    source_url: ctx.url,
-                    auto_discovery_config: &auto_discovery,
-                    auto_discovered: deployment.auto_discovered,
-                    timestamp: &timestamp,
-                    trigger: match ctx.kind {
-                        Trigger::Poll => "poll",
-                        Trigger::Webhook => ctx.commit,
-                    },
-                });
-                for service in &changed {
-                    kept_labels.insert(service.clone(), fresh.clone());
-                }
-                let labels = kept_labels;
-                let override_path = self
-                    .paths
-                    .internal_dir()
-                    .join("overrides")
-                    .join(format!("{}.labels.yml", deployment.config.name));
-                write_override(&override_path, &labels)?;
-                let options = UpOptions {
-                    remove_orphans,
-                    force_recreate,
-                    pull: if ctx.mode == Mode::Online && deployment.config.force_image_pull {
-                        PullPolicy::Always
-                    } else {
-                        PullPolicy::Missing
-                    },
-                    timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
-                };
-                let name = &deployment.config.name;
-                lock(&self.deploys).insert(name.clone(), None);
-                let up = self
-                    .compose
-                    .up(&project, &self.paths.to_host(&override_path), &options)
-                    .await;
-                lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
-                up?;
-                let hashes = self
-                    .wait_running(&deployment.config.name, &planned, deployment.config.timeout)
-                    .await?;
-                info!(changed = ?changed, "deployed");
-                self.store_record(&ctx.key, new_record(&labels, &hashes))
-                    .await;
-                Ok(DeploymentOutcome::Deployed(changed))
+            FullPlan::Deploy(deploy) => {
+                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy)
+                    .await
             }
         }
+    }
+
+    /// Each rendered service as the plan sees it: its fingerprint (configuration plus the content of
+    /// the repository files it uses), whether it must run, its replicas.
+    fn plan_services(
+        &self,
+        ctx: &PollContext<'_>,
+        rendered: &doco_docker::RenderedProject,
+    ) -> BTreeMap<String, plan::RenderedService> {
+        rendered
+            .services
+            .iter()
+            .map(|(name, service)| {
+                let inputs: Vec<PathBuf> = service
+                    .local_inputs
+                    .iter()
+                    .map(|p| self.paths.to_mount(p))
+                    .collect();
+                let planned = plan::RenderedService {
+                    fingerprint: service_fingerprint(&service.spec, &inputs, ctx.checkout),
+                    must_run: service.must_run(),
+                    replicas: service.replicas,
+                };
+                (name.clone(), planned)
+            })
+            .collect()
+    }
+
+    /// `docker compose up` with the labels the plan chose: fresh ones for changed services, the
+    /// recorded ones for the others. Records the deploy once the services run.
+    async fn deploy(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        project: &ComposeProject,
+        planned: &BTreeMap<String, plan::RenderedService>,
+        config_hash: &str,
+        plan: plan::DeployPlan,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
+        let name = &deployment.config.name;
+        let fresh = self.fresh_labels(ctx, deployment, planned, config_hash);
+        let mut labels = plan.kept_labels;
+        for service in &plan.changed {
+            labels.insert(service.clone(), fresh.clone());
+        }
+        let override_path = self
+            .paths
+            .internal_dir()
+            .join("overrides")
+            .join(format!("{name}.labels.yml"));
+        write_override(&override_path, &labels)?;
+        let options = UpOptions {
+            remove_orphans: plan.remove_orphans,
+            force_recreate: plan.force_recreate,
+            pull: if ctx.mode == Mode::Online && deployment.config.force_image_pull {
+                PullPolicy::Always
+            } else {
+                PullPolicy::Missing
+            },
+            timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
+        };
+        lock(&self.deploys).insert(name.clone(), None);
+        let up = self
+            .compose
+            .up(project, &self.paths.to_host(&override_path), &options)
+            .await;
+        lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
+        up?;
+        let hashes = self
+            .wait_running(name, planned, deployment.config.timeout)
+            .await?;
+        info!(changed = ?plan.changed, "deployed");
+        let record = new_record(ctx, name, config_hash, planned, &labels, &hashes);
+        self.store_record(&ctx.key, record).await;
+        Ok(DeploymentOutcome::Deployed(plan.changed))
+    }
+
+    /// upstream's labels for a service deployed now, from this commit and configuration.
+    fn fresh_labels(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        planned: &BTreeMap<String, plan::RenderedService>,
+        config_hash: &str,
+    ) -> BTreeMap<String, String> {
+        let fingerprints = planned
+            .iter()
+            .map(|(name, service)| (name.clone(), service.fingerprint.clone()))
+            .collect();
+        let working_dir = self.paths.to_host(&deployment.working_dir);
+        let auto_discovery =
+            serde_json::to_string(&deployment.config.auto_discovery).unwrap_or_default();
+        fresh_labels(&LabelContext {
+            deployment: &deployment.config.name,
+            commit: ctx.commit,
+            reference: deployment
+                .config
+                .reference
+                .as_deref()
+                .unwrap_or(&ctx.poll.reference),
+            working_dir: &working_dir.to_string_lossy(),
+            target: &ctx.poll.target,
+            config_hash,
+            compose_hash: &project_hash(&fingerprints),
+            source_name: &doco_git::full_name(&ctx.poll.url),
+            source_url: ctx.url,
+            auto_discovery_config: &auto_discovery,
+            auto_discovered: deployment.auto_discovered,
+            timestamp: &humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            trigger: match ctx.kind {
+                Trigger::Poll => "poll",
+                Trigger::Webhook => ctx.commit,
+            },
+        })
     }
 
     /// Waits until every service that must run has a running container; returns compose's config
@@ -419,6 +412,37 @@ impl Reconciler {
 }
 
 /// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
+/// What the state file records for a deployment of `planned` with these labels and compose hashes.
+fn new_record(
+    ctx: &PollContext<'_>,
+    project: &str,
+    config_hash: &str,
+    planned: &BTreeMap<String, plan::RenderedService>,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+    hashes: &BTreeMap<String, String>,
+) -> DeploymentRecord {
+    let services = planned
+        .iter()
+        .map(|(name, service)| {
+            let record = ServiceRecord {
+                fingerprint: service.fingerprint.clone(),
+                labels: labels.get(name).cloned().unwrap_or_default(),
+                must_run: service.must_run,
+                replicas: service.replicas,
+                compose_hash: hashes.get(name).cloned(),
+            };
+            (name.clone(), record)
+        })
+        .collect();
+    DeploymentRecord {
+        project: project.to_string(),
+        commit: ctx.commit.to_string(),
+        config_hash: config_hash.to_string(),
+        deployed_unix: unix_now(),
+        services,
+    }
+}
+
 fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     let config = &deployment.config;
     if config
