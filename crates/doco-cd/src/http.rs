@@ -14,10 +14,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt;
 use doco_config::AppConfig;
 use doco_engine::{Metrics, Reconciler};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -62,8 +62,26 @@ pub async fn serve(
     let metrics_app = Router::new()
         .route("/metrics", get(serve_metrics))
         .with_state(metrics);
-    let api = bind(config.http_port, "HTTP_PORT", api, shutdown.clone()).await?;
-    let metrics = bind(config.metrics_port, "METRICS_PORT", metrics_app, shutdown).await?;
+    let tls = match (&config.http_tls_cert_file, &config.http_tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let api = bind(
+        config.http_port,
+        "HTTP_PORT",
+        api,
+        tls.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let metrics = bind(
+        config.metrics_port,
+        "METRICS_PORT",
+        metrics_app,
+        tls,
+        shutdown,
+    )
+    .await?;
     Ok(async move {
         let _ = tokio::join!(api, metrics);
     })
@@ -93,18 +111,31 @@ async fn bind(
     port: u16,
     variable: &str,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({variable})"))?;
-    info!(%addr, "listening");
+    info!(%addr, tls = tls.is_some(), "listening");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.cancelled_owned();
     Ok(tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let served = match tls {
+            Some(config) => {
+                // `tap_io` keeps `ConnectInfo<SocketAddr>` (the peer address) for TLS connections.
+                let listener = crate::tls::TlsListener::new(listener, config).tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
         if let Err(e) = served {
             error!(%addr, error = %e, "HTTP server failed");
         }
@@ -149,7 +180,8 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// `doco-cd healthcheck`: GET /v1/health on the local HTTP_PORT; success when it answers 200.
+/// `doco-cd healthcheck`: GET /v1/health on the local HTTP_PORT (https when HTTP_TLS_CERT_FILE is
+/// set, as upstream); success when it answers 200.
 pub async fn healthcheck() -> anyhow::Result<ExitCode> {
     let port: u16 = match std::env::var("HTTP_PORT") {
         Ok(value) => value
@@ -158,21 +190,27 @@ pub async fn healthcheck() -> anyhow::Result<ExitCode> {
             .with_context(|| format!("HTTP_PORT: invalid value {value:?}"))?,
         Err(_) => 80,
     };
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let tls = std::env::var("HTTP_TLS_CERT_FILE").is_ok_and(|v| !v.trim().is_empty());
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}/v1/health");
+    // The certificate names the public host, not 127.0.0.1: this local check does not verify it.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .context("cannot create the HTTP client")?;
+    let response = client
+        .get(&url)
+        .send()
         .await
-        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
-    stream
-        .write_all(b"GET /v1/health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    let status_line = answer.lines().next().unwrap_or_default().to_string();
-    if status_line.split_whitespace().nth(1) == Some("200") {
+        .with_context(|| format!("no answer from {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status == StatusCode::OK {
         println!("healthy");
         Ok(ExitCode::SUCCESS)
     } else {
-        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        eprintln!("unhealthy: {status_line} {body}");
+        eprintln!("unhealthy: {status} {body}");
         Ok(ExitCode::FAILURE)
     }
 }
@@ -181,6 +219,7 @@ pub async fn healthcheck() -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

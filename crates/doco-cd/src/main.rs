@@ -9,6 +9,7 @@ mod api;
 mod config_cmd;
 mod daemon;
 mod http;
+mod tls;
 mod webhook;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
   WEBHOOK_SECRET(_FILE)             enables POST /v1/webhook[/{target}] (GitHub, Gitea, Gogs, Forgejo
                                     HMAC signatures; GitLab token); MAX_PAYLOAD_SIZE (default 1048576)
   METRICS_PORT                      Prometheus /metrics (default 9120)
+  HTTP_TLS_CERT_FILE, _KEY_FILE     serve both ports over HTTPS (PEM files)
   GIT_ACCESS_TOKEN(_FILE)           token for HTTP(S) Git remotes; GIT_ACCESS_TOKEN_USER (default oauth2)
   SOPS_AGE_KEY_FILE / SOPS_AGE_KEY  age key (or any SOPS_* setting) to decrypt SOPS-encrypted repository
                                     files and X_FILE values

@@ -1304,3 +1304,62 @@ fn the_rest_api_deploys_lists_stops_starts_reports_and_removes_a_stack() {
     let (status, _) = api("GET", &format!("/v1/api/project/{project}"), "");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn tls_on_the_http_ports_and_the_healthcheck_command_speaks_it() {
+    if !require_docker() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let generated = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=doco-cd.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let data = tempfile::tempdir().unwrap();
+    let tls_vars = [
+        ("HTTP_TLS_CERT_FILE", cert.display().to_string()),
+        ("HTTP_TLS_KEY_FILE", key.display().to_string()),
+    ];
+    let daemon = Daemon::spawn(data.path(), &tls_vars);
+    let healthcheck = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("HTTP_PORT", daemon.http_port.to_string())
+            .envs(tls_vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    daemon.wait_for(
+        "`doco-cd healthcheck` over https",
+        Duration::from_secs(30),
+        || healthcheck().status.success(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&healthcheck().stdout).trim(),
+        "healthy"
+    );
+    // Plain HTTP gets no answer from a TLS port, on either port.
+    assert!(http_get(daemon.http_port, "/v1/health").is_none_or(|(status, _)| status != 200));
+    assert!(http_get(daemon.metrics_port, "/metrics").is_none_or(|(status, _)| status != 200));
+}

@@ -78,6 +78,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the binary with only `vars` (plus PATH, HOME and free ports) in its environment.
     pub fn start(data: &Path, vars: &[(&str, String)]) -> Self {
+        let daemon = Daemon::spawn(data, vars);
+        daemon.wait_for("the metrics endpoint", Duration::from_secs(30), || {
+            daemon.try_metrics().is_some()
+        });
+        daemon
+    }
+
+    /// Starts the binary like [`Daemon::start`] without waiting for its plain-HTTP metrics endpoint.
+    pub fn spawn(data: &Path, vars: &[(&str, String)]) -> Self {
         let http_port = free_port();
         let metrics_port = free_port();
         let log = data.with_extension(format!("log-{}", free_port()));
@@ -104,16 +113,12 @@ impl Daemon {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start doco-cd: {e}"));
-        let daemon = Daemon {
+        Daemon {
             child: Some(child),
             metrics_port,
             http_port,
             log,
-        };
-        daemon.wait_for("the metrics endpoint", Duration::from_secs(30), || {
-            daemon.try_metrics().is_some()
-        });
-        daemon
+        }
     }
 
     /// The daemon's log so far.
