@@ -41,10 +41,13 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         .ping()
         .await
         .context("the Docker engine does not answer; doco-cd needs it to deploy")?;
-    let compose = doco_docker::Compose::new(
+    let mut compose = doco_docker::Compose::new(
         doco_docker::Compose::docker_env_from_process(),
         config.docker_quiet_deploy,
     );
+    if config.pass_env {
+        compose = compose.with_passed_env(passed_env(&env));
+    }
     let metrics = Arc::new(Metrics::new());
     metrics
         .info
@@ -173,6 +176,20 @@ async fn data_host_path(
     }
 }
 
+/// `PASS_ENV=true`: doco-cd's environment for compose's interpolation, as upstream passes it, except
+/// doco-cd's own secrets (`GIT_ACCESS_TOKEN`, `WEBHOOK_SECRET`, ... and their `_FILE` variants, and
+/// `SOPS_*` keys), which no compose file needs and no compose process should hold.
+fn passed_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let secret = |key: &str| {
+        let base = key.strip_suffix("_FILE").unwrap_or(key);
+        doco_config::VALUE_FILE_VARIABLES.contains(&base) || key.starts_with("SOPS_")
+    };
+    env.iter()
+        .filter(|(key, _)| !secret(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
 /// How upstream schedules a poll: every interval; a local repository also on each change of its refs
 /// (`watch`, default true), and with `interval: 0` on those changes only, falling back to once a day
 /// when its refs cannot be watched. `None` when the poll is disabled (`interval: 0` for a remote).
@@ -257,4 +274,23 @@ fn init_logging(config: &AppConfig) {
 
 fn humantime_now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_env_keeps_doco_cds_own_secrets_out() {
+        let env = BTreeMap::from([
+            ("DOMAIN".to_string(), "example.com".to_string()),
+            ("GIT_ACCESS_TOKEN".to_string(), "t".to_string()),
+            ("WEBHOOK_SECRET_FILE".to_string(), "/run/s".to_string()),
+            ("SOPS_AGE_KEY".to_string(), "k".to_string()),
+        ]);
+        assert_eq!(
+            passed_env(&env).into_keys().collect::<Vec<_>>(),
+            vec!["DOMAIN".to_string()]
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub mod rewrite;
 pub use discovery::discover_deployments;
 pub use env::{
     AppConfig, GitAuthDomain, GitHubAppConfig, IpNetwork, LogFormat, LogLevel, Secret,
-    encrypted_value_files, is_sops_encrypted,
+    VALUE_FILE_VARIABLES, encrypted_value_files, is_sops_encrypted,
 };
 pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
 pub use resolve::{

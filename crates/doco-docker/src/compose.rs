@@ -184,6 +184,7 @@ fn files_note(files: &[PathBuf]) -> String {
 pub struct Compose {
     program: String,
     docker_env: BTreeMap<String, String>,
+    passed_env: BTreeMap<String, String>,
     quiet: bool,
 }
 
@@ -196,8 +197,17 @@ impl Compose {
         Compose {
             program: "docker".to_string(),
             docker_env,
+            passed_env: BTreeMap::new(),
             quiet,
         }
+    }
+
+    /// upstream's `PASS_ENV`: these variables (doco-cd's own environment) are available to compose's
+    /// interpolation, below a deployment's `environment` (which overrides them) and above its env
+    /// files (which, as in compose, do not override the process environment).
+    pub fn with_passed_env(mut self, env: BTreeMap<String, String>) -> Compose {
+        self.passed_env = env;
+        self
     }
 
     /// Uses `program` instead of `docker` from `PATH` (an absolute path, or a stand-in in tests).
@@ -343,8 +353,9 @@ impl Compose {
             .env_clear()
             .current_dir(&project.project_dir)
             .timeout(timeout);
-        // Interpolation variables first; the variables below win over them.
-        for (key, value) in &project.environment {
+        // Interpolation variables first (the passed environment, then the deployment's own); the
+        // variables below win over them.
+        for (key, value) in self.passed_env.iter().chain(&project.environment) {
             cmd = cmd.env(key, value);
         }
         for key in ["PATH", "HOME"] {

@@ -699,3 +699,36 @@ async fn down_can_remove_the_images_of_the_stack() {
     assert!(!engine.image_present(&image).await.unwrap());
     assert!(engine.image_present(&base).await.unwrap());
 }
+
+#[tokio::test]
+async fn passed_environment_sits_between_the_deployments_environment_and_its_env_files() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-passenv");
+    let body = "services:\n  web:\n    image: busybox\n    labels:\n      from_os: \"${FROM_OS}\"\n      both: \"${BOTH}\"\n      from_file: \"${FROM_FILE}\"\n";
+    std::fs::write(
+        dir.path().join("interp.env"),
+        "FROM_OS=file\nFROM_FILE=file\nBOTH=file\n",
+    )
+    .unwrap();
+    let mut p = project(dir.path(), &name, body);
+    p.env_files = vec![dir.path().join("interp.env")];
+    p.environment = BTreeMap::from([("BOTH".to_string(), "deployment".to_string())]);
+    let passed = BTreeMap::from([
+        ("FROM_OS".to_string(), "os".to_string()),
+        ("BOTH".to_string(), "os".to_string()),
+    ]);
+    let rendered = compose().with_passed_env(passed).render(&p).await.unwrap();
+    let labels = &rendered.services["web"].spec["labels"];
+    assert_eq!(
+        labels["from_os"], "os",
+        "the passed environment beats env files"
+    );
+    assert_eq!(
+        labels["both"], "deployment",
+        "the deployment's environment beats it"
+    );
+    assert_eq!(labels["from_file"], "file");
+}
