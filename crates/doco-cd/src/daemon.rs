@@ -280,6 +280,18 @@ fn humantime_now() -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_poll_loop_that_dies_is_fatal_not_silent() {
+        let mut loops = JoinSet::new();
+        loops.spawn(async { "finished-run-once".to_string() });
+        loops.spawn(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            panic!("a poll loop died");
+        });
+        let code = wait(&mut loops, &CancellationToken::new()).await;
+        assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::FAILURE));
+    }
+
     #[test]
     fn pass_env_keeps_doco_cds_own_secrets_out() {
         let env = BTreeMap::from([
