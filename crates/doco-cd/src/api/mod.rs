@@ -22,8 +22,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use axum::routing::any;
 use doco_engine::Reconciler;
 use serde_json::{Map, Value, json};
@@ -140,7 +140,7 @@ fn ok(status: StatusCode, content: Value, job_id: &str) -> Response {
     if !job_id.is_empty() {
         body.insert("job_id".into(), json!(job_id));
     }
-    respond(status, Value::Object(body))
+    crate::http::json_response(status, Value::Object(body))
 }
 
 /// upstream's `{"error":…, "content":…, "job_id":…}` (empty content and job id left out).
@@ -153,25 +153,12 @@ fn error(status: StatusCode, message: &str, content: Value, job_id: &str) -> Res
     if !job_id.is_empty() {
         body.insert("job_id".into(), json!(job_id));
     }
-    respond(status, Value::Object(body))
+    crate::http::json_response(status, Value::Object(body))
 }
 
 /// Go's `omitempty` on an `any`: only nil and (here) the empty string are left out.
 fn is_empty(value: &Value) -> bool {
     value.is_null() || value.as_str() == Some("")
-}
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        // upstream's encoder ends the body with a newline.
-        format!("{body}\n"),
-    )
-        .into_response()
 }
 
 /// Query parameters, as upstream's `getQueryParam`: absent or empty → the default; a value that

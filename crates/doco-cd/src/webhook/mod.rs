@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use axum::routing::any;
 use doco_config::{AppConfig, PollConfig};
 use doco_engine::Metrics;
@@ -503,7 +503,7 @@ fn json_response(status: StatusCode, content: &str, job_id: &str) -> Response {
     if !job_id.is_empty() {
         body.insert("job_id".into(), json!(job_id));
     }
-    respond(status, Value::Object(body))
+    crate::http::json_response(status, Value::Object(body))
 }
 
 /// upstream's `{"error":…, "content":…, "job_id":…}`.
@@ -516,20 +516,7 @@ fn error_response(status: StatusCode, error: &str, content: &str, job_id: &str) 
     if !job_id.is_empty() {
         body.insert("job_id", json!(job_id));
     }
-    respond(status, json!(body))
-}
-
-fn respond(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        // upstream's encoder ends the body with a newline.
-        format!("{body}\n"),
-    )
-        .into_response()
+    crate::http::json_response(status, json!(body))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use axum::http::Request;
 use tower::ServiceExt;
 
 use super::*;
+use axum::http::header;
 
 const SECRET: &str = "hook-secret";
 
