@@ -1,5 +1,6 @@
 //! The cost of a poll that finds nothing changed, for 1 and for 20 deployments: wall time, CPU time
-//! (this process and its children) and child processes spawned per poll. Needs the Docker engine.
+//! (this process and its children), child processes spawned per poll, and the resident memory of
+//! the process running the engine afterwards. Needs the Docker engine.
 //!
 //! Run: `cargo bench -p doco-engine --bench quiet_poll` (results go in BENCHMARKS.md).
 
@@ -30,11 +31,25 @@ fn cpu_seconds() -> f64 {
     seconds(UsageWho::RUSAGE_SELF) + seconds(UsageWho::RUSAGE_CHILDREN)
 }
 
+/// This process's resident memory (VmRSS), in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn spawned() -> u64 {
     doco_process::spawn_counts().values().sum()
 }
 
-async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64) {
+async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64, f64) {
     let prefix = doco_testkit::unique_name("bench");
     let names: Vec<String> = (0..deployments).map(|i| format!("{prefix}-{i}")).collect();
     let _guards: Vec<ProjectGuard> = names.iter().map(ProjectGuard::new).collect();
@@ -78,7 +93,13 @@ async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64) {
     let wall = start.elapsed().as_secs_f64() / f64::from(POLLS);
     let cpu = (cpu_seconds() - cpu0) / f64::from(POLLS);
     let spawns = (spawned() - spawn0) as f64 / f64::from(POLLS);
-    (wall * 1e3, slowest.as_secs_f64() * 1e3, cpu * 1e3, spawns)
+    (
+        wall * 1e3,
+        slowest.as_secs_f64() * 1e3,
+        cpu * 1e3,
+        spawns,
+        rss_mib(),
+    )
 }
 
 fn main() {
@@ -88,11 +109,13 @@ fn main() {
     let image = test_image();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     println!(
-        "| deployments | wall per poll (ms) | slowest poll (ms) | CPU per poll (ms, self + children) | child processes per poll |"
+        "| deployments | wall per poll (ms) | slowest poll (ms) | CPU per poll (ms, self + children) | child processes per poll | resident memory after (MiB) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for deployments in [1, 20] {
-        let (wall, slowest, cpu, spawns) = runtime.block_on(measure(deployments, &image));
-        println!("| {deployments} | {wall:.1} | {slowest:.1} | {cpu:.1} | {spawns:.2} |");
+        let (wall, slowest, cpu, spawns, rss) = runtime.block_on(measure(deployments, &image));
+        println!(
+            "| {deployments} | {wall:.1} | {slowest:.1} | {cpu:.1} | {spawns:.2} | {rss:.1} |"
+        );
     }
 }
