@@ -9,6 +9,7 @@
 //! state.
 
 mod deploy;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,14 +19,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
 use doco_docker::{Compose, ContainerInfo};
 use doco_git::{GitClient, GitError};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span};
 
 use crate::events::EventTarget;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
 use crate::paths::DataPaths;
 use crate::plan::{self, Mode};
-use crate::state::{RepositoryState, State, StateStore, repository_key};
+use crate::state::{State, StateStore, repository_key};
 
 /// Why a poll failed. Deployment failures are reported per deployment and summarised here.
 #[derive(Debug, thiserror::Error)]
@@ -393,163 +394,6 @@ impl Reconciler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(checkout.to_path_buf()).or_default().clone()
-    }
-
-    /// Brings the checkout to the remote's commit, or decides to enforce the last known one.
-    async fn sync(
-        &self,
-        poll: &PollConfig,
-        repo_name: &str,
-        checkout: &Path,
-        url: &str,
-        depth: Option<u32>,
-    ) -> Result<Revision, PollError> {
-        let options = doco_git::SyncOptions { depth };
-        match self
-            .git
-            .sync_with(&poll.url, &poll.reference, checkout, &options)
-            .await
-        {
-            Ok(outcome) => {
-                self.record_fetch(poll, repo_name, checkout, url, &outcome.commit)
-                    .await;
-                self.set_offline(repo_name, None).await;
-                if outcome.fetched {
-                    info!(commit = %outcome.commit, cloned = outcome.cloned, "fetched new commit");
-                }
-                Ok(Revision {
-                    commit: outcome.commit,
-                    mode: Mode::Online,
-                    deferred_error: None,
-                })
-            }
-            Err(e) if e.is_transport() && self.config.maintain_offline_state => {
-                let (commit, reason) = self.last_known_commit(checkout, url, e)?;
-                self.set_offline(repo_name, Some((&commit, &reason))).await;
-                self.metrics
-                    .offline_enforcements
-                    .get_or_create(&metrics::repo(repo_name))
-                    .inc();
-                Ok(Revision {
-                    commit,
-                    mode: Mode::Offline,
-                    deferred_error: None,
-                })
-            }
-            Err(e) if e.is_auth() && self.config.maintain_offline_state => {
-                let message = e.to_string();
-                let (commit, _) = self.last_known_commit(checkout, url, e)?;
-                warn!(%commit, "authentication failed; enforcing the last known state meanwhile");
-                Ok(Revision {
-                    commit,
-                    mode: Mode::Offline,
-                    deferred_error: Some(PollError::Auth {
-                        url: url.to_string(),
-                        source: GitError::Auth {
-                            url: url.to_string(),
-                            detail: message,
-                        },
-                    }),
-                })
-            }
-            Err(e) if e.is_auth() => Err(PollError::Auth {
-                url: url.to_string(),
-                source: e,
-            }),
-            Err(e) => Err(PollError::Git(e)),
-        }
-    }
-
-    /// The commit of the checkout on the data volume: the last one fetched successfully.
-    fn last_known_commit(
-        &self,
-        checkout: &Path,
-        url: &str,
-        error: GitError,
-    ) -> Result<(String, String), PollError> {
-        match doco_git::head_commit(checkout) {
-            Ok(Some(commit)) => Ok((commit, error.to_string())),
-            _ => Err(PollError::NeverFetched {
-                url: url.to_string(),
-                source: error,
-            }),
-        }
-    }
-
-    async fn record_fetch(
-        &self,
-        poll: &PollConfig,
-        repo_name: &str,
-        checkout: &Path,
-        url: &str,
-        commit: &str,
-    ) {
-        let now = unix_now();
-        let mut state = self.state.lock().await;
-        let entry = state
-            .repositories
-            .entry(repository_key(repo_name, &poll.reference))
-            .or_insert_with(RepositoryState::default);
-        entry.url = url.to_string();
-        entry.reference = poll.reference.clone();
-        entry.checkout = checkout.to_path_buf();
-        entry.commit = commit.to_string();
-        entry.last_success_unix = now;
-        self.metrics
-            .source_last_success
-            .get_or_create(&metrics::repo(repo_name))
-            .set(now as i64);
-    }
-
-    /// Records entering or leaving offline mode: the gauge always; one log line and one notification
-    /// on transitions only.
-    async fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
-        self.metrics
-            .repository_offline
-            .get_or_create(&metrics::repo(repo_name))
-            .set(i64::from(offline.is_some()));
-        let changed = {
-            let mut set = self
-                .offline
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match offline {
-                Some(_) => set.insert(repo_name.to_string()),
-                None => set.remove(repo_name),
-            }
-        };
-        if !changed {
-            return;
-        }
-        match offline {
-            Some((commit, reason)) => {
-                warn!(%commit, %reason, "repository unreachable: enforcing the last known state until it can be fetched again");
-                let body = format!(
-                    "{repo_name} cannot be fetched ({reason}). doco-cd keeps enforcing commit {commit} until it can fetch again."
-                );
-                self.notifier
-                    .send(
-                        Level::Warning,
-                        repo_name,
-                        "Repository unreachable: enforcing the last known state",
-                        &body,
-                    )
-                    .await;
-            }
-            None => {
-                info!("repository reachable again: back to normal mode");
-                let body =
-                    format!("{repo_name} can be fetched again; doco-cd is back to normal mode.");
-                self.notifier
-                    .send(
-                        Level::Success,
-                        repo_name,
-                        "Repository reachable again",
-                        &body,
-                    )
-                    .await;
-            }
-        }
     }
 
     /// Resolves and applies every deployment of the poll. Deployments that follow another reference
