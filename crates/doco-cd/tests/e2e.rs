@@ -655,6 +655,26 @@ fn an_unhealthy_container_is_restarted_at_once_by_default() {
         Duration::from_secs(60),
         || started_at(&web) != first_start && health(&web) == "healthy",
     );
+    assert_eq!(container_ids(&project, "web"), vec![web.clone()]);
+
+    // A container that turned unhealthy while doco-cd was down sends no new event: the first poll
+    // after the restart finds it and restarts it.
+    let mut daemon = daemon;
+    daemon.stop();
+    docker(&["exec", &web, "rm", "/tmp/ok"]);
+    doco_testkit::docker::wait_until("web unhealthy", Duration::from_secs(30), || {
+        health(&web) == "unhealthy"
+    });
+    let unhealthy_start = started_at(&web);
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", slow_poll_config(&repo.url()))],
+    );
+    daemon.wait_for(
+        "web restarted by the start-up poll",
+        Duration::from_secs(60),
+        || started_at(&web) != unhealthy_start && health(&web) == "healthy",
+    );
     assert_eq!(container_ids(&project, "web"), vec![web]);
 }
 

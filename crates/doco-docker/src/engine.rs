@@ -117,6 +117,8 @@ pub struct ContainerInfo {
     pub config_hash: Option<String>,
     /// True for `docker compose run` containers (`com.docker.compose.oneoff=True`).
     pub oneoff: bool,
+    /// True when its health check reports it unhealthy.
+    pub unhealthy: bool,
 }
 
 /// A container's run state, as the engine names it.
@@ -288,6 +290,10 @@ impl Engine {
                 oneoff: labels
                     .get(labels::COMPOSE_ONEOFF)
                     .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                unhealthy: summary
+                    .status
+                    .as_deref()
+                    .is_some_and(|status| status.contains("(unhealthy)")),
                 project: project.clone(),
                 labels,
             };

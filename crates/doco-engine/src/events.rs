@@ -10,6 +10,8 @@
 //!   path as every poll decides what to start or recreate (never a parallel copy of it).
 //!
 //! Events a deploy of doco-cd causes (up to the second it ends) are ignored: they are its own doing.
+//! Polls also report the unhealthy containers they see (already unhealthy when doco-cd started, or
+//! whose event was missed); they are handled as `unhealthy` events, under the same restart budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -100,6 +102,7 @@ impl EventLoop {
     /// whenever the engine's stream ends.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut since = unix_now();
+        let mut reports = self.reconciler.take_unhealthy_reports();
         loop {
             let docker = self.docker.clone();
             let mut events = Box::pin(docker.container_events(Some(since)));
@@ -107,6 +110,10 @@ impl EventLoop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => return,
                     next = events.next() => next,
+                    Some(report) = next_report(&mut reports) => {
+                        self.handle(report).await;
+                        continue;
+                    }
                 };
                 match next {
                     Some(Ok(event)) => {
@@ -194,6 +201,16 @@ impl EventLoop {
         {
             warn!(%project, container = %short_id(&event.id), error = %e, "restart after an event failed");
         }
+    }
+}
+
+/// The next unhealthy container a poll reported; pending forever without a report channel.
+async fn next_report(
+    reports: &mut Option<tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>>,
+) -> Option<ContainerEvent> {
+    match reports {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

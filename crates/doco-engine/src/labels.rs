@@ -157,6 +157,7 @@ mod tests {
             ]),
             config_hash: None,
             oneoff: false,
+            unhealthy: false,
         };
         let adopted = adoptable_labels(&[container("web", "c1"), container("old", "c0")], "c1");
         assert_eq!(adopted.keys().collect::<Vec<_>>(), vec!["web"]);

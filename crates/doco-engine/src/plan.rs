@@ -351,6 +351,7 @@ mod tests {
             labels: BTreeMap::new(),
             config_hash: Some(hash.into()),
             oneoff: false,
+            unhealthy: false,
         }
     }
 

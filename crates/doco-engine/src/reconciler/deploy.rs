@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{ComposeProject, ContainerInfo, PullPolicy, UpOptions};
+use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
@@ -58,6 +58,7 @@ impl Reconciler {
             if deployment.config.destroy.enabled {
                 return self.destroy(ctx, deployment, containers).await;
             }
+            self.report_unhealthy(deployment, containers);
             let config_hash = deployment.config.hash();
             let desired = Desired {
                 commit: ctx.commit,
@@ -103,6 +104,26 @@ impl Reconciler {
         }
         .instrument(span)
         .await
+    }
+
+    /// Hands the deployment's unhealthy containers to the event loop when it subscribed to
+    /// `unhealthy` (the default), as if their health event had just arrived.
+    fn report_unhealthy(&self, deployment: &ResolvedDeployment, containers: &[ContainerInfo]) {
+        let settings = &deployment.config.reconciliation;
+        if !settings.enabled || !settings.events.iter().any(|e| e == "unhealthy") {
+            return;
+        }
+        for container in containers.iter().filter(|c| c.unhealthy && !c.oneoff) {
+            let report = ContainerEvent {
+                action: "health_status: unhealthy".to_string(),
+                id: container.id.clone(),
+                project: Some(container.project.clone()),
+                service: Some(container.service.clone()),
+                time: unix_now() as i64,
+            };
+            // Without an event loop (tests, tools) nobody listens; nothing to do then.
+            let _ = self.unhealthy_tx.send(report);
+        }
     }
 
     /// upstream's `destroy`: removes the stack (and, as configured, its volumes and images) when its

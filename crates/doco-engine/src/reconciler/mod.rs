@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
-use doco_docker::{Compose, ContainerInfo};
+use doco_docker::{Compose, ContainerEvent, ContainerInfo};
 use doco_git::{GitClient, GitError};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{Instrument, error, info, info_span};
 
 use crate::events::EventTarget;
@@ -165,6 +166,9 @@ pub struct Reconciler {
     /// Per compose project: `None` while doco-cd deploys it, else when its last deploy ended (Unix
     /// seconds). Engine events up to then are doco-cd's own doing.
     deploys: Mutex<HashMap<String, Option<i64>>>,
+    /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
+    unhealthy_tx: UnboundedSender<ContainerEvent>,
+    unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
 }
 
 /// The revision a poll works from.
@@ -239,6 +243,7 @@ impl Reconciler {
             config.apprise_notify_repeat_interval,
         );
         let slots = config.max_concurrent_deployments.max(1);
+        let (unhealthy_tx, unhealthy_rx) = tokio::sync::mpsc::unbounded_channel();
         Reconciler {
             config,
             paths,
@@ -254,6 +259,8 @@ impl Reconciler {
             deploy_slots: tokio::sync::Semaphore::new(slots),
             event_targets: Mutex::new(HashMap::new()),
             deploys: Mutex::new(HashMap::new()),
+            unhealthy_tx,
+            unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
         }
     }
 
@@ -281,6 +288,13 @@ impl Reconciler {
         let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url)
             .unwrap_or_else(|| poll.url.clone());
         format!("{url}#{}", poll.reference)
+    }
+
+    /// The unhealthy containers polls find (once: the event loop takes it). A poll reports them so
+    /// that containers already unhealthy when doco-cd started, or whose event was missed, are handled
+    /// like an `unhealthy` event, under the same restart budget.
+    pub fn take_unhealthy_reports(&self) -> Option<UnboundedReceiver<ContainerEvent>> {
+        lock(&self.unhealthy_rx).take()
     }
 
     /// The deployment that owns compose project `project`, for the event loop.
