@@ -58,7 +58,6 @@ impl Reconciler {
             if deployment.config.destroy.enabled {
                 return self.destroy(ctx, deployment, containers).await;
             }
-            self.report_unhealthy(deployment, containers);
             let config_hash = deployment.config.hash();
             let desired = Desired {
                 commit: ctx.commit,
@@ -66,8 +65,11 @@ impl Reconciler {
                 force_recreate: deployment.config.force_recreate,
             };
             let outcome = match plan::quick_plan(&desired, record.as_ref(), containers, ctx.mode) {
+                // Unhealthy containers are reported only when nothing else is deployed now, so a
+                // restart never races a compose run of the same stack.
                 QuickPlan::UpToDate => {
                     tracing::debug!("up to date");
+                    self.report_unhealthy(deployment, containers);
                     DeploymentOutcome::UpToDate
                 }
                 QuickPlan::Start(ids) => {
@@ -75,6 +77,7 @@ impl Reconciler {
                         containers = ids.len(),
                         "starting stopped containers of unchanged services"
                     );
+                    self.report_unhealthy(deployment, containers);
                     self.start(&ids).await?
                 }
                 QuickPlan::Render(reason) => {
