@@ -73,6 +73,10 @@ pub struct Metrics {
     pub deployment_errors: Family<DeploymentLabels, Counter>,
     /// `doco_cd_deployment_duration_seconds`.
     pub deployment_duration: Family<DeploymentLabels, Histogram>,
+    /// `doco_cd_deployments_active`: deployments holding a `MAX_CONCURRENT_DEPLOYMENTS` slot.
+    pub deployments_active: Family<RepoLabels, Gauge>,
+    /// `doco_cd_deployments_queued`: deployments waiting for a slot.
+    pub deployments_queued: Family<RepoLabels, Gauge>,
     /// `doco_cd_repository_offline`: 1 while the repository is enforced from its last known state.
     pub repository_offline: Family<RepoLabels, Gauge>,
     /// `doco_cd_offline_enforcements_total`: polls that enforced the last known state.
@@ -98,6 +102,8 @@ impl Metrics {
         let webhook_duration =
             Family::<RepoLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let deployments = Family::<DeploymentLabels, Counter>::default();
+        let deployments_active = Family::<RepoLabels, Gauge>::default();
+        let deployments_queued = Family::<RepoLabels, Gauge>::default();
         let deployment_errors = Family::<DeploymentLabels, Counter>::default();
         let deployment_duration = Family::<DeploymentLabels, Histogram>::new_with_constructor(
             duration_histogram as fn() -> _,
@@ -142,6 +148,16 @@ impl Metrics {
             deployments.clone(),
         );
         registry.register(
+            "deployments_active",
+            "Number of currently active deployments",
+            deployments_active.clone(),
+        );
+        registry.register(
+            "deployments_queued",
+            "Number of queued deployments waiting to start",
+            deployments_queued.clone(),
+        );
+        registry.register(
             "deployment_errors",
             "Total number of errors during deployments",
             deployment_errors.clone(),
@@ -182,6 +198,8 @@ impl Metrics {
             webhook_errors,
             webhook_duration,
             deployments,
+            deployments_active,
+            deployments_queued,
             deployment_errors,
             deployment_duration,
             repository_offline,
@@ -259,6 +277,8 @@ mod tests {
             .get_or_create(&repo("h/o/r"))
             .set(1700000000);
         m.offline_enforcements.get_or_create(&repo("h/o/r")).inc();
+        m.deployments_active.get_or_create(&repo("h/o/r")).set(2);
+        m.deployments_queued.get_or_create(&repo("h/o/r")).set(1);
         m.webhook_requests.get_or_create(&repo("o/r")).inc();
         m.webhook_errors.get_or_create(&repo("o/r")).inc();
         m.webhook_duration.get_or_create(&repo("o/r")).observe(0.2);
@@ -271,6 +291,8 @@ mod tests {
             "doco_cd_deployment_errors_total{repository=\"h/o/r\",deployment=\"web\"} 1",
             "doco_cd_deployment_duration_seconds_count{repository=\"h/o/r\",deployment=\"web\"} 1",
             "doco_cd_repository_offline{repository=\"h/o/r\"} 1",
+            "doco_cd_deployments_active{repository=\"h/o/r\"} 2",
+            "doco_cd_deployments_queued{repository=\"h/o/r\"} 1",
             "doco_cd_offline_enforcements_total{repository=\"h/o/r\"} 1",
             "doco_cd_source_last_success_timestamp_seconds{repository=\"h/o/r\"} 1700000000",
             "doco_cd_webhook_requests_total{repository=\"o/r\"} 1",

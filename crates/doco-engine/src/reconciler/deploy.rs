@@ -43,70 +43,82 @@ impl Reconciler {
                     "the webhook's reference does not match webhook_filter; skipped");
                 return Ok(DeploymentOutcome::UpToDate);
             }
-            let _slot = self.deploy_slots.acquire().await;
-            let started = Instant::now();
-            let record = self
-                .state
-                .lock()
-                .await
-                .repositories
-                .get(&ctx.key)
-                .and_then(|r| r.deployments.get(name))
-                .cloned();
-            let empty = Vec::new();
-            let containers = observed.get(name).unwrap_or(&empty);
-            if deployment.config.destroy.enabled {
-                return self.destroy(ctx, deployment, containers).await;
-            }
-            let config_hash = deployment.config.hash();
-            let desired = Desired {
-                commit: ctx.commit,
-                config_hash: &config_hash,
-                force_recreate: deployment.config.force_recreate,
-            };
-            let outcome = match plan::quick_plan(&desired, record.as_ref(), containers, ctx.mode) {
-                // Unhealthy containers are reported only when nothing else is deployed now, so a
-                // restart never races a compose run of the same stack.
-                QuickPlan::UpToDate => {
-                    tracing::debug!("up to date");
-                    self.report_unhealthy(deployment, containers);
-                    DeploymentOutcome::UpToDate
-                }
-                QuickPlan::Start(ids) => {
-                    info!(
-                        containers = ids.len(),
-                        "starting stopped containers of unchanged services"
-                    );
-                    self.report_unhealthy(deployment, containers);
-                    self.start(&ids).await?
-                }
-                QuickPlan::Render(reason) => {
-                    info!(%reason, "rendering the project to decide");
-                    for warning in &deployment.config.warnings {
-                        warn!(%warning, "deploy configuration");
-                    }
-                    self.render_and_apply(
-                        ctx,
-                        deployment,
-                        record.as_ref(),
-                        containers,
-                        &config_hash,
-                    )
-                    .await?
-                }
-            };
-            if outcome != DeploymentOutcome::UpToDate {
-                let labels = metrics::deployment(ctx.repo_name, name);
-                self.metrics.deployments.get_or_create(&labels).inc();
-                self.metrics
-                    .deployment_duration
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Ok(outcome)
+            let labels = metrics::repo(ctx.repo_name);
+            self.metrics.deployments_queued.get_or_create(&labels).inc();
+            let slot = self.deploy_slots.acquire().await;
+            self.metrics.deployments_queued.get_or_create(&labels).dec();
+            self.metrics.deployments_active.get_or_create(&labels).inc();
+            let outcome = self.deploy_in_slot(ctx, deployment, observed).await;
+            self.metrics.deployments_active.get_or_create(&labels).dec();
+            drop(slot);
+            outcome
         }
         .instrument(span)
         .await
+    }
+
+    /// The rest of [`Reconciler::deploy_one`], once a deployment slot is held.
+    async fn deploy_in_slot(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let name = &deployment.config.name;
+        let started = Instant::now();
+        let record = self
+            .state
+            .lock()
+            .await
+            .repositories
+            .get(&ctx.key)
+            .and_then(|r| r.deployments.get(name))
+            .cloned();
+        let empty = Vec::new();
+        let containers = observed.get(name).unwrap_or(&empty);
+        if deployment.config.destroy.enabled {
+            return self.destroy(ctx, deployment, containers).await;
+        }
+        let config_hash = deployment.config.hash();
+        let desired = Desired {
+            commit: ctx.commit,
+            config_hash: &config_hash,
+            force_recreate: deployment.config.force_recreate,
+        };
+        let outcome = match plan::quick_plan(&desired, record.as_ref(), containers, ctx.mode) {
+            // Unhealthy containers are reported only when nothing else is deployed now, so a
+            // restart never races a compose run of the same stack.
+            QuickPlan::UpToDate => {
+                tracing::debug!("up to date");
+                self.report_unhealthy(deployment, containers);
+                DeploymentOutcome::UpToDate
+            }
+            QuickPlan::Start(ids) => {
+                info!(
+                    containers = ids.len(),
+                    "starting stopped containers of unchanged services"
+                );
+                self.report_unhealthy(deployment, containers);
+                self.start(&ids).await?
+            }
+            QuickPlan::Render(reason) => {
+                info!(%reason, "rendering the project to decide");
+                for warning in &deployment.config.warnings {
+                    warn!(%warning, "deploy configuration");
+                }
+                self.render_and_apply(ctx, deployment, record.as_ref(), containers, &config_hash)
+                    .await?
+            }
+        };
+        if outcome != DeploymentOutcome::UpToDate {
+            let labels = metrics::deployment(ctx.repo_name, name);
+            self.metrics.deployments.get_or_create(&labels).inc();
+            self.metrics
+                .deployment_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(outcome)
     }
 
     /// Hands the deployment's unhealthy containers to the event loop when it subscribed to
