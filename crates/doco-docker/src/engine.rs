@@ -308,16 +308,28 @@ impl Engine {
 
     /// Starts a stopped container (same id, volumes kept). Starting a running one is not an error.
     pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
-        match self.docker.start_container(id, None).await {
+        let started = self.docker.start_container(id, None).await;
+        self.state_change(id, "start", "started", started)
+    }
+
+    /// The outcome of starting or stopping container `id`: the engine's 304 ("already in that
+    /// state") is success, as is a change, which is logged.
+    fn state_change(
+        &self,
+        id: &str,
+        verb: &str,
+        done: &str,
+        result: Result<(), BollardError>,
+    ) -> Result<(), DockerError> {
+        match result {
             Ok(()) => {
-                tracing::info!(container = id, "started container");
+                tracing::info!(container = id, "{done} container");
                 Ok(())
             }
-            // 304: already started.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => Err(self.error(&format!("start container {id}"), e)),
+            Err(e) => Err(self.error(&format!("{verb} container {id}"), e)),
         }
     }
 
@@ -424,17 +436,8 @@ impl Engine {
             t: Some(timeout_secs),
             signal: None,
         };
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => {
-                tracing::info!(container = id, "stopped container");
-                Ok(())
-            }
-            // 304: already stopped.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(self.error(&format!("stop container {id}"), e)),
-        }
+        let stopped = self.docker.stop_container(id, Some(options)).await;
+        self.state_change(id, "stop", "stopped", stopped)
     }
 
     /// Restarts a container (stop with `timeout_secs` grace, optionally with `signal`, then start).

@@ -23,6 +23,16 @@ fn compose() -> Compose {
     Compose::new(Compose::docker_env_from_process(), true)
 }
 
+/// `docker compose up` of `p` with the label override `ov`, its duration printed as `what`.
+async fn timed_up(p: &ComposeProject, ov: &Path, what: &str) {
+    let started = Instant::now();
+    compose().up(p, ov, &up_options()).await.unwrap();
+    eprintln!(
+        "timing: {what} docker compose up took {:?}",
+        started.elapsed()
+    );
+}
+
 fn up_options() -> UpOptions {
     UpOptions {
         remove_orphans: true,
@@ -173,12 +183,7 @@ async fn labels_decide_between_keep_start_and_recreate() {
     );
     write_label_override(&ov, &v1).unwrap();
 
-    let started = Instant::now();
-    compose().up(&p, &ov, &up_options()).await.unwrap();
-    eprintln!(
-        "timing: first docker compose up took {:?}",
-        started.elapsed()
-    );
+    timed_up(&p, &ov, "first").await;
     let ids = container_ids(&name, "web");
     assert_eq!(ids.len(), 1);
     let first = ids[0].clone();
@@ -189,24 +194,14 @@ async fn labels_decide_between_keep_start_and_recreate() {
     assert_eq!(got[labels::SOURCE_URL], "https://example.com/$weird");
 
     // Same labels: untouched.
-    let started = Instant::now();
-    compose().up(&p, &ov, &up_options()).await.unwrap();
-    eprintln!(
-        "timing: no-op docker compose up took {:?}",
-        started.elapsed()
-    );
+    timed_up(&p, &ov, "no-op").await;
     assert_eq!(container_ids(&name, "web"), vec![first.clone()]);
     assert_eq!(container_state(&first), "running");
 
     // Stopped, same labels: merely started.
     docker(&["stop", &first]);
     assert_eq!(container_state(&first), "exited");
-    let started = Instant::now();
-    compose().up(&p, &ov, &up_options()).await.unwrap();
-    eprintln!(
-        "timing: healing docker compose up took {:?}",
-        started.elapsed()
-    );
+    timed_up(&p, &ov, "healing").await;
     assert_eq!(container_ids(&name, "web"), vec![first.clone()]);
     assert_eq!(container_state(&first), "running");
 
@@ -220,12 +215,7 @@ async fn labels_decide_between_keep_start_and_recreate() {
         ],
     );
     write_label_override(&ov, &v2).unwrap();
-    let started = Instant::now();
-    compose().up(&p, &ov, &up_options()).await.unwrap();
-    eprintln!(
-        "timing: recreating docker compose up took {:?}",
-        started.elapsed()
-    );
+    timed_up(&p, &ov, "recreating").await;
     let ids = container_ids(&name, "web");
     assert_eq!(ids.len(), 1);
     assert_ne!(ids[0], first, "a changed label must recreate the container");
