@@ -4,16 +4,16 @@
 //! A poll loop that ends other than by shutdown (a panic) is fatal: the daemon logs it and exits
 //! non-zero, so a supervisor restarts it instead of it silently no longer polling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use doco_config::{AppConfig, LogFormat};
 use doco_engine::events::EventLoop;
+use doco_engine::scheduler::{forward_refs, run_timer};
 use doco_engine::watch::{RefWatcher, local_git_dir, watch_refs};
-use doco_engine::{Metrics, Reconciler, Schedule, run_poll_loop};
-use tokio::sync::mpsc::UnboundedSender;
+use doco_engine::{Metrics, Reason, Reconciler, Scheduler, run_scheduler};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -86,6 +86,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let shutdown = CancellationToken::new();
+    let (scheduler, requests) = Scheduler::new();
     // Every poll, webhook and API poll is recorded here, for GET /v1/api/runs.
     let tracker = Arc::new(crate::api::RunTracker::default());
     let servers = crate::http::serve(
@@ -93,42 +94,65 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         docker.clone(),
         metrics,
         reconciler.clone(),
+        scheduler.clone(),
         tracker.clone(),
         shutdown.clone(),
     )
     .await
     .context("cannot start the HTTP servers")?;
 
-    let mut loops = JoinSet::new();
-    let mut triggers = HashMap::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    let runner = reconciler.clone();
+    let runs = tracker.clone();
+    let concurrency = config.max_concurrent_deployments.max(1);
+    let cancel = shutdown.clone();
+    tasks.spawn(async move {
+        run_scheduler(requests, concurrency, cancel, move |run| {
+            let reconciler = runner.clone();
+            let tracker = runs.clone();
+            async move { track_run(&reconciler, &tracker, run).await }
+        })
+        .await;
+        "the scheduler".to_string()
+    });
+    let mut watchers = Vec::new();
     for poll in config.poll_configs.iter().cloned() {
-        let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
-        let Some((schedule, watcher)) = plan_poll_loop(&poll, &trigger) else {
-            info!(url = %doco_git::redact_url(&poll.url), "interval is 0 and run_once is false: this poll is disabled");
-            continue;
-        };
-        let trigger_rx = (!schedule.run_once).then_some(trigger_rx);
-        triggers.insert(reconciler.loop_key(&poll), trigger);
-        let reconciler = reconciler.clone();
-        let tracker = tracker.clone();
-        let cancel = shutdown.clone();
-        loops.spawn(async move {
-            // The watcher lives as long as the loop it triggers.
-            let _watcher = watcher;
-            let name = doco_git::repo_name(&poll.url);
-            run_poll_loop(schedule, cancel, trigger_rx, || async {
-                // The error was logged and counted by the reconciler; the loop goes on.
-                let run = reconciler.poll(&poll);
-                let _ = tracker
-                    .track(crate::api::RunTrigger::Poll, &name, &poll.reference, run)
-                    .await;
-            })
-            .await;
-            name
-        });
+        match plan_poll_loop(&poll) {
+            None => {
+                info!(url = %doco_git::redact_url(&poll.url), "interval is 0 and run_once is false: this poll is disabled");
+            }
+            Some((interval, watch)) => {
+                scheduler.enqueue(poll.clone(), Reason::Startup);
+                if let Some(git_dir) = watch {
+                    watchers.extend(spawn_watcher(
+                        &mut tasks, &scheduler, &poll, &git_dir, &shutdown,
+                    ));
+                }
+                if let Some(interval) = interval {
+                    let timer =
+                        run_timer(scheduler.clone(), poll.clone(), interval, shutdown.clone());
+                    let name = doco_git::repo_name(&poll.url);
+                    tasks.spawn(async move {
+                        timer.await;
+                        format!("the poll timer of {name}")
+                    });
+                }
+            }
+        }
     }
-    let events = EventLoop::new(docker.clone(), reconciler.clone(), triggers);
-    let event_task = tokio::spawn(events.run(shutdown.clone()));
+    let events = EventLoop::new(
+        docker.clone(),
+        reconciler.registry(),
+        scheduler.clone(),
+        reconciler.take_unhealthy_reports(),
+    );
+    tasks.spawn({
+        let cancel = shutdown.clone();
+        async move {
+            events.run(cancel).await;
+            "the engine event loop".to_string()
+        }
+    });
     info!(
         polls = config.poll_configs.len(),
         offline_state = config.maintain_offline_state,
@@ -136,15 +160,63 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         "doco-cd started"
     );
 
-    let code = wait(&mut loops, &shutdown).await;
+    let code = wait(&mut tasks, &shutdown).await;
     shutdown.cancel();
-    while loops.join_next().await.is_some() {}
-    let _ = event_task.await;
+    while tasks.join_next().await.is_some() {}
+    drop(watchers);
     servers.await;
     info!("doco-cd stopped");
     Ok(code)
 }
 
+/// Runs one reconcile for the scheduler and records it for `GET /v1/api/runs` (webhooks and API
+/// polls record their own jobs).
+async fn track_run(
+    reconciler: &Reconciler,
+    tracker: &crate::api::RunTracker,
+    run: doco_engine::scheduler::Run,
+) -> (
+    doco_engine::scheduler::RunResult,
+    doco_engine::scheduler::Action,
+) {
+    let tracked = run
+        .reasons
+        .iter()
+        .any(|r| matches!(r, Reason::Startup | Reason::Timer | Reason::Refs));
+    if !tracked {
+        return reconciler.reconcile(run).await;
+    }
+    let name = doco_git::repo_name(&run.poll.url);
+    let reference = run.poll.reference.clone();
+    let mut action = doco_engine::scheduler::Action::default();
+    let result = tracker
+        .track(crate::api::RunTrigger::Poll, &name, &reference, async {
+            let (result, next) = reconciler.reconcile(run).await;
+            action = next;
+            result
+        })
+        .await;
+    (result, action)
+}
+
+/// Starts the refs watcher of a local repository and forwards its changes to the scheduler.
+fn spawn_watcher(
+    tasks: &mut JoinSet<String>,
+    scheduler: &Scheduler,
+    poll: &doco_config::PollConfig,
+    git_dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Option<RefWatcher> {
+    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = watch_refs(git_dir, changes).ok()?;
+    info!(dir = %git_dir.display(), "watching the local repository's refs");
+    let forward = forward_refs(scheduler.clone(), poll.clone(), changed, shutdown.clone());
+    tasks.spawn(async move {
+        forward.await;
+        "a refs watcher".to_string()
+    });
+    Some(watcher)
+}
 /// Where the Docker daemon finds the data volume: `DATA_HOST_PATH` when set; otherwise, when doco-cd
 /// runs in a container, the source of its mount at `DATA_MOUNT_PATH` (upstream detects it the same
 /// way); otherwise the mount path itself.
@@ -192,47 +264,35 @@ fn passed_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 
 /// How upstream schedules a poll: every interval; a local repository also on each change of its refs
 /// (`watch`, default true), and with `interval: 0` on those changes only, falling back to once a day
-/// when its refs cannot be watched. `None` when the poll is disabled (`interval: 0` for a remote).
+/// when its refs cannot be watched. Returns the timer's interval (none for `run_once` or a watched
+/// `interval: 0`) and the Git directory to watch; `None` when the poll is disabled (`interval: 0`
+/// for a remote).
 fn plan_poll_loop(
     poll: &doco_config::PollConfig,
-    trigger: &UnboundedSender<()>,
-) -> Option<(Schedule, Option<RefWatcher>)> {
-    let local = local_git_dir(&poll.url);
-    let mut schedule = Schedule {
-        interval: poll.interval,
-        run_once: poll.run_once,
-    };
+) -> Option<(Option<std::time::Duration>, Option<std::path::PathBuf>)> {
     if poll.run_once {
-        return Some((schedule, None));
+        return Some((None, None));
     }
-    let watcher = match (&local, poll.watch) {
-        (Some(dir), true) => match watch_refs(dir, trigger.clone()) {
-            Ok(watcher) => {
-                info!(dir = %dir.display(), "watching the local repository's refs");
-                Some(watcher)
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot watch the local repository; polling on the interval only");
-                None
-            }
-        },
-        _ => None,
+    let local = local_git_dir(&poll.url);
+    let watchable = local
+        .as_ref()
+        .filter(|dir| poll.watch && dir.join("refs").is_dir())
+        .cloned();
+    let interval = match (poll.interval.is_zero(), &local, &watchable) {
+        (false, _, _) => Some(poll.interval),
+        (true, None, _) => return None,
+        (true, Some(_), None) => Some(WATCHERLESS_FALLBACK),
+        (true, Some(_), Some(_)) => None,
     };
-    if schedule.interval.is_zero() {
-        match (&local, &watcher) {
-            (None, _) => return None,
-            (Some(_), None) => schedule.interval = WATCHERLESS_FALLBACK,
-            (Some(_), Some(_)) => {}
-        }
-    }
-    Some((schedule, watcher))
+    Some((interval, watchable))
 }
 
 /// upstream's interval for a local repository with `interval: 0` whose refs cannot be watched.
 const WATCHERLESS_FALLBACK: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// Waits for a signal or for a poll loop to die.
-async fn wait(loops: &mut JoinSet<String>, shutdown: &CancellationToken) -> ExitCode {
+/// Waits for a signal, or for a task that must run until shutdown (the scheduler, a timer, a
+/// watcher's forwarder, the event loop) to end: that is fatal, never a silent stop.
+async fn wait(tasks: &mut JoinSet<String>, shutdown: &CancellationToken) -> ExitCode {
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
         Ok(s) => s,
@@ -245,10 +305,13 @@ async fn wait(loops: &mut JoinSet<String>, shutdown: &CancellationToken) -> Exit
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT received, shutting down"); return ExitCode::SUCCESS; }
             _ = sigterm.recv() => { info!("SIGTERM received, shutting down"); return ExitCode::SUCCESS; }
-            joined = loops.join_next(), if !loops.is_empty() => match joined {
-                Some(Ok(name)) if !shutdown.is_cancelled() => info!(repository = %name, "run_once poll finished"),
+            joined = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Some(Ok(name)) if !shutdown.is_cancelled() => {
+                    error!(task = %name, "a task that must run until shutdown ended; exiting so that a supervisor restarts doco-cd");
+                    return ExitCode::FAILURE;
+                }
                 Some(Err(e)) => {
-                    error!(error = %e, "a poll loop died; exiting so that a supervisor restarts doco-cd");
+                    error!(error = %e, "a task died; exiting so that a supervisor restarts doco-cd");
                     return ExitCode::FAILURE;
                 }
                 _ => {}
@@ -281,14 +344,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_poll_loop_that_dies_is_fatal_not_silent() {
-        let mut loops = JoinSet::new();
-        loops.spawn(async { "finished-run-once".to_string() });
-        loops.spawn(async {
+    async fn a_task_that_dies_is_fatal_not_silent() {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            panic!("a poll loop died");
+            panic!("the scheduler died");
         });
-        let code = wait(&mut loops, &CancellationToken::new()).await;
+        let code = wait(&mut tasks, &CancellationToken::new()).await;
         assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::FAILURE));
     }
 

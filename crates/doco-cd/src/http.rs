@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use doco_config::AppConfig;
-use doco_engine::{Metrics, Reconciler};
+use doco_engine::{Metrics, Reconciler, Scheduler};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -33,13 +33,14 @@ pub async fn serve(
     docker: doco_docker::Engine,
     metrics: Arc<Metrics>,
     reconciler: Arc<Reconciler>,
+    scheduler: Scheduler,
     tracker: Arc<crate::api::RunTracker>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
     let webhook = crate::webhook::Webhook::new(
         Arc::new(config.clone()),
         metrics.clone(),
-        crate::webhook::reconciler_deploy(reconciler.clone()),
+        crate::webhook::scheduler_deploy(scheduler.clone()),
     )
     .map(|hook| hook.with_tracker(tracker.clone()));
     if webhook.is_none() {
@@ -53,6 +54,7 @@ pub async fn serve(
             config.docker_quiet_deploy,
         ),
         reconciler.clone(),
+        scheduler,
         tracker,
     );
     if rest.is_none() {
@@ -299,7 +301,7 @@ mod tests {
             let webhook = crate::webhook::Webhook::new(
                 config,
                 metrics,
-                crate::webhook::reconciler_deploy(reconciler.clone()),
+                crate::webhook::scheduler_deploy(Scheduler::new().0),
             );
             api_router(docker, reconciler, webhook, None)
         };

@@ -438,14 +438,16 @@ fn resolve_entry(
 
 /// Whether two references name the same branch or tag (`main` and `refs/heads/main` do).
 pub fn same_reference(a: &str, b: &str) -> bool {
-    fn short(reference: &str) -> &str {
-        let reference = reference.trim();
-        reference
-            .strip_prefix("refs/heads/")
-            .or_else(|| reference.strip_prefix("refs/tags/"))
-            .unwrap_or(reference)
-    }
-    short(a) == short(b)
+    short_reference(a) == short_reference(b)
+}
+
+/// A branch or tag by its short name (`refs/heads/main` is `main`); other references as given.
+pub fn short_reference(reference: &str) -> &str {
+    let reference = reference.trim();
+    reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(reference)
 }
 
 /// Validates inline deployments (a fresh copy) and checks that names are unique.

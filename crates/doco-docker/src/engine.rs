@@ -82,6 +82,9 @@ pub struct ContainerEvent {
     pub service: Option<String>,
     /// When it happened (Unix seconds; 0 when unknown).
     pub time: i64,
+    /// When it happened (Unix nanoseconds; 0 when unknown): with the container and the action, what
+    /// identifies an event replayed after a reconnect.
+    pub time_nano: i64,
 }
 
 impl ContainerEvent {
@@ -94,6 +97,7 @@ impl ContainerEvent {
             project: attributes.get(labels::COMPOSE_PROJECT).cloned(),
             service: attributes.get(labels::COMPOSE_SERVICE).cloned(),
             time: message.time.unwrap_or_default(),
+            time_nano: message.time_nano.unwrap_or_default(),
         }
     }
 }

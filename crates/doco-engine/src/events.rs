@@ -14,16 +14,16 @@
 //! whose event was missed); they are handled as `unhealthy` events, under the same restart budget.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use doco_docker::{ContainerEvent, Engine};
 use futures_util::StreamExt;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Reconciler;
+use crate::registry::{EventTarget, Registry};
+use crate::scheduler::{EventReason, Reason, Scheduler};
 
 /// upstream's reconciliation event name for an engine action; `None` for actions it does not know.
 pub fn normalize_action(action: &str) -> Option<&'static str> {
@@ -72,29 +72,30 @@ impl RestartBudget {
     }
 }
 
-/// The event follower: the engine, the reconciler that knows which deployment owns a project, and the
-/// poll triggers by loop key.
+/// The event follower: the engine, the registry that knows which deployment owns a project and what
+/// doco-cd itself is doing, and the scheduler that reconciles.
 pub struct EventLoop {
     docker: Engine,
-    reconciler: Arc<Reconciler>,
-    triggers: HashMap<String, UnboundedSender<()>>,
+    registry: Registry,
+    scheduler: Scheduler,
+    unhealthy: Option<UnboundedReceiver<ContainerEvent>>,
     budget: RestartBudget,
-    ignore_until: HashMap<String, Instant>,
 }
 
 impl EventLoop {
-    /// `triggers` maps each poll loop's key (see [`Reconciler::loop_key`]) to its trigger channel.
+    /// `unhealthy` carries the unhealthy containers reconciles find.
     pub fn new(
         docker: Engine,
-        reconciler: Arc<Reconciler>,
-        triggers: HashMap<String, UnboundedSender<()>>,
+        registry: Registry,
+        scheduler: Scheduler,
+        unhealthy: Option<UnboundedReceiver<ContainerEvent>>,
     ) -> Self {
         EventLoop {
             docker,
-            reconciler,
-            triggers,
+            registry,
+            scheduler,
+            unhealthy,
             budget: RestartBudget::default(),
-            ignore_until: HashMap::new(),
         }
     }
 
@@ -102,7 +103,7 @@ impl EventLoop {
     /// whenever the engine's stream ends.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut since = unix_now();
-        let mut reports = self.reconciler.take_unhealthy_reports();
+        let mut reports = self.unhealthy.take();
         loop {
             let docker = self.docker.clone();
             let mut events = Box::pin(docker.container_events(Some(since)));
@@ -142,35 +143,33 @@ impl EventLoop {
         let Some(project) = &event.project else {
             return;
         };
-        let Some(target) = self.reconciler.event_target(project) else {
+        let Some(target) = self.registry.target(project) else {
             return;
         };
         let settings = &target.reconciliation;
         if !settings.enabled || !settings.events.iter().any(|e| e == action) {
             return;
         }
-        if self.reconciler.is_own_event(project, event.time) {
+        if self.registry.is_own(&event) {
             debug!(%project, action, "event during doco-cd's own deploy; ignored");
             return;
         }
         if is_restart_action(action) {
             self.restart(&event, action, &target).await;
-        } else if let Some(trigger) = self.triggers.get(&target.loop_key) {
-            info!(%project, container = %short_id(&event.id), action, "event: polling the repository now");
-            // The receiver is gone only while shutting down.
-            let _ = trigger.send(());
+        } else {
+            info!(%project, container = %short_id(&event.id), action, "event: reconciling the deployment now");
+            let reason = EventReason {
+                project: project.clone(),
+                service: event.service.clone().unwrap_or_default(),
+                container: event.id.clone(),
+                action: action.to_string(),
+            };
+            self.scheduler.enqueue(target.poll, Reason::Event(reason));
         }
     }
 
     async fn restart(&mut self, event: &ContainerEvent, action: &str, target: &EventTarget) {
         let now = Instant::now();
-        if self
-            .ignore_until
-            .get(&event.id)
-            .is_some_and(|until| *until > now)
-        {
-            return;
-        }
         let settings = &target.reconciliation;
         let project = event.project.as_deref().unwrap_or_default();
         if action == "unhealthy"
@@ -190,10 +189,7 @@ impl EventLoop {
             (!settings.restart_signal.is_empty()).then_some(settings.restart_signal.as_str());
         info!(%project, container = %short_id(&event.id), action, "event: restarting the container");
         // The stop, die and start events the restart causes are ours.
-        self.ignore_until.insert(
-            event.id.clone(),
-            now + Duration::from_secs(u64::try_from(timeout).unwrap_or(10) + 5),
-        );
+        let _own = self.registry.begin_container(&event.id);
         if let Err(e) = self
             .docker
             .restart_container(&event.id, timeout, signal)
@@ -212,15 +208,6 @@ async fn next_report(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// What the event loop needs to know about a deployed project.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventTarget {
-    /// The key of the poll loop that deploys it.
-    pub loop_key: String,
-    /// Its deploy config's `reconciliation`.
-    pub reconciliation: doco_config::ReconciliationConfig,
 }
 
 fn short_id(id: &str) -> &str {

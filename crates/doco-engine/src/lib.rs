@@ -12,6 +12,7 @@ pub mod notify;
 pub mod paths;
 pub mod plan;
 pub mod reconciler;
+pub mod registry;
 pub mod scheduler;
 pub mod sops;
 pub mod state;
@@ -19,4 +20,4 @@ pub mod watch;
 
 pub use metrics::Metrics;
 pub use reconciler::{DeployError, DeploymentOutcome, PollError, Reconciler};
-pub use scheduler::{Schedule, run_poll_loop};
+pub use scheduler::{Reason, Scheduler, run_scheduler};

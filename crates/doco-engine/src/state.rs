@@ -96,12 +96,7 @@ pub struct ServiceRecord {
 /// The key of a repository and reference in [`State::repositories`]. A branch or tag is keyed by its
 /// short name, so `main` (a poll) and `refs/heads/main` (a webhook) share their state.
 pub fn repository_key(repo_name: &str, reference: &str) -> String {
-    let reference = reference.trim();
-    let short = reference
-        .strip_prefix("refs/heads/")
-        .or_else(|| reference.strip_prefix("refs/tags/"))
-        .unwrap_or(reference);
-    format!("{repo_name}#{short}")
+    format!("{repo_name}#{}", doco_config::short_reference(reference))
 }
 
 /// Errors of the state store.

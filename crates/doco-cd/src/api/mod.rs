@@ -25,7 +25,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
-use doco_engine::Reconciler;
+use doco_engine::{Reconciler, Scheduler};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -44,6 +44,7 @@ pub struct Api {
     docker: doco_docker::Engine,
     compose: doco_docker::Compose,
     reconciler: Arc<Reconciler>,
+    scheduler: Scheduler,
     tracker: Arc<RunTracker>,
     min_interval: Duration,
 }
@@ -55,6 +56,7 @@ impl Api {
         docker: doco_docker::Engine,
         compose: doco_docker::Compose,
         reconciler: Arc<Reconciler>,
+        scheduler: Scheduler,
         tracker: Arc<RunTracker>,
     ) -> Option<Self> {
         let secret = config.api_secret.as_ref()?.expose();
@@ -66,6 +68,7 @@ impl Api {
             docker,
             compose,
             reconciler,
+            scheduler,
             tracker,
             min_interval: config.min_poll_interval,
         })

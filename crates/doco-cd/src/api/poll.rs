@@ -1,6 +1,5 @@
 //! `POST /v1/api/poll/run?wait=true`: a JSON array of poll configurations, each run once through the
-//! same path a scheduled poll takes ([`Reconciler::run`] with [`Trigger::Poll`], upstream's trigger
-//! for API polls too), so offline semantics, per-checkout serialization, metrics and notifications
+//! same path a scheduled poll takes (the scheduler, with upstream's trigger `poll`), so offline semantics, per-checkout serialization, metrics and notifications
 //! are the poll's. As upstream: `run_once` is forced and `interval` set to 0; the whole request is one
 //! run of trigger `poll` in the run tracker; with `wait` (default) the answer is 200 `poll jobs
 //! complete` once every poll ended (failed polls are reported in the run, not in the status code);
@@ -15,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use doco_config::PollConfig;
-use doco_engine::reconciler::Trigger;
+use doco_engine::Reason;
 use serde_json::{Value, json};
 use tracing::{Instrument, error, info, info_span};
 
@@ -79,10 +78,9 @@ pub async fn run(
     let total = polls.len();
     let mut tasks = tokio::task::JoinSet::new();
     for poll in polls {
-        let reconciler = api.reconciler.clone();
+        let scheduler = api.scheduler.clone();
         tasks.spawn(
-            async move { reconciler.run(&poll, Trigger::Poll).await.is_ok() }
-                .instrument(span.clone()),
+            async move { scheduler.run(poll, Reason::Api).await.is_ok() }.instrument(span.clone()),
         );
     }
     let complete = {

@@ -51,6 +51,7 @@ fn fixture_with(secret: Option<&str>, prepare: impl FnOnce(&Path)) -> Fixture {
         docker.clone(),
         compose,
         reconciler.clone(),
+        doco_engine::Scheduler::new().0,
         tracker.clone(),
     );
     Fixture {

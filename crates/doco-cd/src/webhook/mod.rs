@@ -1,6 +1,6 @@
 //! `POST /v1/webhook[/{customTarget}]`: a push from GitHub, Gitea, Gogs, Forgejo or GitLab deploys
 //! the pushed reference of the repository it names, through the same path a poll takes
-//! ([`Reconciler::run`]), so offline semantics, per-checkout serialization, metrics and notifications
+//! ([`Scheduler::run`]), so offline semantics, per-checkout serialization, metrics and notifications
 //! are the poll's. Enabled only when `WEBHOOK_SECRET` is set (otherwise the route does not exist and
 //! answers 404, as upstream's unregistered route does).
 //!
@@ -36,7 +36,7 @@ use axum::response::Response;
 use axum::routing::any;
 use doco_config::{AppConfig, PollConfig};
 use doco_engine::Metrics;
-use doco_engine::reconciler::{Reconciler, Trigger};
+use doco_engine::{Reason, Scheduler};
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -49,13 +49,13 @@ pub type Deploy = Arc<
     dyn Fn(PollConfig) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
 >;
 
-/// The reconciler as a [`Deploy`]: the same run a poll makes, with the webhook trigger.
-pub fn reconciler_deploy(reconciler: Arc<Reconciler>) -> Deploy {
+/// The scheduler as a [`Deploy`]: the webhook's request joins the one queue every trigger takes.
+pub fn scheduler_deploy(scheduler: Scheduler) -> Deploy {
     Arc::new(move |poll| {
-        let reconciler = reconciler.clone();
+        let scheduler = scheduler.clone();
         Box::pin(async move {
-            reconciler
-                .run(&poll, Trigger::Webhook)
+            scheduler
+                .run(poll, Reason::Webhook)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -10,12 +10,12 @@ use doco_config::ResolvedDeployment;
 use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
-use crate::events::EventTarget;
+use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, unix_now};
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics;
 use crate::plan::{self, Desired, FullPlan, Mode, QuickPlan, Switches};
+use crate::registry::EventTarget;
 use crate::state::{DeploymentRecord, ServiceRecord};
 
 impl Reconciler {
@@ -28,10 +28,10 @@ impl Reconciler {
         let name = &deployment.config.name;
         let span = info_span!("deployment", deployment = %name);
         async {
-            lock(&self.event_targets).insert(
-                name.clone(),
+            self.registry.set_target(
+                name,
                 EventTarget {
-                    loop_key: ctx.loop_key.clone(),
+                    poll: ctx.poll.clone(),
                     reconciliation: deployment.config.reconciliation.clone(),
                 },
             );
@@ -135,6 +135,7 @@ impl Reconciler {
                 project: Some(container.project.clone()),
                 service: Some(container.service.clone()),
                 time: unix_now() as i64,
+                time_nano: crate::registry::unix_nanos(),
             };
             // Without an event loop (tests, tools) nobody listens; nothing to do then.
             let _ = self.unhealthy_tx.send(report);
@@ -187,13 +188,14 @@ impl Reconciler {
         remove_volumes: bool,
         remove_images: bool,
     ) -> Result<DeploymentOutcome, DeployError> {
-        lock(&self.deploys).insert(project.to_string(), None);
+        let own = self.registry.begin_project(project);
         let down = self
             .compose
             .down(project, remove_volumes, remove_images)
             .await;
-        lock(&self.deploys).insert(project.to_string(), Some(unix_now() as i64));
+        drop(own);
         down?;
+        self.registry.remove_target(project);
         info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
     }
@@ -206,6 +208,7 @@ impl Reconciler {
 
     async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
         for id in ids {
+            let _own = self.registry.begin_container(id);
             self.docker.start_container(id).await?;
         }
         Ok(DeploymentOutcome::Started(ids.len()))
@@ -333,12 +336,12 @@ impl Reconciler {
             },
             timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
         };
-        lock(&self.deploys).insert(name.clone(), None);
+        let own = self.registry.begin_project(name);
         let up = self
             .compose
             .up(project, &self.paths.to_host(&override_path), &options)
             .await;
-        lock(&self.deploys).insert(name.clone(), Some(unix_now() as i64));
+        drop(own);
         up?;
         let hashes = self
             .wait_running(name, planned, deployment.config.timeout)

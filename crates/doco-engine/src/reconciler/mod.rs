@@ -22,11 +22,12 @@ use doco_git::{GitClient, GitError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::events::EventTarget;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
 use crate::paths::DataPaths;
 use crate::plan::{self, Mode};
+use crate::registry::Registry;
+use crate::scheduler::{Action, Run, RunResult};
 use crate::state::{State, StateStore, repository_key};
 
 /// Why a poll failed. Deployment failures are reported per deployment and summarised here.
@@ -59,6 +60,9 @@ pub enum PollError {
     /// The Docker engine could not be asked what runs.
     #[error("cannot read the Docker engine's state: {0}")]
     Engine(#[from] doco_docker::DockerError),
+    /// doco-cd is shutting down; the run did not happen.
+    #[error("doco-cd is shutting down")]
+    ShuttingDown,
     /// Some deployments failed (each was logged with its reason).
     #[error("{failed} of {total} deployments failed: {names}")]
     Deployments {
@@ -161,11 +165,8 @@ pub struct Reconciler {
     offline: Mutex<BTreeSet<String>>,
     checkout_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     deploy_slots: tokio::sync::Semaphore,
-    /// Per compose project: the poll that deploys it and its `reconciliation` settings.
-    event_targets: Mutex<HashMap<String, EventTarget>>,
-    /// Per compose project: `None` while doco-cd deploys it, else when its last deploy ended (Unix
-    /// seconds). Engine events up to then are doco-cd's own doing.
-    deploys: Mutex<HashMap<String, Option<i64>>>,
+    /// What the event loop reads: which poll deploys each project, and doco-cd's own actions.
+    registry: Registry,
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
@@ -182,8 +183,6 @@ struct Revision {
 /// The facts of one poll that every deployment of it shares.
 struct PollContext<'a> {
     poll: &'a PollConfig,
-    /// The key of the poll loop that owns this repository (see [`Reconciler::loop_key`]).
-    loop_key: String,
     /// What started this run.
     kind: Trigger,
     /// The state file's key for this repository and reference.
@@ -257,8 +256,7 @@ impl Reconciler {
             offline: Mutex::new(BTreeSet::new()),
             checkout_locks: Mutex::new(HashMap::new()),
             deploy_slots: tokio::sync::Semaphore::new(slots),
-            event_targets: Mutex::new(HashMap::new()),
-            deploys: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
         }
@@ -283,13 +281,6 @@ impl Reconciler {
         self.state.lock().await.clone()
     }
 
-    /// The key that names `poll`'s loop, for event triggers: its (rewritten) URL and reference.
-    pub fn loop_key(&self, poll: &PollConfig) -> String {
-        let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url)
-            .unwrap_or_else(|| poll.url.clone());
-        format!("{url}#{}", poll.reference)
-    }
-
     /// The unhealthy containers polls find (once: the event loop takes it). A poll reports them so
     /// that containers already unhealthy when doco-cd started, or whose event was missed, are handled
     /// like an `unhealthy` event, under the same restart budget.
@@ -297,19 +288,15 @@ impl Reconciler {
         lock(&self.unhealthy_rx).take()
     }
 
-    /// The deployment that owns compose project `project`, for the event loop.
-    pub fn event_target(&self, project: &str) -> Option<EventTarget> {
-        lock(&self.event_targets).get(project).cloned()
+    /// The event loop's read handle: which poll deploys each project, and doco-cd's own actions.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
     }
 
-    /// Whether an engine event of `project` at `time` (Unix seconds) was caused by doco-cd's own
-    /// deploy: one is running, or the event is not newer than the last deploy's end.
-    pub fn is_own_event(&self, project: &str, time: i64) -> bool {
-        match lock(&self.deploys).get(project) {
-            Some(None) => true,
-            Some(Some(ended)) => time <= *ended,
-            None => false,
-        }
+    /// Reconciles one [`Run`] of the scheduler.
+    pub async fn reconcile(&self, run: Run) -> (RunResult, Action) {
+        let result = self.run(&run.poll, run.trigger()).await.map_err(Arc::new);
+        (result, Action::default())
     }
 
     /// Runs one poll of `poll` and records it in the metrics.
@@ -385,7 +372,6 @@ impl Reconciler {
         let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
         let ctx = PollContext {
             poll,
-            loop_key: format!("{}#{}", poll.url, poll.reference),
             kind,
             key: repository_key(repo_name, &poll.reference),
             repo_name,
@@ -571,7 +557,6 @@ impl Reconciler {
         }
         let sub = PollContext {
             poll: &poll,
-            loop_key: ctx.loop_key.clone(),
             kind: ctx.kind,
             key: repository_key(ctx.repo_name, reference),
             repo_name: ctx.repo_name,
