@@ -140,6 +140,9 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for poll in unpolled_repositories(&reconciler, &config).await {
+        scheduler.enqueue(poll, Reason::Recover);
+    }
     let events = EventLoop::new(
         docker.clone(),
         reconciler.registry(),
@@ -167,6 +170,33 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     servers.await;
     info!("doco-cd stopped");
     Ok(code)
+}
+
+/// The repositories of the state file that no `POLL_CONFIG` entry follows (deployed by webhooks or
+/// the API), as poll configurations that enforce their last known good state.
+async fn unpolled_repositories(
+    reconciler: &Reconciler,
+    config: &AppConfig,
+) -> Vec<doco_config::PollConfig> {
+    let polled: Vec<String> = config
+        .poll_configs
+        .iter()
+        .map(|p| doco_engine::state::repository_key(&doco_git::repo_name(&p.url), &p.reference))
+        .collect();
+    reconciler
+        .state_snapshot()
+        .await
+        .repositories
+        .into_iter()
+        .filter(|(key, repo)| !polled.contains(key) && !repo.deployments.is_empty())
+        .map(|(_, repo)| doco_config::PollConfig {
+            url: repo.url,
+            reference: repo.reference,
+            target: repo.target,
+            run_once: true,
+            ..doco_config::PollConfig::default()
+        })
+        .collect()
 }
 
 /// Runs one reconcile for the scheduler and records it for `GET /v1/api/runs` (webhooks and API

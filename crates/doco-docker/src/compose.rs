@@ -65,6 +65,8 @@ pub struct UpOptions {
     pub pull: PullPolicy,
     /// Deadline for the whole `up`; the compose process group is killed when it passes.
     pub timeout: Duration,
+    /// Only these services, without their dependencies (`--no-deps`); empty means the whole project.
+    pub services: Vec<String>,
 }
 
 /// Compose's `--pull` policy.
@@ -254,7 +256,7 @@ impl Compose {
     }
 
     /// `docker compose ... -f <label_override> up -d --quiet-pull --pull <policy> [--remove-orphans]
-    /// [--force-recreate]`, bounded by `options.timeout`.
+    /// [--force-recreate] [--no-deps -- <services>]`, bounded by `options.timeout`.
     pub async fn up(
         &self,
         project: &ComposeProject,
@@ -281,6 +283,11 @@ impl Compose {
         }
         if options.force_recreate {
             args.push("--force-recreate".into());
+        }
+        if !options.services.is_empty() {
+            args.push("--no-deps".into());
+            args.push("--".into());
+            args.extend(options.services.iter().cloned());
         }
         let started = std::time::Instant::now();
         self.run(project, "up", args, options.timeout, &files, false)

@@ -39,6 +39,7 @@ fn up_options() -> UpOptions {
         force_recreate: false,
         pull: PullPolicy::Never,
         timeout: Duration::from_secs(120),
+        services: Vec::new(),
     }
 }
 
@@ -413,6 +414,34 @@ async fn missing_image_fails_fast_without_a_registry() {
     assert!(msg.contains(&name) && msg.contains("up"), "{msg}");
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
     assert!(container_ids(&name, "a").is_empty());
+}
+
+#[tokio::test]
+async fn up_of_named_services_leaves_a_broken_sibling_alone() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("dd-named");
+    let _guard = ProjectGuard::new(&name);
+    let body = format!(
+        "{}  web:\n    image: doco-test/does-not-exist:1\n    restart: unless-stopped\n",
+        long_running(&image, "proxy")
+    );
+    let p = project(dir.path(), &name, &body);
+    let ov = override_path(dir.path());
+    write_label_override(&ov, &labels_for("proxy", &[(labels::MANAGER, "doco-cd")])).unwrap();
+    let whole = compose().up(&p, &ov, &up_options()).await;
+    assert!(whole.is_err(), "the whole project cannot come up");
+    assert!(container_ids(&name, "proxy").is_empty(), "nothing started");
+    let only_proxy = UpOptions {
+        services: vec!["proxy".into()],
+        ..up_options()
+    };
+    compose().up(&p, &ov, &only_proxy).await.unwrap();
+    assert_eq!(container_ids(&name, "proxy").len(), 1);
+    assert!(container_ids(&name, "web").is_empty());
 }
 
 #[tokio::test]

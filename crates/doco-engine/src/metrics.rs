@@ -73,6 +73,9 @@ pub struct Metrics {
     pub deployment_errors: Family<DeploymentLabels, Counter>,
     /// `doco_cd_deployment_duration_seconds`.
     pub deployment_duration: Family<DeploymentLabels, Histogram>,
+    /// `doco_cd_deployment_backoff_seconds`: how long a deployment whose change failed waits before
+    /// its next attempt (0 once it deployed).
+    pub deployment_backoff: Family<DeploymentLabels, Gauge>,
     /// `doco_cd_deployments_active`: deployments holding a `MAX_CONCURRENT_DEPLOYMENTS` slot.
     pub deployments_active: Family<RepoLabels, Gauge>,
     /// `doco_cd_deployments_queued`: deployments waiting for a slot.
@@ -103,6 +106,7 @@ impl Metrics {
             Family::<RepoLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
         let deployments = Family::<DeploymentLabels, Counter>::default();
         let deployments_active = Family::<RepoLabels, Gauge>::default();
+        let deployment_backoff = Family::<DeploymentLabels, Gauge>::default();
         let deployments_queued = Family::<RepoLabels, Gauge>::default();
         let deployment_errors = Family::<DeploymentLabels, Counter>::default();
         let deployment_duration = Family::<DeploymentLabels, Histogram>::new_with_constructor(
@@ -153,6 +157,11 @@ impl Metrics {
             deployments_active.clone(),
         );
         registry.register(
+            "deployment_backoff_seconds",
+            "Seconds a deployment whose change failed waits before its next attempt",
+            deployment_backoff.clone(),
+        );
+        registry.register(
             "deployments_queued",
             "Number of queued deployments waiting to start",
             deployments_queued.clone(),
@@ -198,6 +207,7 @@ impl Metrics {
             webhook_errors,
             webhook_duration,
             deployments,
+            deployment_backoff,
             deployments_active,
             deployments_queued,
             deployment_errors,

@@ -76,6 +76,23 @@ impl DataPaths {
             .join(encoded)
     }
 
+    /// Where the files of a repository's last good commit are exported when its checkout has moved
+    /// on to a commit that did not deploy: `<mount>/.doco-cd/good/<key>`, with every character but
+    /// letters, digits, `.`, `-` and `_` as `_` (no `:` or `,` that would break compose's bind syntax).
+    pub fn good_tree_dir(&self, key: &str) -> PathBuf {
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.internal_dir().join("good").join(safe)
+    }
+
     /// The checkout directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`.
     pub fn checkout(&self, repo_name: &str) -> PathBuf {
         self.mount.join(repo_name.trim_start_matches('/'))

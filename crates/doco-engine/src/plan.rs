@@ -27,6 +27,12 @@ pub enum Mode {
     Offline,
 }
 
+/// Whether a reconcile in `mode` applies new commits after healing. Offline is never a change: only
+/// the last known good state is enforced, never a fetched commit that did not deploy.
+pub fn applies_changes(mode: Mode) -> bool {
+    mode == Mode::Online
+}
+
 /// What the deployment should be, as far as the quick check needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired<'a> {
@@ -203,6 +209,65 @@ pub fn full_plan(
     }
 }
 
+/// What enforcing a deployment's last known good state takes: the first step of every reconcile,
+/// online or offline, whatever the newest commit says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealPlan {
+    /// Stopped containers of recorded services, as deployed: start them (same container ids).
+    pub start: Vec<String>,
+    /// Services with no container left as deployed (removed, dead, or replaced by a container that
+    /// does not run): recreate them exactly as last deployed.
+    pub recreate: BTreeSet<String>,
+}
+
+impl HealPlan {
+    /// Whether nothing needs doing.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty() && self.recreate.is_empty()
+    }
+}
+
+/// The heal step: what brings `record` (the last successful deploy) back, given what the engine
+/// shows. A service must run when its restart policy keeps it running, or when a subscribed `die` or
+/// `destroy` event named it (`forced`), whatever its policy. A container counts as the deployed one
+/// when compose's config hash is the recorded one; a running container with another hash is left to
+/// the change step (a deploy in progress, or a change behind doco-cd's back), never stopped here.
+pub fn heal_plan(
+    record: &DeploymentRecord,
+    observed: &[ContainerInfo],
+    forced: &BTreeSet<String>,
+) -> HealPlan {
+    let mut plan = HealPlan::default();
+    for (name, service) in &record.services {
+        let wanted = (service.must_run && service.replicas > 0) || forced.contains(name);
+        if !wanted {
+            continue;
+        }
+        let containers: Vec<&ContainerInfo> = observed
+            .iter()
+            .filter(|c| !c.oneoff && &c.service == name)
+            .collect();
+        if containers.iter().any(|c| is_up(c.state)) {
+            continue;
+        }
+        let deployed: Vec<String> = containers
+            .iter()
+            .filter(|c| c.state != ContainerState::Dead)
+            .filter(|c| match &service.compose_hash {
+                Some(expected) => c.config_hash.as_deref() == Some(expected.as_str()),
+                None => true,
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        if deployed.len() >= service.replicas.max(1) as usize {
+            plan.start.extend(deployed);
+        } else {
+            plan.recreate.insert(name.clone());
+        }
+    }
+    plan
+}
+
 /// A stack to remove because its auto-discovered directory is gone (`auto_discovery.delete`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Obsolete {
@@ -371,6 +436,7 @@ mod tests {
             commit: C1.into(),
             config_hash: "cfg".into(),
             deployed_unix: 1,
+            reconciliation: None,
             services: BTreeMap::from([
                 ("web".into(), service("fw", true, "hw")),
                 ("job".into(), service("fj", false, "hj")),
@@ -466,6 +532,85 @@ mod tests {
             )
             .is_empty(),
             "another target"
+        );
+    }
+
+    #[test]
+    fn heal_plan_table() {
+        use ContainerState::*;
+        let r = record();
+        let none = BTreeSet::new();
+        let forced_job = BTreeSet::from(["job".to_string()]);
+        type Case<'a> = (&'a str, Vec<ContainerInfo>, &'a BTreeSet<String>, HealPlan);
+        let plan = |start: &[&str], recreate: &[&str]| HealPlan {
+            start: start.iter().map(|s| s.to_string()).collect(),
+            recreate: recreate.iter().map(|s| s.to_string()).collect(),
+        };
+        let cases: Vec<Case> = vec![
+            ("all running", vec![running_web()], &none, plan(&[], &[])),
+            (
+                "web stopped: started",
+                vec![container("w1", "web", Exited, "hw")],
+                &none,
+                plan(&["w1"], &[]),
+            ),
+            (
+                "web created only: started",
+                vec![container("w1", "web", Created, "hw")],
+                &none,
+                plan(&["w1"], &[]),
+            ),
+            ("web removed: recreated", vec![], &none, plan(&[], &["web"])),
+            (
+                "web dead: recreated",
+                vec![container("w1", "web", Dead, "hw")],
+                &none,
+                plan(&[], &["web"]),
+            ),
+            (
+                "a stopped container of a newer deploy is not the deployed one",
+                vec![container("w2", "web", Exited, "new")],
+                &none,
+                plan(&[], &["web"]),
+            ),
+            (
+                "a running container of a newer deploy is left to the change step",
+                vec![container("w2", "web", Running, "new")],
+                &none,
+                plan(&[], &[]),
+            ),
+            (
+                "a job may stay stopped",
+                vec![running_web(), container("j1", "job", Exited, "hj")],
+                &none,
+                plan(&[], &[]),
+            ),
+            (
+                "a job named by a die event is started",
+                vec![running_web(), container("j1", "job", Exited, "hj")],
+                &forced_job,
+                plan(&["j1"], &[]),
+            ),
+            (
+                "a job named by a destroy event is recreated",
+                vec![running_web()],
+                &forced_job,
+                plan(&[], &["job"]),
+            ),
+        ];
+        for (what, observed, forced, expected) in cases {
+            assert_eq!(heal_plan(&r, &observed, forced), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn heal_plan_counts_replicas() {
+        let mut r = record();
+        r.services.get_mut("web").unwrap().replicas = 2;
+        let one_stopped = [container("w1", "web", ContainerState::Exited, "hw")];
+        assert_eq!(
+            heal_plan(&r, &one_stopped, &BTreeSet::new()).recreate,
+            BTreeSet::from(["web".to_string()])
         );
     }
 

@@ -63,6 +63,9 @@ pub enum Reason {
     Reconnect,
     /// A failing deployment's backoff ended.
     Retry,
+    /// doco-cd started and no poll follows this repository (it was deployed by webhooks): enforce
+    /// its last known good state from the state file.
+    Recover,
 }
 
 /// The event behind [`Reason::Event`].
@@ -82,7 +85,7 @@ impl Reason {
     /// Whether this reason asks for a look at the source (a fetch); events and a reconnect only ask
     /// for the last known good state to be enforced, which needs neither Git nor the network.
     pub fn reads_source(&self) -> bool {
-        !matches!(self, Reason::Event(_) | Reason::Reconnect)
+        !matches!(self, Reason::Event(_) | Reason::Reconnect | Reason::Recover)
     }
 
     /// How long a request waits for the rest of its burst: the ref files one push writes, the events

@@ -35,6 +35,9 @@ pub struct RepositoryState {
     pub url: String,
     /// The reference the poll follows.
     pub reference: String,
+    /// The deploy-config target (`.doco-cd.<target>.yml`; empty for the default file).
+    #[serde(default)]
+    pub target: String,
     /// The checkout directory on the data volume.
     pub checkout: PathBuf,
     /// The last commit fetched successfully.
@@ -56,6 +59,10 @@ pub struct DeploymentRecord {
     pub config_hash: String,
     /// When it was deployed or last confirmed unchanged (Unix seconds).
     pub deployed_unix: u64,
+    /// Its deploy config's `reconciliation`, so engine events are handled after a restart before
+    /// the repository is read again.
+    #[serde(default)]
+    pub reconciliation: Option<doco_config::ReconciliationConfig>,
     /// Per service.
     pub services: BTreeMap<String, ServiceRecord>,
 }
@@ -231,6 +238,7 @@ mod tests {
                 commit: "a".repeat(40),
                 config_hash: "h".into(),
                 deployed_unix: 43,
+                reconciliation: None,
                 services: BTreeMap::from([(
                     "proxy".into(),
                     ServiceRecord {

@@ -587,6 +587,59 @@ impl GitClient {
         })
     }
 
+    /// Writes the files of `commit` (40 hex digits, present in `checkout`) to `dest`, which must not
+    /// exist: the tree of a commit that is no longer checked out, such as the last one that deployed
+    /// successfully. The checkout's work tree and index are left alone (a separate index file is
+    /// used), and `dest` appears whole or not at all. Submodules are not exported.
+    pub async fn export_commit(
+        &self,
+        url: &str,
+        checkout: &Path,
+        commit: &str,
+        dest: &Path,
+    ) -> Result<(), GitError> {
+        let remote = Remote::parse(url)?;
+        let ctx = Context {
+            remote: &remote,
+            reference: commit,
+            checkout: Some(checkout),
+        };
+        if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GitError::Failed {
+                command: "export".into(),
+                detail: format!("'{commit}' is not a full commit id"),
+            });
+        }
+        let io = |detail: std::io::Error| GitError::Failed {
+            command: format!("export {commit} to {}", dest.display()),
+            detail: detail.to_string(),
+        };
+        let staging = dest.with_extension("partial");
+        let index = dest.with_extension("index");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(io)?;
+        let net = NetEnv {
+            vars: vec![("GIT_INDEX_FILE".into(), index.display().to_string())],
+            ..NetEnv::default()
+        };
+        let prefix = format!("--prefix={}/", staging.display());
+        let exported = async {
+            GitCall::new("read-tree", ["read-tree", commit])
+                .run_checked(&ctx, Some(&net), self.options.timeout)
+                .await?;
+            GitCall::new(
+                "checkout-index",
+                ["checkout-index", "--all", "--force", &prefix],
+            )
+            .run_checked(&ctx, Some(&net), self.options.timeout)
+            .await
+        }
+        .await;
+        let _ = std::fs::remove_file(&index);
+        exported?;
+        std::fs::rename(&staging, dest).map_err(io)
+    }
+
     /// Whether the checkout's object store holds `sha` as a commit.
     async fn has_commit(&self, ctx: &Context<'_>, sha: &str) -> Result<bool, GitError> {
         let output = GitCall::new("cat-file", ["cat-file", "-e", &format!("{sha}^{{commit}}")])

@@ -348,7 +348,8 @@ fn unavailable(api: Api, request: Request, method: Option<Method>) -> Response {
 
 /// `GET /v1/api/repositories` (this implementation's addition): per repository and reference, the
 /// last good commit, when it was last fetched, whether it is offline (enforced from its last known
-/// state) and what was deployed from it, from the state file.
+/// state), what was deployed from it (each deployment's last known good state, from the state file)
+/// and which deployments' changes are failing and wait for their backoff (`failing`).
 async fn repositories(State(api): State<Api>, method: Method, headers: HeaderMap) -> Response {
     let job_id = job_id();
     if method != Method::GET {
@@ -359,6 +360,8 @@ async fn repositories(State(api): State<Api>, method: Method, headers: HeaderMap
     }
     let state = api.reconciler.state_snapshot().await;
     let offline = api.reconciler.offline_repositories();
+    let failing = api.reconciler.failing_deployments();
+    let now = tokio::time::Instant::now();
     let repositories: Vec<Value> = state
         .repositories
         .iter()
@@ -377,6 +380,19 @@ async fn repositories(State(api): State<Api>, method: Method, headers: HeaderMap
                     })
                 })
                 .collect();
+            let failing: Vec<Value> = failing
+                .iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|((_, deployment), f)| {
+                    json!({
+                        "name": deployment,
+                        "commit": f.desired.commit,
+                        "attempts": f.attempts,
+                        "retry_in_seconds": f.retry_at.saturating_duration_since(now).as_secs(),
+                        "error": f.error,
+                    })
+                })
+                .collect();
             json!({
                 "repository": name,
                 "reference": repo.reference,
@@ -386,6 +402,7 @@ async fn repositories(State(api): State<Api>, method: Method, headers: HeaderMap
                 "last_success_unix": repo.last_success_unix,
                 "offline": offline.contains(name),
                 "deployments": deployments,
+                "failing": failing,
             })
         })
         .collect();

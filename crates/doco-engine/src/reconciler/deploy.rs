@@ -10,7 +10,8 @@ use doco_config::ResolvedDeployment;
 use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, unix_now};
+use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
+use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics;
@@ -85,7 +86,61 @@ impl Reconciler {
             config_hash: &config_hash,
             force_recreate: deployment.config.force_recreate,
         };
-        let outcome = match plan::quick_plan(&desired, record.as_ref(), containers, ctx.mode) {
+        let id = (ctx.key.clone(), name.clone());
+        let wanted = backoff::Desired {
+            commit: ctx.commit.to_string(),
+            config_hash: config_hash.clone(),
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(wait) = lock(&self.backoffs).wait(&id, &wanted, now) {
+            return Ok(DeploymentOutcome::Waiting(wait));
+        }
+        let outcome = self
+            .change(ctx, deployment, &desired, record.as_ref(), containers)
+            .await;
+        match &outcome {
+            Err(e) => {
+                let delay = lock(&self.backoffs).failed(id, wanted, e.to_string(), now);
+                self.metrics
+                    .deployment_backoff
+                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
+                    .set(delay.as_secs() as i64);
+                warn!(
+                    retry_in_secs = delay.as_secs(),
+                    "the change failed; the last known good state stays enforced and the change is retried after a backoff"
+                );
+            }
+            Ok(_) => {
+                lock(&self.backoffs).succeeded(&id);
+                self.metrics
+                    .deployment_backoff
+                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
+                    .set(0);
+            }
+        }
+        let outcome = outcome?;
+        if outcome != DeploymentOutcome::UpToDate {
+            let labels = metrics::deployment(ctx.repo_name, name);
+            self.metrics.deployments.get_or_create(&labels).inc();
+            self.metrics
+                .deployment_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(outcome)
+    }
+
+    /// The change step: the quick check, then rendering and deploying when something changed.
+    async fn change(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        desired: &Desired<'_>,
+        record: Option<&DeploymentRecord>,
+        containers: &[ContainerInfo],
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let config_hash = desired.config_hash;
+        let outcome = match plan::quick_plan(desired, record, containers, ctx.mode) {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
@@ -106,18 +161,10 @@ impl Reconciler {
                 for warning in &deployment.config.warnings {
                     warn!(%warning, "deploy configuration");
                 }
-                self.render_and_apply(ctx, deployment, record.as_ref(), containers, &config_hash)
+                self.render_and_apply(ctx, deployment, record, containers, config_hash)
                     .await?
             }
         };
-        if outcome != DeploymentOutcome::UpToDate {
-            let labels = metrics::deployment(ctx.repo_name, name);
-            self.metrics.deployments.get_or_create(&labels).inc();
-            self.metrics
-                .deployment_duration
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
-        }
         Ok(outcome)
     }
 
@@ -239,16 +286,8 @@ impl Reconciler {
             force_recreate: deployment.config.force_recreate,
         };
         let adoptable = adoptable_labels(containers, ctx.commit);
-        let unchanged = |labels, hashes| {
-            new_record(
-                ctx,
-                &deployment.config.name,
-                config_hash,
-                &planned,
-                labels,
-                hashes,
-            )
-        };
+        let unchanged =
+            |labels, hashes| new_record(ctx, deployment, config_hash, &planned, labels, hashes);
         let (recorded_labels, recorded_hashes) = record
             .map(|r| (r.labels(), r.compose_hashes()))
             .unwrap_or_default();
@@ -320,11 +359,7 @@ impl Reconciler {
         for service in &plan.changed {
             labels.insert(service.clone(), fresh.clone());
         }
-        let override_path = self
-            .paths
-            .internal_dir()
-            .join("overrides")
-            .join(format!("{name}.labels.yml"));
+        let override_path = self.override_path(name);
         write_override(&override_path, &labels)?;
         let options = UpOptions {
             remove_orphans: plan.remove_orphans,
@@ -335,6 +370,7 @@ impl Reconciler {
                 PullPolicy::Missing
             },
             timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
+            services: Vec::new(),
         };
         let own = self.registry.begin_project(name);
         let up = self
@@ -347,7 +383,7 @@ impl Reconciler {
             .wait_running(name, planned, deployment.config.timeout)
             .await?;
         info!(changed = ?plan.changed, "deployed");
-        let record = new_record(ctx, name, config_hash, planned, &labels, &hashes);
+        let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
         self.store_record(&ctx.key, record).await;
         Ok(DeploymentOutcome::Deployed(plan.changed))
     }
@@ -430,7 +466,15 @@ impl Reconciler {
         }
     }
 
-    fn compose_project(&self, deployment: &ResolvedDeployment) -> ComposeProject {
+    /// The label override file of compose project `name`.
+    pub(super) fn override_path(&self, name: &str) -> PathBuf {
+        self.paths
+            .internal_dir()
+            .join("overrides")
+            .join(format!("{name}.labels.yml"))
+    }
+
+    pub(super) fn compose_project(&self, deployment: &ResolvedDeployment) -> ComposeProject {
         let host = |paths: &[PathBuf]| paths.iter().map(|p| self.paths.to_host(p)).collect();
         ComposeProject {
             name: deployment.config.name.clone(),
@@ -454,7 +498,7 @@ impl Reconciler {
 /// What the state file records for a deployment of `planned` with these labels and compose hashes.
 fn new_record(
     ctx: &PollContext<'_>,
-    project: &str,
+    deployment: &ResolvedDeployment,
     config_hash: &str,
     planned: &BTreeMap<String, plan::RenderedService>,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
@@ -474,10 +518,11 @@ fn new_record(
         })
         .collect();
     DeploymentRecord {
-        project: project.to_string(),
+        project: deployment.config.name.clone(),
         commit: ctx.commit.to_string(),
         config_hash: config_hash.to_string(),
         deployed_unix: unix_now(),
+        reconciliation: Some(deployment.config.reconciliation.clone()),
         services,
     }
 }
@@ -497,7 +542,7 @@ fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     Ok(())
 }
 
-fn write_override(
+pub(super) fn write_override(
     path: &Path,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Result<(), DeployError> {

@@ -9,6 +9,7 @@
 //! state.
 
 mod deploy;
+mod heal;
 mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,12 +23,13 @@ use doco_git::{GitClient, GitError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{Instrument, error, info, info_span};
 
+use crate::backoff::Backoffs;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
 use crate::paths::DataPaths;
 use crate::plan::{self, Mode};
 use crate::registry::Registry;
-use crate::scheduler::{Action, Run, RunResult};
+use crate::scheduler::{Action, Reason, Run, RunResult};
 use crate::state::{State, StateStore, repository_key};
 
 /// Why a poll failed. Deployment failures are reported per deployment and summarised here.
@@ -116,6 +118,12 @@ pub enum DeployError {
     /// A SOPS-encrypted file of the deployment could not be decrypted.
     #[error("{0}")]
     Sops(#[from] crate::sops::SopsError),
+    /// The deploy configuration at the last good commit could not be read.
+    #[error("{0}")]
+    DeployConfig(#[from] DeployConfigError),
+    /// The last good commit's files could not be exported.
+    #[error("{0}")]
+    Git(#[from] GitError),
 }
 
 /// What started a run (upstream's job trigger).
@@ -149,6 +157,15 @@ pub enum DeploymentOutcome {
     Deployed(BTreeSet<String>),
     /// The deployment's `destroy` removed the stack.
     Destroyed,
+    /// Its last known good state was enforced: stopped containers started, these services recreated.
+    Healed {
+        /// How many containers were started.
+        started: usize,
+        /// Which services were recreated as last deployed.
+        recreated: BTreeSet<String>,
+    },
+    /// Its change failed before and waits for its backoff to end.
+    Waiting(std::time::Duration),
 }
 
 /// The daemon's shared context: configuration, clients, state and metrics.
@@ -167,6 +184,8 @@ pub struct Reconciler {
     deploy_slots: tokio::sync::Semaphore,
     /// What the event loop reads: which poll deploys each project, and doco-cd's own actions.
     registry: Registry,
+    /// Deployments whose change failed, and when they may try again.
+    backoffs: Mutex<Backoffs>,
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
@@ -257,6 +276,7 @@ impl Reconciler {
             checkout_locks: Mutex::new(HashMap::new()),
             deploy_slots: tokio::sync::Semaphore::new(slots),
             registry: Registry::default(),
+            backoffs: Mutex::new(Backoffs::default()),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
         }
@@ -273,6 +293,17 @@ impl Reconciler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// The deployments whose change failed, with their backoff.
+    pub fn failing_deployments(
+        &self,
+    ) -> Vec<(crate::backoff::DeploymentId, crate::backoff::Failing)> {
+        lock(&self.backoffs)
+            .failing()
+            .iter()
+            .map(|(id, f)| (id.clone(), f.clone()))
+            .collect()
     }
 
     /// A copy of the last known state (what the state file holds), for the API's view of the
@@ -293,40 +324,56 @@ impl Reconciler {
         self.registry.clone()
     }
 
-    /// Reconciles one [`Run`] of the scheduler.
+    /// Reconciles one [`Run`] of the scheduler: its result for whoever waits, and when to look
+    /// again (the earliest end of a failing deployment's backoff).
     pub async fn reconcile(&self, run: Run) -> (RunResult, Action) {
-        let result = self.run(&run.poll, run.trigger()).await.map_err(Arc::new);
-        (result, Action::default())
+        let result = self.run(&run).await.map_err(Arc::new);
+        let requeue_after = lock(&self.backoffs).next_retry(tokio::time::Instant::now());
+        (result, Action { requeue_after })
     }
 
-    /// Runs one poll of `poll` and records it in the metrics.
+    /// One poll of `poll` at start-up or on its timer (for tools and benchmarks that drive the
+    /// reconciler without a scheduler).
     pub async fn poll(&self, poll: &PollConfig) -> Result<(), PollError> {
-        self.run(poll, Trigger::Poll).await
+        let run = Run {
+            poll: poll.clone(),
+            reasons: vec![Reason::Timer],
+        };
+        self.run(&run).await
     }
 
-    /// Runs `poll` for `trigger`: the same path for every trigger (sync, resolve, plan, apply,
-    /// record). Only a [`Trigger::Poll`] counts in the poll metrics; the webhook handler keeps its own.
-    pub async fn run(&self, poll: &PollConfig, trigger: Trigger) -> Result<(), PollError> {
+    /// Runs `run`: the same path for every trigger (heal, then sync, resolve, plan, apply, record).
+    /// Only a run that reads its source counts in the poll metrics; the webhook handler keeps its own.
+    async fn run(&self, run: &Run) -> Result<(), PollError> {
+        let trigger = run.trigger();
         let rewritten;
-        let poll =
-            match doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url) {
-                Some(url) => {
-                    rewritten = PollConfig {
-                        url,
-                        ..poll.clone()
-                    };
-                    &rewritten
-                }
-                None => poll,
-            };
+        let poll = match doco_config::rewrite_source_url(
+            &self.config.source_url_rewrites,
+            &run.poll.url,
+        ) {
+            Some(url) => {
+                rewritten = PollConfig {
+                    url,
+                    ..run.poll.clone()
+                };
+                &rewritten
+            }
+            None => &run.poll,
+        };
         let repo_name = doco_git::repo_name(&poll.url);
         let span = info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str());
         async {
             let started = Instant::now();
-            info!(url = %doco_git::redact_url(&poll.url), "polling repository");
-            let result = self.poll_inner(poll, &repo_name, trigger).await;
+            let counted = trigger == Trigger::Poll && run.reads_source();
+            let result = if run.reads_source() {
+                info!(url = %doco_git::redact_url(&poll.url), "polling repository");
+                self.poll_inner(poll, &repo_name, trigger, &forced_services(run))
+                    .await
+            } else {
+                self.heal_only(poll, &repo_name, &forced_services(run)).await
+            };
             let labels = metrics::repo(&repo_name);
-            if trigger == Trigger::Poll {
+            if counted {
                 self.metrics.polls.get_or_create(&labels).inc();
                 self.metrics
                     .poll_duration
@@ -336,7 +383,7 @@ impl Reconciler {
             match &result {
                 Ok(()) => info!(elapsed_ms = started.elapsed().as_millis() as u64, "poll completed"),
                 Err(e) => {
-                    if trigger == Trigger::Poll {
+                    if counted {
                         self.metrics.poll_errors.get_or_create(&labels).inc();
                     }
                     error!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "poll failed");
@@ -358,11 +405,26 @@ impl Reconciler {
         .await
     }
 
+    /// A run that only enforces the last known good state (engine events, a cut event stream, a
+    /// repository no poll follows after a restart): no Git, no new commit.
+    async fn heal_only(
+        &self,
+        poll: &PollConfig,
+        repo_name: &str,
+        forced: &heal::Forced,
+    ) -> Result<(), PollError> {
+        let healed = self.heal_all(poll, repo_name, None, forced).await;
+        let result = self.report_heals(repo_name, healed).await;
+        self.save_state().await;
+        result
+    }
+
     async fn poll_inner(
         &self,
         poll: &PollConfig,
         repo_name: &str,
         kind: Trigger,
+        forced: &heal::Forced,
     ) -> Result<(), PollError> {
         let checkout = self.paths.checkout(repo_name);
         let lock = self.checkout_lock(&checkout);
@@ -370,21 +432,63 @@ impl Reconciler {
         let url = doco_git::redact_url(&poll.url);
 
         let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
-        let ctx = PollContext {
-            poll,
-            kind,
-            key: repository_key(repo_name, &poll.reference),
-            repo_name,
-            url: &url,
-            checkout: &checkout,
-            commit: &revision.commit,
-            mode: revision.mode,
-        };
-        let result = self.deploy_all(&ctx).await;
+        let healed = self
+            .heal_all(poll, repo_name, Some(&checkout), forced)
+            .await;
+        let mut result = self.report_heals(repo_name, healed).await;
+        if plan::applies_changes(revision.mode) {
+            let ctx = PollContext {
+                poll,
+                kind,
+                key: repository_key(repo_name, &poll.reference),
+                repo_name,
+                url: &url,
+                checkout: &checkout,
+                commit: &revision.commit,
+                mode: revision.mode,
+            };
+            let changed = self.deploy_all(&ctx).await;
+            result = result.and(changed);
+        }
         self.save_state().await;
         match revision.deferred_error {
             Some(e) => Err(e),
             None => result,
+        }
+    }
+
+    /// Logs and notifies each heal; an engine that cannot be read fails the run.
+    async fn report_heals(
+        &self,
+        repo_name: &str,
+        healed: Result<Vec<heal::Healed>, DeployError>,
+    ) -> Result<(), PollError> {
+        let healed = match healed {
+            Ok(healed) => healed,
+            Err(DeployError::Engine(e)) => return Err(PollError::Engine(e)),
+            Err(e) => {
+                error!(error = %e, "could not enforce the last known good state");
+                return Ok(());
+            }
+        };
+        let total = healed.len();
+        let mut failed = Vec::new();
+        for (name, result) in healed {
+            if !self
+                .report(repo_name, &name, "its last good commit", result)
+                .await
+            {
+                failed.push(name);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PollError::Deployments {
+                failed: failed.len(),
+                total,
+                names: failed.join(", "),
+            })
         }
     }
 
@@ -431,7 +535,8 @@ impl Reconciler {
         }
         let mut failed = Vec::new();
         for (name, result) in results {
-            if !self.report(ctx, &name, result).await {
+            let at = plan::short(ctx.commit);
+            if !self.report(ctx.repo_name, &name, at, result).await {
                 failed.push(name);
             }
         }
@@ -572,29 +677,34 @@ impl Reconciler {
         self.deploy_resolved(&sub, resolved, observed).await
     }
 
-    /// Logs, counts and notifies one deployment's outcome; false when it failed.
+    /// Logs, counts and notifies one deployment's outcome (`at` names the commit it worked from);
+    /// false when it failed.
     async fn report(
         &self,
-        ctx: &PollContext<'_>,
+        repo_name: &str,
         name: &str,
+        at: &str,
         result: Result<DeploymentOutcome, String>,
     ) -> bool {
-        let subject = format!("{}/{name}", ctx.repo_name);
-        let commit = plan::short(ctx.commit);
+        let subject = format!("{repo_name}/{name}");
         let (level, title, body) = match result {
             Err(reason) => {
                 error!(deployment = %name, error = %reason, "deployment failed");
                 self.metrics
                     .deployment_errors
-                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
+                    .get_or_create(&metrics::deployment(repo_name, name))
                     .inc();
-                let body = format!("{name} from {} at {commit}: {reason}", ctx.repo_name);
+                let body = format!("{name} from {repo_name} at {at}: {reason}");
                 self.notifier
                     .send(Level::Failure, &subject, "Deployment failed", &body)
                     .await;
                 return false;
             }
             Ok(DeploymentOutcome::UpToDate) => return true,
+            Ok(DeploymentOutcome::Waiting(wait)) => {
+                info!(deployment = %name, retry_in_secs = wait.as_secs(), "its last change failed; waiting for the backoff before trying again");
+                return true;
+            }
             Ok(DeploymentOutcome::Deployed(changed)) => {
                 let services: Vec<&str> = changed.iter().map(String::as_str).collect();
                 let recreated = if services.is_empty() {
@@ -605,10 +715,7 @@ impl Reconciler {
                 (
                     Level::Success,
                     "Deployment completed",
-                    format!(
-                        "{name} from {} at {commit}; recreated: {recreated}",
-                        ctx.repo_name
-                    ),
+                    format!("{name} from {repo_name} at {at}; recreated: {recreated}"),
                 )
             }
             Ok(DeploymentOutcome::Destroyed) => (
@@ -619,11 +726,23 @@ impl Reconciler {
             Ok(DeploymentOutcome::Started(count)) => (
                 Level::Success,
                 "Stopped services started",
-                format!(
-                    "{name} from {}: started {count} stopped container(s)",
-                    ctx.repo_name
-                ),
+                format!("{name} from {repo_name}: started {count} stopped container(s)"),
             ),
+            Ok(DeploymentOutcome::Healed { started, recreated }) => {
+                let recreated: Vec<&str> = recreated.iter().map(String::as_str).collect();
+                (
+                    Level::Success,
+                    "Last known good state enforced",
+                    format!(
+                        "{name} from {repo_name} at {at}: started {started} stopped container(s); recreated: {}",
+                        if recreated.is_empty() {
+                            "none".to_string()
+                        } else {
+                            recreated.join(", ")
+                        }
+                    ),
+                )
+            }
         };
         self.notifier.send(level, &subject, title, &body).await;
         true
@@ -635,6 +754,20 @@ impl Reconciler {
             error!(error = %e, "could not save the state; the previous state file is unchanged");
         }
     }
+}
+
+/// Per compose project, the services that subscribed `die` or `destroy` events of this run named.
+fn forced_services(run: &Run) -> heal::Forced {
+    let mut forced = heal::Forced::new();
+    for event in run.events() {
+        if matches!(event.action.as_str(), "die" | "destroy") {
+            forced
+                .entry(event.project.clone())
+                .or_default()
+                .insert(event.service.clone());
+        }
+    }
+    forced
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -113,6 +113,7 @@ impl Reconciler {
             .or_insert_with(RepositoryState::default);
         entry.url = url.to_string();
         entry.reference = poll.reference.clone();
+        entry.target = poll.target.clone();
         entry.checkout = checkout.to_path_buf();
         entry.commit = commit.to_string();
         entry.last_success_unix = now;

@@ -1,0 +1,238 @@
+//! The first step of every reconcile: enforcing each deployment's last known good state, the last
+//! deploy that succeeded, whatever the newest commit says and whether Git answers or not.
+//!
+//! Stopped containers of recorded services are started (same container); services with no container
+//! left as deployed are recreated from the files of the recorded commit, with the recorded labels,
+//! one service at a time with compose's `--no-deps`, so a sibling whose new commit cannot be pulled
+//! or built never keeps them down. When the checkout has moved on to a commit that did not deploy,
+//! the recorded commit's files are exported beside it (`.doco-cd/good/`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use doco_config::PollConfig;
+use doco_docker::{ContainerInfo, PullPolicy, UpOptions};
+use tracing::{info, warn};
+
+use super::{DeployError, DeploymentOutcome, Reconciler};
+use crate::plan::{self, HealPlan};
+use crate::registry::EventTarget;
+use crate::state::{DeploymentRecord, RepositoryState};
+
+/// Per compose project, the services engine events asked to bring back whatever their restart
+/// policy (a subscribed `die` or `destroy`).
+pub(super) type Forced = BTreeMap<String, BTreeSet<String>>;
+
+/// One deployment's heal, for the report.
+pub(super) type Healed = (String, Result<DeploymentOutcome, String>);
+
+impl Reconciler {
+    /// Enforces the last known good state of every deployment recorded for `repo_name` (each of its
+    /// references). `held` is the checkout whose lock the caller holds already.
+    pub(super) async fn heal_all(
+        &self,
+        poll: &PollConfig,
+        repo_name: &str,
+        held: Option<&Path>,
+        forced: &Forced,
+    ) -> Result<Vec<Healed>, DeployError> {
+        let prefix = format!("{repo_name}#");
+        let repositories: Vec<(String, RepositoryState)> = self
+            .state
+            .lock()
+            .await
+            .repositories
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, repo)| (key.clone(), repo.clone()))
+            .collect();
+        if repositories.iter().all(|(_, r)| r.deployments.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let observed = self.docker.compose_containers().await?;
+        let mut healed = Vec::new();
+        for (key, repository) in repositories {
+            let lock = self.checkout_lock(&repository.checkout);
+            let _held = match held {
+                Some(path) if path == repository.checkout => None,
+                _ => Some(lock.lock().await),
+            };
+            for record in repository.deployments.values() {
+                self.register_target(poll, record);
+                let empty = Vec::new();
+                let containers = observed.get(&record.project).unwrap_or(&empty);
+                let none = BTreeSet::new();
+                let wanted = forced.get(&record.project).unwrap_or(&none);
+                let plan = plan::heal_plan(record, containers, wanted);
+                if plan.is_empty() {
+                    continue;
+                }
+                let result = self
+                    .heal_one(poll, &key, &repository, record, plan)
+                    .await
+                    .map_err(|e| e.to_string());
+                healed.push((record.project.clone(), result));
+            }
+        }
+        Ok(healed)
+    }
+
+    /// Lets the event loop know the deployment, also when it was only read from the state file.
+    fn register_target(&self, poll: &PollConfig, record: &DeploymentRecord) {
+        if self.registry.target(&record.project).is_some() {
+            return;
+        }
+        if let Some(reconciliation) = &record.reconciliation {
+            let target = EventTarget {
+                poll: poll.clone(),
+                reconciliation: reconciliation.clone(),
+            };
+            self.registry.set_target(&record.project, target);
+        }
+    }
+
+    async fn heal_one(
+        &self,
+        poll: &PollConfig,
+        key: &str,
+        repository: &RepositoryState,
+        record: &DeploymentRecord,
+        plan: HealPlan,
+    ) -> Result<DeploymentOutcome, DeployError> {
+        let project = &record.project;
+        if !plan.start.is_empty() {
+            info!(%project, containers = plan.start.len(), "starting stopped containers of the last known good state");
+            for id in &plan.start {
+                let _own = self.registry.begin_container(id);
+                self.docker.start_container(id).await?;
+            }
+        }
+        if !plan.recreate.is_empty() {
+            info!(%project, services = ?plan.recreate, commit = %crate::plan::short(&record.commit),
+                "recreating services as last deployed");
+            self.recreate(poll, key, repository, record, &plan.recreate)
+                .await?;
+        }
+        Ok(DeploymentOutcome::Healed {
+            started: plan.start.len(),
+            recreated: plan.recreate,
+        })
+    }
+
+    /// `docker compose up --no-deps` of `services` from the recorded commit's files with the
+    /// recorded labels; then records the new containers' compose hashes.
+    async fn recreate(
+        &self,
+        poll: &PollConfig,
+        key: &str,
+        repository: &RepositoryState,
+        record: &DeploymentRecord,
+        services: &BTreeSet<String>,
+    ) -> Result<(), DeployError> {
+        let tree = self.good_tree(repository, key, &record.commit).await?;
+        let resolved = doco_config::resolve_deployments(
+            &poll.deployments,
+            &tree,
+            &self.config.deploy_config_base_dir,
+            &repository.target,
+            &repository.reference,
+        )?;
+        let deployment = resolved
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|d| d.config.name == record.project)
+            .ok_or_else(|| {
+                DeployError::Unsupported(format!(
+                    "deployment {} is not described at its last good commit {}, so it cannot be recreated",
+                    record.project, record.commit
+                ))
+            })?;
+        let project = self.compose_project(&deployment);
+        crate::sops::render_decrypted(&self.compose, &project, &deployment, &tree, &self.paths)
+            .await?;
+        let override_path = self.override_path(&record.project);
+        super::deploy::write_override(&override_path, &record.labels())?;
+        let options = UpOptions {
+            remove_orphans: false,
+            force_recreate: false,
+            pull: PullPolicy::Missing,
+            timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
+            services: services.iter().cloned().collect(),
+        };
+        let own = self.registry.begin_project(&record.project);
+        let up = self
+            .compose
+            .up(&project, &self.paths.to_host(&override_path), &options)
+            .await;
+        drop(own);
+        up?;
+        let observed = self.docker.compose_containers().await?;
+        let containers = observed.get(&record.project).cloned().unwrap_or_default();
+        self.update_compose_hashes(key, record, services, &containers)
+            .await;
+        Ok(())
+    }
+
+    /// The recorded commit's files: the checkout when it is at that commit, else an export of the
+    /// commit beside it (made once, kept while it is the last good commit).
+    async fn good_tree(
+        &self,
+        repository: &RepositoryState,
+        key: &str,
+        commit: &str,
+    ) -> Result<PathBuf, DeployError> {
+        let checkout = &repository.checkout;
+        if doco_git::head_commit(checkout).ok().flatten().as_deref() == Some(commit) {
+            return Ok(checkout.clone());
+        }
+        let dir = self.paths.good_tree_dir(key);
+        let tree = dir.join(commit);
+        if tree.is_dir() {
+            return Ok(tree);
+        }
+        // Only the current last good commit of this key is kept.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|source| DeployError::Override {
+            path: dir.clone(),
+            source,
+        })?;
+        warn!(commit = %crate::plan::short(commit), dir = %tree.display(),
+            "the checkout is at a commit that did not deploy; exporting the last good commit's files");
+        self.git
+            .export_commit(&repository.url, checkout, commit, &tree)
+            .await?;
+        Ok(tree)
+    }
+
+    /// Records the compose hashes of the containers a heal created, so the next look finds them as
+    /// deployed.
+    async fn update_compose_hashes(
+        &self,
+        key: &str,
+        record: &DeploymentRecord,
+        services: &BTreeSet<String>,
+        containers: &[ContainerInfo],
+    ) {
+        let mut state = self.state.lock().await;
+        let Some(stored) = state
+            .repositories
+            .get_mut(key)
+            .and_then(|r| r.deployments.get_mut(&record.project))
+        else {
+            return;
+        };
+        for (name, service) in stored.services.iter_mut() {
+            if !services.contains(name) {
+                continue;
+            }
+            if let Some(hash) = containers
+                .iter()
+                .filter(|c| !c.oneoff && &c.service == name)
+                .find_map(|c| c.config_hash.clone())
+            {
+                service.compose_hash = Some(hash);
+            }
+        }
+    }
+}
