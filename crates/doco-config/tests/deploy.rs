@@ -54,7 +54,10 @@ fn no_file_is_an_error_not_an_empty_list() {
     let err = load_deploy_configs(repo.path(), "/", "").unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
     let err = resolve_deployments(&[], repo.path(), "/", "", "main").unwrap_err();
-    assert!(err.to_string().contains(".doco-cd.yaml nor .doco-cd.yml"), "{err}");
+    assert!(
+        err.to_string().contains(".doco-cd.yaml nor .doco-cd.yml"),
+        "{err}"
+    );
 }
 
 #[test]
