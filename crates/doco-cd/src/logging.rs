@@ -110,6 +110,9 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(&format!(" target={escaped}")), "{line}");
-        assert!(line.contains(&format!(" reference=\"{escaped}\"")), "{line}");
+        assert!(
+            line.contains(&format!(" reference=\"{escaped}\"")),
+            "{line}"
+        );
     }
 }
