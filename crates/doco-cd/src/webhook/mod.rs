@@ -65,8 +65,8 @@ pub struct DeployFailure {
     pub not_found: bool,
 }
 
-impl From<PollError> for DeployFailure {
-    fn from(error: PollError) -> Self {
+impl From<&PollError> for DeployFailure {
+    fn from(error: &PollError) -> Self {
         DeployFailure {
             not_found: error.is_not_found(),
             message: error.to_string(),
@@ -82,7 +82,7 @@ pub fn reconciler_deploy(reconciler: Arc<Reconciler>) -> Deploy {
             reconciler
                 .run(&poll, Trigger::Webhook)
                 .await
-                .map_err(DeployFailure::from)
+                .map_err(|e| DeployFailure::from(&e))
         })
     })
 }

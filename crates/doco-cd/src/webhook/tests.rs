@@ -433,7 +433,7 @@ async fn a_target_without_its_file_is_404_naming_the_file() {
         dir: "/data/repo".into(),
         target: "nas".into(),
     };
-    let h = harness_with(&[], Err(PollError::from(missing).into()));
+    let h = harness_with(&[], Err((&PollError::from(missing)).into()));
     let (status, json) = send(&h.router, signed("/v1/webhook/nas?wait=true", &good_push())).await;
     assert_eq!(status, 404);
     assert_eq!(json["error"], "failed to get deploy configuration");
