@@ -94,14 +94,6 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if resolved.is_empty() && !config_file_exists(&args.dir, &base_dir, target) {
-        let names = doco_config::resolve::config_file_names(target).join(" or ");
-        eprintln!(
-            "error: no deploy config in {} (looked for {names} in DEPLOY_CONFIG_BASE_DIR {base_dir:?})",
-            args.dir.display()
-        );
-        return ExitCode::from(1);
-    }
     let root = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
     let mut deployments = Vec::new();
     let mut errors = 0;
@@ -149,13 +141,6 @@ fn check(args: &CheckArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn config_file_exists(dir: &Path, base_dir: &str, target: &str) -> bool {
-    let base = dir.join(base_dir.trim().trim_start_matches('/'));
-    doco_config::resolve::config_file_names(target)
-        .iter()
-        .any(|name| base.join(name).is_file())
 }
 
 /// A path relative to the repository root, for output.

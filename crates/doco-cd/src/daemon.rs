@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use doco_config::{AppConfig, LogFormat};
+use doco_config::AppConfig;
 use doco_engine::events::EventLoop;
 use doco_engine::scheduler::{forward_refs, run_timer};
 use doco_engine::watch::{RefWatcher, local_git_dir, watch_refs};
@@ -28,7 +28,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    init_logging(&config);
+    crate::logging::init(&config);
     for warning in &config.warnings {
         warn!(%warning, "configuration");
     }
@@ -347,21 +347,6 @@ async fn wait(tasks: &mut JoinSet<String>, shutdown: &CancellationToken) -> Exit
                 _ => {}
             },
         }
-    }
-}
-
-fn init_logging(config: &AppConfig) {
-    let level = format!("{:?}", config.log_level).to_lowercase();
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,doco_cd={level},doco_engine={level},doco_git={level},doco_docker={level},doco_config={level},doco_process={level}"
-    ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

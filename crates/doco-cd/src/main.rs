@@ -9,6 +9,7 @@ mod api;
 mod config_cmd;
 mod daemon;
 mod http;
+mod logging;
 mod tls;
 mod webhook;
 

@@ -5,7 +5,7 @@
 //! Secret values are never part of a message.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// An error in the application configuration (environment variables, `POLL_CONFIG`).
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,14 @@ pub enum DeployConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The target has no deploy-config file (upstream fails the job the same way).
+    #[error("{}", no_config_file_text(dir, target))]
+    NoConfigFile {
+        /// The directory searched: the checkout joined with `DEPLOY_CONFIG_BASE_DIR`.
+        dir: PathBuf,
+        /// The target (`""` for the default `.doco-cd.y(a)ml`).
+        target: String,
+    },
     /// A document is valid YAML but not a valid deployment.
     #[error("{location}: {}{message}", field_prefix(field.as_deref()))]
     Invalid {
@@ -120,6 +128,19 @@ pub enum DeployConfigError {
         field: Option<String>,
         message: String,
     },
+}
+
+fn no_config_file_text(dir: &Path, target: &str) -> String {
+    let [yaml, yml] = crate::resolve::config_file_names(target);
+    let which = if target.is_empty() {
+        String::new()
+    } else {
+        format!(" for target `{target}`")
+    };
+    format!(
+        "no deploy configuration{which}: neither {yaml} nor {yml} exists in {}",
+        dir.display()
+    )
 }
 
 fn field_prefix(field: Option<&str>) -> String {
@@ -133,6 +154,12 @@ impl DeployConfigError {
             DeployConfigError::Invalid { location, .. } => Some(location.as_ref()),
             _ => None,
         }
+    }
+
+    /// Whether the deploy configuration asked for does not exist at all (no file for the target),
+    /// as opposed to one that exists and is wrong: a webhook naming such a target is answered 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DeployConfigError::NoConfigFile { .. })
     }
 
     pub(crate) fn invalid(

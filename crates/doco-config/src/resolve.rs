@@ -77,40 +77,36 @@ pub fn config_file_names(target: &str) -> [String; 2] {
 }
 
 /// Reads `.doco-cd[.<target>].yaml` (before `.yml`) from `<repo_dir>/<base_dir>`; one entry per
-/// YAML document. `Ok(vec![])` if no file exists.
+/// YAML document. A target without its file is [`DeployConfigError::NoConfigFile`].
 pub fn load_deploy_configs(
     repo_dir: &Path,
     base_dir: &str,
     target: &str,
 ) -> Result<Vec<Result<DeployConfig, DeployConfigError>>, DeployConfigError> {
-    Ok(load_with_file(repo_dir, base_dir, target)?
-        .map(|(_, entries)| entries)
-        .unwrap_or_default())
+    Ok(load_with_file(repo_dir, base_dir, target)?.1)
 }
 
-/// Like [`load_deploy_configs`], also returning the file that was read (`None` if none exists).
+/// Like [`load_deploy_configs`], also returning the file that was read.
 #[allow(clippy::type_complexity)]
 pub fn load_with_file(
     repo_dir: &Path,
     base_dir: &str,
     target: &str,
-) -> Result<Option<(PathBuf, Vec<Result<DeployConfig, DeployConfigError>>)>, DeployConfigError> {
-    let Some(file) = find_config_file(repo_dir, base_dir, target)? else {
-        return Ok(None);
-    };
+) -> Result<(PathBuf, Vec<Result<DeployConfig, DeployConfigError>>), DeployConfigError> {
+    let file = find_config_file(repo_dir, base_dir, target)?;
     let text = std::fs::read_to_string(&file).map_err(|source| DeployConfigError::Read {
         path: file.clone(),
         source,
     })?;
     let entries = parse_deploy_file(&text, &file)?;
-    Ok(Some((file, entries)))
+    Ok((file, entries))
 }
 
 fn find_config_file(
     repo_dir: &Path,
     base_dir: &str,
     target: &str,
-) -> Result<Option<PathBuf>, DeployConfigError> {
+) -> Result<PathBuf, DeployConfigError> {
     let settings_error = |field: &str, message: String| DeployConfigError::Invalid {
         location: Box::new(Location {
             file: Some(repo_dir.to_path_buf()),
@@ -149,10 +145,13 @@ fn find_config_file(
                     ),
                 ));
             }
-            return Ok(Some(candidate));
+            return Ok(candidate);
         }
     }
-    Ok(None)
+    Err(DeployConfigError::NoConfigFile {
+        dir,
+        target: target.to_owned(),
+    })
 }
 
 pub(crate) fn canonical(path: &Path) -> Result<PathBuf, DeployConfigError> {
@@ -307,8 +306,9 @@ fn is_content(line: &str) -> bool {
     !trimmed.is_empty() && !trimmed.starts_with('#')
 }
 
-/// The deployments a poll deploys: inline ones if non-empty, else those of the repository file,
-/// with `reference` defaulted to `poll_reference` and every path resolved in the checkout.
+/// The deployments a poll deploys: inline ones if non-empty, else those of the repository file
+/// (which must exist, as upstream requires), with `reference` defaulted to `poll_reference` and
+/// every path resolved in the checkout.
 #[allow(clippy::type_complexity)]
 pub fn resolve_deployments(
     inline: &[DeployConfig],
@@ -318,10 +318,8 @@ pub fn resolve_deployments(
     poll_reference: &str,
 ) -> Result<Vec<Result<ResolvedDeployment, DeployConfigError>>, DeployConfigError> {
     let (source_file, entries) = if inline.is_empty() {
-        match load_with_file(repo_dir, base_dir, target)? {
-            Some((file, entries)) => (Some(file), entries),
-            None => return Ok(Vec::new()),
-        }
+        let (file, entries) = load_with_file(repo_dir, base_dir, target)?;
+        (Some(file), entries)
     } else {
         (None, validate_inline(inline))
     };

@@ -47,11 +47,17 @@ fn names(entries: &[Result<DeployConfig, DeployConfigError>]) -> Vec<String> {
 
 const COMPOSE: &str = "services:\n  app:\n    image: busybox\n";
 
+/// As upstream: a repository without `.doco-cd.y(a)ml` fails, it does not deploy nothing.
 #[test]
-fn no_file_means_no_deployments() {
+fn no_file_is_an_error_not_an_empty_list() {
     let repo = Repo::new(&[("compose.yaml", COMPOSE)]);
-    assert!(repo.load().is_empty());
-    assert!(repo.resolve(&[], "main").is_empty());
+    let err = load_deploy_configs(repo.path(), "/", "").unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let err = resolve_deployments(&[], repo.path(), "/", "", "main").unwrap_err();
+    assert!(
+        err.to_string().contains(".doco-cd.yaml nor .doco-cd.yml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,8 +185,8 @@ fn yaml_is_preferred_over_yml_and_targets_select_their_file() {
     );
     assert!(
         load_deploy_configs(repo.path(), "/", "other")
-            .unwrap()
-            .is_empty()
+            .unwrap_err()
+            .is_not_found()
     );
     assert_eq!(
         names(&load_deploy_configs(repo.path(), "configs", "").unwrap()),
@@ -191,6 +197,59 @@ fn yaml_is_preferred_over_yml_and_targets_select_their_file() {
         ["in-base-dir"]
     );
     assert!(load_deploy_configs(repo.path(), "../elsewhere", "").is_err());
+}
+
+/// A target without its file fails resolution (polls and webhooks alike, as upstream fails the
+/// job), naming both file names and the directory searched; inline deployments need no file.
+#[test]
+fn a_target_without_its_file_is_an_error_naming_the_file() {
+    let repo = Repo::new(&[
+        (".doco-cd.yml", "name: default\n"),
+        ("deploy/.doco-cd.nas.yml", "name: nas\n"),
+        ("compose.yml", "services: {}\n"),
+    ]);
+    let cases = [
+        // (base dir, target, expected message)
+        (
+            "/",
+            "nas",
+            "no deploy configuration for target `nas`: neither .doco-cd.nas.yaml nor .doco-cd.nas.yml exists in {root}",
+        ),
+        (
+            "/",
+            "pi",
+            "no deploy configuration for target `pi`: neither .doco-cd.pi.yaml nor .doco-cd.pi.yml exists in {root}",
+        ),
+        (
+            "deploy",
+            "",
+            "no deploy configuration: neither .doco-cd.yaml nor .doco-cd.yml exists in {root}/deploy",
+        ),
+        (
+            "/deploy/",
+            "pi",
+            "no deploy configuration for target `pi`: neither .doco-cd.pi.yaml nor .doco-cd.pi.yml exists in {root}/deploy",
+        ),
+    ];
+    let root = repo.path().display().to_string();
+    for (base_dir, target, expected) in cases {
+        let err = resolve_deployments(&[], repo.path(), base_dir, target, "main").unwrap_err();
+        assert!(err.is_not_found(), "{base_dir} {target}: {err:?}");
+        assert_eq!(err.to_string(), expected.replace("{root}", &root));
+    }
+    let found =
+        |base_dir, target| names(&load_deploy_configs(repo.path(), base_dir, target).unwrap());
+    assert_eq!(found("/", ""), ["default"]);
+    assert_eq!(found("deploy", "nas"), ["nas"]);
+    let inline = DeployConfig {
+        name: "inline".into(),
+        ..DeployConfig::default()
+    };
+    let resolved = resolve_deployments(&[inline], repo.path(), "/", "pi", "main").unwrap();
+    assert!(resolved[0].is_ok(), "{resolved:?}");
+    let broken = Repo::new(&[(".doco-cd.pi.yml", "name: [\n")]);
+    let err = resolve_deployments(&[], broken.path(), "/", "pi", "main").unwrap_err();
+    assert!(!err.is_not_found(), "a broken file exists: {err}");
 }
 
 #[test]

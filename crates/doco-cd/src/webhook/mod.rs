@@ -17,6 +17,12 @@
 //! | branch or tag deleted | 202, skipped |
 //! | `file://` clone URL not produced by `SOURCE_URL_REWRITES` | 403 |
 //! | body over `MAX_PAYLOAD_SIZE`, unreadable payload, failed deploy | 500 |
+//! | no `.doco-cd[.<target>].y(a)ml` for the target (`?wait=true`) | 404 (upstream: 500) |
+//!
+//! The 404 is a deliberate difference: upstream answers 500 "failed to get deploy configuration"
+//! when the target's file is missing, but the request named something that does not exist (most
+//! often a typo in the `{customTarget}` of the URL), which is the client's to fix, not a fault of
+//! the daemon. The body names the files looked for and the directory.
 
 pub mod client_ip;
 pub mod payload;
@@ -35,8 +41,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 use doco_config::{AppConfig, PollConfig};
-use doco_engine::Metrics;
-use doco_engine::{Reason, Scheduler};
+use doco_engine::{Metrics, PollError, Reason, Scheduler};
 use serde_json::{Map, Value, json};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
@@ -44,10 +49,29 @@ use crate::api::{RunStatus, RunTracker, RunTrigger};
 use payload::Payload;
 use verify::{Provider, VerifyError};
 
-/// Runs one deployment for a webhook; the error text is what the client and the log are told.
+/// Runs one deployment for a webhook.
 pub type Deploy = Arc<
-    dyn Fn(PollConfig) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+    dyn Fn(PollConfig) -> Pin<Box<dyn Future<Output = Result<(), DeployFailure>> + Send>>
+        + Send
+        + Sync,
 >;
+
+/// Why a webhook's deployment failed: what the client and the log are told, and whether the
+/// request named something that does not exist (a target without its file), answered 404.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployFailure {
+    pub message: String,
+    pub not_found: bool,
+}
+
+impl From<&PollError> for DeployFailure {
+    fn from(error: &PollError) -> Self {
+        DeployFailure {
+            not_found: error.is_not_found(),
+            message: error.to_string(),
+        }
+    }
+}
 
 /// The scheduler as a [`Deploy`]: the webhook's request joins the one queue every trigger takes.
 pub fn scheduler_deploy(scheduler: Scheduler) -> Deploy {
@@ -57,7 +81,7 @@ pub fn scheduler_deploy(scheduler: Scheduler) -> Deploy {
             scheduler
                 .run(poll, Reason::Webhook)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| DeployFailure::from(&*e))
         })
     })
 }
@@ -356,7 +380,12 @@ impl Job {
             ..PollConfig::default()
         };
         if let Err(e) = (self.hook.deploy)(poll).await {
-            return self.fail(StatusCode::INTERNAL_SERVER_ERROR, "deployment failed", &e);
+            let (status, message) = if e.not_found {
+                (StatusCode::NOT_FOUND, "failed to get deploy configuration")
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "deployment failed")
+            };
+            return self.fail(status, message, &e.message);
         }
         let elapsed = started.elapsed();
         let message = "job completed successfully";

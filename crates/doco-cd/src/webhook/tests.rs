@@ -19,7 +19,7 @@ struct Harness {
     deployed: Arc<Mutex<Vec<PollConfig>>>,
 }
 
-fn harness_with(env: &[(&str, &str)], outcome: Result<(), String>) -> Harness {
+fn harness_with(env: &[(&str, &str)], outcome: Result<(), DeployFailure>) -> Harness {
     let data = std::env::temp_dir();
     let mut vars = BTreeMap::from([
         ("DATA_MOUNT_PATH".to_string(), data.display().to_string()),
@@ -411,7 +411,11 @@ async fn ssh_url_is_used_when_an_ssh_key_is_configured_and_no_rewrite_applied() 
 
 #[tokio::test]
 async fn failed_deploy_is_500_with_the_reason() {
-    let h = harness_with(&[], Err("1 of 1 deployments failed: web".into()));
+    let failure = DeployFailure {
+        message: "1 of 1 deployments failed: web".into(),
+        not_found: false,
+    };
+    let h = harness_with(&[], Err(failure));
     let (status, json) = send(&h.router, signed("/v1/webhook?wait=true", &good_push())).await;
     assert_eq!(status, 500);
     assert_eq!(json["error"], "deployment failed");
@@ -419,6 +423,27 @@ async fn failed_deploy_is_500_with_the_reason() {
     let text = h.metrics.encode();
     assert!(text.contains("doco_cd_webhook_errors_total{repository=\"owner/app\"} 1"));
     assert!(!text.contains("doco_cd_webhook_requests_total{"));
+}
+
+/// A custom target without its file: 404 naming the files, through the reconciler's own mapping
+/// of its error, and counted as a webhook error.
+#[tokio::test]
+async fn a_target_without_its_file_is_404_naming_the_file() {
+    let missing = doco_config::DeployConfigError::NoConfigFile {
+        dir: "/data/repo".into(),
+        target: "nas".into(),
+    };
+    let h = harness_with(&[], Err((&PollError::from(missing)).into()));
+    let (status, json) = send(&h.router, signed("/v1/webhook/nas?wait=true", &good_push())).await;
+    assert_eq!(status, 404);
+    assert_eq!(json["error"], "failed to get deploy configuration");
+    assert_eq!(
+        json["content"],
+        "no deploy configuration for target `nas`: neither .doco-cd.nas.yaml nor .doco-cd.nas.yml exists in /data/repo"
+    );
+    assert_eq!(h.deployed.lock().unwrap()[0].target, "nas");
+    let text = h.metrics.encode();
+    assert!(text.contains("doco_cd_webhook_errors_total{repository=\"owner/app\"} 1"));
 }
 
 #[test]

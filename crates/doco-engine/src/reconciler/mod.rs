@@ -77,6 +77,14 @@ pub enum PollError {
     },
 }
 
+impl PollError {
+    /// Whether the trigger named something that does not exist (a target without its deploy-config
+    /// file), so that a webhook answers 404 rather than 500.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PollError::DeployConfig(e) if e.is_not_found())
+    }
+}
+
 /// Why one deployment failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
