@@ -1383,3 +1383,95 @@ fn tls_on_the_http_ports_and_the_healthcheck_command_speaks_it() {
     assert!(http_get(daemon.http_port, "/v1/health").is_none_or(|(status, _)| status != 200));
     assert!(http_get(daemon.metrics_port, "/metrics").is_none_or(|(status, _)| status != 200));
 }
+
+/// Issue 8: a commit that cannot deploy never keeps an unchanged service down. `web` moves to an
+/// image that does not exist; `proxy` is stopped, then removed: both times it comes back as last
+/// deployed (a start keeps its container), online and with the Git server stopped; the broken change
+/// is retried with backoff, not at every poll.
+#[test]
+fn a_broken_commit_never_keeps_an_unchanged_service_down_online_or_offline() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-broken");
+    let _guard = ProjectGuard::new(&project);
+    let (mut repo, first) = HttpRepo::with_stack(
+        &project,
+        &sleep_services(&image, &[("proxy", "4101"), ("web", "4102")]),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("DOCO_CD_MAINTAIN_OFFLINE_STATE", "true".to_string()),
+    ];
+    let daemon = Daemon::start(data.path(), &vars);
+    let proxy = running_container(&daemon, &project, "proxy");
+    let web = running_container(&daemon, &project, "web");
+    let proxy_labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", &proxy]);
+
+    let good = sleep_services(&image, &[("proxy", "4101"), ("web", "4102")]);
+    let broken = good.replacen(
+        &format!("image: {image}\n    command: [\"sleep\", \"4102\"]"),
+        "image: doco-test/does-not-exist:1\n    command: [\"sleep\", \"4102\"]",
+        1,
+    );
+    assert_ne!(broken, good);
+    repo.work.write("compose.yml", &broken);
+    let bad = repo.push("web: an image that does not exist");
+    let errors = daemon.metric("doco_cd_deployment_errors_total", &[]);
+    daemon.wait_for("the broken commit fails", Duration::from_secs(60), || {
+        daemon.metric("doco_cd_deployment_errors_total", &[]) > errors
+    });
+    let repository = format!("127.0.0.1:{}/repo", repo.server.port());
+    let backoff = [
+        ("repository", repository.as_str()),
+        ("deployment", project.as_str()),
+    ];
+    assert!(daemon.metric("doco_cd_deployment_backoff_seconds", &backoff) >= 10.0);
+
+    // Online: the stopped proxy is started (same container), the removed one recreated as deployed.
+    docker(&["stop", "-t", "1", &proxy]);
+    daemon.wait_for(
+        "proxy started again, online",
+        Duration::from_secs(30),
+        || container_state(&proxy) == "running",
+    );
+    docker(&["rm", "-f", &proxy]);
+    let recreated = running_container(&daemon, &project, "proxy");
+    assert_ne!(recreated, proxy);
+    assert_eq!(label(&recreated, SHA_LABEL), first);
+    assert_eq!(
+        docker(&["inspect", "--format", "{{json .Config.Labels}}", &recreated]),
+        proxy_labels,
+        "recreated exactly as last deployed"
+    );
+    assert_eq!(
+        container_ids(&project, "web"),
+        vec![web.clone()],
+        "web keeps its last good container"
+    );
+    assert_eq!(label(&web, SHA_LABEL), first);
+
+    // Offline: the checkout is at the broken commit, but the last good state is what is enforced.
+    repo.server.stop();
+    daemon.wait_for("the repository is offline", Duration::from_secs(30), || {
+        daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]) == 1.0
+    });
+    docker(&["stop", "-t", "1", &recreated]);
+    daemon.wait_for(
+        "proxy started again, offline",
+        Duration::from_secs(30),
+        || container_state(&recreated) == "running",
+    );
+    docker(&["rm", "-f", &recreated]);
+    let offline = running_container(&daemon, &project, "proxy");
+    assert_eq!(label(&offline, SHA_LABEL), first);
+    assert_eq!(container_state(&web), "running");
+
+    // The broken change was retried with backoff, not at every 1 s poll.
+    let failed = daemon.metric("doco_cd_deployment_errors_total", &[]) - errors;
+    let polls = daemon.metric("doco_cd_polls_total", &[]);
+    assert!(failed <= 4.0, "{failed} failed attempts in {polls} polls");
+    assert_ne!(bad, first);
+}

@@ -88,11 +88,16 @@ impl Backoffs {
         &self.failing
     }
 
-    /// When the earliest wait ends, counted from `now`.
-    pub fn next_retry(&self, now: Instant) -> Option<Duration> {
+    /// When the earliest wait of the deployments `which` selects ends, counted from `now`.
+    pub fn next_retry(
+        &self,
+        now: Instant,
+        which: impl Fn(&DeploymentId) -> bool,
+    ) -> Option<Duration> {
         self.failing
-            .values()
-            .map(|f| f.retry_at.saturating_duration_since(now))
+            .iter()
+            .filter(|(id, _)| which(id))
+            .map(|(_, f)| f.retry_at.saturating_duration_since(now))
             .min()
     }
 }
@@ -162,7 +167,14 @@ mod tests {
             backoffs.failed(id(), desired("c1"), "pull failed".into(), later),
             Duration::from_secs(20)
         );
-        assert_eq!(backoffs.next_retry(later), Some(Duration::from_secs(20)));
+        assert_eq!(
+            backoffs.next_retry(later, |_| true),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            backoffs.next_retry(later, |(key, _)| key != "repo#main"),
+            None
+        );
         assert_eq!(
             backoffs.failed(id(), desired("c2"), "pull failed".into(), later),
             FIRST_RETRY,

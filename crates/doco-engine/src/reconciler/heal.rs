@@ -27,6 +27,16 @@ pub(super) type Forced = BTreeMap<String, BTreeSet<String>>;
 /// One deployment's heal, for the report.
 pub(super) type Healed = (String, Result<DeploymentOutcome, String>);
 
+/// The engine's containers per compose project.
+pub(super) type Observed = BTreeMap<String, Vec<ContainerInfo>>;
+
+/// What the heal step did, and the engine's view when it changed nothing (the change step reuses it,
+/// so a quiet poll asks the engine once).
+pub(super) struct HealReport {
+    pub healed: Vec<Healed>,
+    pub untouched: Option<Observed>,
+}
+
 impl Reconciler {
     /// Enforces the last known good state of every deployment recorded for `repo_name` (each of its
     /// references). `held` is the checkout whose lock the caller holds already.
@@ -36,7 +46,7 @@ impl Reconciler {
         repo_name: &str,
         held: Option<&Path>,
         forced: &Forced,
-    ) -> Result<Vec<Healed>, DeployError> {
+    ) -> Result<HealReport, DeployError> {
         let prefix = format!("{repo_name}#");
         let repositories: Vec<(String, RepositoryState)> = self
             .state
@@ -48,7 +58,10 @@ impl Reconciler {
             .map(|(key, repo)| (key.clone(), repo.clone()))
             .collect();
         if repositories.iter().all(|(_, r)| r.deployments.is_empty()) {
-            return Ok(Vec::new());
+            return Ok(HealReport {
+                healed: Vec::new(),
+                untouched: None,
+            });
         }
         let observed = self.docker.compose_containers().await?;
         let mut healed = Vec::new();
@@ -75,7 +88,8 @@ impl Reconciler {
                 healed.push((record.project.clone(), result));
             }
         }
-        Ok(healed)
+        let untouched = healed.is_empty().then_some(observed);
+        Ok(HealReport { healed, untouched })
     }
 
     /// Lets the event loop know the deployment, also when it was only read from the state file.

@@ -335,39 +335,45 @@ impl Reconciler {
     /// Reconciles one [`Run`] of the scheduler: its result for whoever waits, and when to look
     /// again (the earliest end of a failing deployment's backoff).
     pub async fn reconcile(&self, run: Run) -> (RunResult, Action) {
+        let run = Run {
+            poll: self.rewritten(&run.poll),
+            ..run
+        };
         let result = self.run(&run).await.map_err(Arc::new);
-        let requeue_after = lock(&self.backoffs).next_retry(tokio::time::Instant::now());
+        let prefix = format!("{}#", doco_git::repo_name(&run.poll.url));
+        let requeue_after = lock(&self.backoffs)
+            .next_retry(tokio::time::Instant::now(), |(key, _)| {
+                key.starts_with(&prefix)
+            });
         (result, Action { requeue_after })
+    }
+
+    /// `poll` with its URL rewritten by `SOURCE_URL_REWRITES`.
+    fn rewritten(&self, poll: &PollConfig) -> PollConfig {
+        match doco_config::rewrite_source_url(&self.config.source_url_rewrites, &poll.url) {
+            Some(url) => PollConfig {
+                url,
+                ..poll.clone()
+            },
+            None => poll.clone(),
+        }
     }
 
     /// One poll of `poll` at start-up or on its timer (for tools and benchmarks that drive the
     /// reconciler without a scheduler).
     pub async fn poll(&self, poll: &PollConfig) -> Result<(), PollError> {
         let run = Run {
-            poll: poll.clone(),
+            poll: self.rewritten(poll),
             reasons: vec![Reason::Timer],
         };
         self.run(&run).await
     }
 
-    /// Runs `run`: the same path for every trigger (heal, then sync, resolve, plan, apply, record).
+    /// Runs `run` (its URL already rewritten): the same path for every trigger (heal, then sync, resolve, plan, apply, record).
     /// Only a run that reads its source counts in the poll metrics; the webhook handler keeps its own.
     async fn run(&self, run: &Run) -> Result<(), PollError> {
         let trigger = run.trigger();
-        let rewritten;
-        let poll = match doco_config::rewrite_source_url(
-            &self.config.source_url_rewrites,
-            &run.poll.url,
-        ) {
-            Some(url) => {
-                rewritten = PollConfig {
-                    url,
-                    ..run.poll.clone()
-                };
-                &rewritten
-            }
-            None => &run.poll,
-        };
+        let poll = &run.poll;
         let repo_name = doco_git::repo_name(&poll.url);
         let span = info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str());
         async {
@@ -422,7 +428,7 @@ impl Reconciler {
         forced: &heal::Forced,
     ) -> Result<(), PollError> {
         let healed = self.heal_all(poll, repo_name, None, forced).await;
-        let result = self.report_heals(repo_name, healed).await;
+        let result = self.report_heals(repo_name, healed.map(|h| h.healed)).await;
         self.save_state().await;
         result
     }
@@ -443,7 +449,8 @@ impl Reconciler {
         let healed = self
             .heal_all(poll, repo_name, Some(&checkout), forced)
             .await;
-        let mut result = self.report_heals(repo_name, healed).await;
+        let unchanged = healed.as_ref().ok().and_then(|h| h.untouched.clone());
+        let mut result = self.report_heals(repo_name, healed.map(|h| h.healed)).await;
         if plan::applies_changes(revision.mode) {
             let ctx = PollContext {
                 poll,
@@ -455,7 +462,7 @@ impl Reconciler {
                 commit: &revision.commit,
                 mode: revision.mode,
             };
-            let changed = self.deploy_all(&ctx).await;
+            let changed = self.deploy_all(&ctx, unchanged).await;
             result = result.and(changed);
         }
         self.save_state().await;
@@ -510,7 +517,11 @@ impl Reconciler {
 
     /// Resolves and applies every deployment of the poll. Deployments that follow another reference
     /// (their `reference` key) are applied from a checkout of that reference.
-    async fn deploy_all(&self, ctx: &PollContext<'_>) -> Result<(), PollError> {
+    async fn deploy_all(
+        &self,
+        ctx: &PollContext<'_>,
+        observed: Option<heal::Observed>,
+    ) -> Result<(), PollError> {
         let resolved = doco_config::resolve_deployments(
             &ctx.poll.deployments,
             ctx.checkout,
@@ -518,7 +529,10 @@ impl Reconciler {
             &ctx.poll.target,
             &ctx.poll.reference,
         )?;
-        let observed = self.docker.compose_containers().await?;
+        let observed = match observed {
+            Some(observed) => observed,
+            None => self.docker.compose_containers().await?,
+        };
         let total = resolved.len();
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
         let mut here = Vec::new();
