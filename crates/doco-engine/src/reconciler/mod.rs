@@ -724,7 +724,7 @@ impl Reconciler {
             }
             Ok(DeploymentOutcome::UpToDate) => return true,
             Ok(DeploymentOutcome::Waiting(wait)) => {
-                info!(deployment = %name, retry_in_secs = wait.as_secs(), "its last change failed; waiting for the backoff before trying again");
+                tracing::debug!(deployment = %name, retry_in_secs = wait.as_secs(), "its last change failed; waiting for the backoff before trying again");
                 return true;
             }
             Ok(DeploymentOutcome::Deployed(changed)) => {
