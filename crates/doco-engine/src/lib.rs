@@ -3,6 +3,7 @@
 //! and the metrics. It composes `doco-config`, `doco-git` and `doco-docker`; the binary wires it to
 //! the environment and to HTTP.
 
+pub mod adapters;
 pub mod backoff;
 pub mod events;
 pub mod fingerprint;

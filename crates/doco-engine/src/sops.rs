@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{Compose, ComposeError, ComposeProject, RenderedProject};
+use doco_docker::{ComposeError, ComposeProject, RenderedProject};
 use doco_process::{Cmd, ProcessError};
 use tracing::info;
 
@@ -343,7 +343,7 @@ impl From<RenderError> for crate::DeployError {
 /// read (bind-mount sources, `env_file`, configs and secrets); the project is rendered again only
 /// when that second step decrypted something.
 pub async fn render_decrypted(
-    compose: &Compose,
+    runtime: &dyn crate::adapters::Runtime,
     project: &ComposeProject,
     deployment: &ResolvedDeployment,
     checkout: &Path,
@@ -354,7 +354,7 @@ pub async fn render_decrypted(
     for file in deployment.compose_files.iter().chain(&deployment.env_files) {
         decrypted += usize::from(sops.decrypt_in_place(file).await?);
     }
-    let rendered = compose.render(project).await?;
+    let rendered = runtime.render(project).await?;
     let mut inputs: Vec<PathBuf> = rendered
         .services
         .values()
@@ -376,7 +376,7 @@ pub async fn render_decrypted(
         info!("decrypted the deployment's SOPS-encrypted files in the checkout");
     }
     if again {
-        return Ok(compose.render(project).await?);
+        return Ok(runtime.render(project).await?);
     }
     Ok(rendered)
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
 use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
@@ -91,7 +93,7 @@ impl Reconciler {
             commit: ctx.commit.to_string(),
             config_hash: config_hash.clone(),
         };
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if let Some(wait) = lock(&self.backoffs).wait(&id, &wanted, now) {
             return Ok(DeploymentOutcome::Waiting(wait));
         }
@@ -237,7 +239,7 @@ impl Reconciler {
     ) -> Result<DeploymentOutcome, DeployError> {
         let own = self.registry.begin_project(project);
         let down = self
-            .compose
+            .runtime
             .down(project, remove_volumes, remove_images)
             .await;
         drop(own);
@@ -256,7 +258,7 @@ impl Reconciler {
     async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
         for id in ids {
             let _own = self.registry.begin_container(id);
-            self.docker.start_container(id).await?;
+            self.runtime.start(id).await?;
         }
         Ok(DeploymentOutcome::Started(ids.len()))
     }
@@ -273,7 +275,7 @@ impl Reconciler {
     ) -> Result<DeploymentOutcome, DeployError> {
         let project = self.compose_project(deployment);
         let rendered = crate::sops::render_decrypted(
-            &self.compose,
+            self.runtime.as_ref(),
             &project,
             deployment,
             ctx.checkout,
@@ -374,7 +376,7 @@ impl Reconciler {
         };
         let own = self.registry.begin_project(name);
         let up = self
-            .compose
+            .runtime
             .up(project, &self.paths.to_host(&override_path), &options)
             .await;
         drop(own);
@@ -437,7 +439,7 @@ impl Reconciler {
     ) -> Result<BTreeMap<String, String>, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(timeout_secs);
         loop {
-            let all = self.docker.compose_containers().await?;
+            let all = self.runtime.containers().await?;
             let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
             let not_running = services.iter().find(|(name, service)| {
                 service.must_run

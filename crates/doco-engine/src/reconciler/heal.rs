@@ -63,7 +63,7 @@ impl Reconciler {
                 untouched: None,
             });
         }
-        let observed = self.docker.compose_containers().await?;
+        let observed = self.runtime.containers().await?;
         let mut healed = Vec::new();
         for (key, repository) in repositories {
             let lock = self.checkout_lock(&repository.checkout);
@@ -119,7 +119,7 @@ impl Reconciler {
             info!(%project, containers = plan.start.len(), "starting stopped containers of the last known good state");
             for id in &plan.start {
                 let _own = self.registry.begin_container(id);
-                self.docker.start_container(id).await?;
+                self.runtime.start(id).await?;
             }
         }
         if !plan.recreate.is_empty() {
@@ -163,8 +163,14 @@ impl Reconciler {
                 ))
             })?;
         let project = self.compose_project(&deployment);
-        crate::sops::render_decrypted(&self.compose, &project, &deployment, &tree, &self.paths)
-            .await?;
+        crate::sops::render_decrypted(
+            self.runtime.as_ref(),
+            &project,
+            &deployment,
+            &tree,
+            &self.paths,
+        )
+        .await?;
         let override_path = self.override_path(&record.project);
         super::deploy::write_override(&override_path, &record.labels())?;
         let options = UpOptions {
@@ -176,12 +182,12 @@ impl Reconciler {
         };
         let own = self.registry.begin_project(&record.project);
         let up = self
-            .compose
+            .runtime
             .up(&project, &self.paths.to_host(&override_path), &options)
             .await;
         drop(own);
         up?;
-        let observed = self.docker.compose_containers().await?;
+        let observed = self.runtime.containers().await?;
         let containers = observed.get(&record.project).cloned().unwrap_or_default();
         self.update_compose_hashes(key, record, services, &containers)
             .await;
@@ -197,7 +203,7 @@ impl Reconciler {
         commit: &str,
     ) -> Result<PathBuf, DeployError> {
         let checkout = &repository.checkout;
-        if doco_git::head_commit(checkout).ok().flatten().as_deref() == Some(commit) {
+        if self.source.head(checkout).ok().flatten().as_deref() == Some(commit) {
             return Ok(checkout.clone());
         }
         let dir = self.paths.good_tree_dir(key);
@@ -213,8 +219,8 @@ impl Reconciler {
         })?;
         warn!(commit = %crate::plan::short(commit), dir = %tree.display(),
             "the checkout is at a commit that did not deploy; exporting the last good commit's files");
-        self.git
-            .export_commit(&repository.url, checkout, commit, &tree)
+        self.source
+            .export(&repository.url, checkout, commit, &tree)
             .await?;
         Ok(tree)
     }

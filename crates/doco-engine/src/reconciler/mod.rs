@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
-use doco_docker::{Compose, ContainerEvent, ContainerInfo};
+use doco_docker::{ContainerEvent, ContainerInfo};
 use doco_git::{GitClient, GitError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{Instrument, error, info, info_span};
 
+use crate::adapters::{Runtime, Source};
 use crate::backoff::Backoffs;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
@@ -180,9 +181,8 @@ pub enum DeploymentOutcome {
 pub struct Reconciler {
     config: Arc<AppConfig>,
     paths: DataPaths,
-    git: GitClient,
-    docker: doco_docker::Engine,
-    compose: Compose,
+    source: Arc<dyn Source>,
+    runtime: Arc<dyn Runtime>,
     store: StateStore,
     state: tokio::sync::Mutex<State>,
     metrics: Arc<Metrics>,
@@ -222,11 +222,12 @@ struct PollContext<'a> {
 }
 
 impl Reconciler {
-    /// Wires the parts together and loads the state file.
+    /// Wires the real parts together (the `git` CLI, the Engine API and `docker compose`) and loads
+    /// the state file.
     pub fn new(
         config: Arc<AppConfig>,
-        docker: doco_docker::Engine,
-        compose: Compose,
+        engine: doco_docker::Engine,
+        compose: doco_docker::Compose,
         metrics: Arc<Metrics>,
     ) -> Self {
         let paths = DataPaths::new(
@@ -234,6 +235,21 @@ impl Reconciler {
             config.data_host_path.clone(),
         );
         let git = GitClient::new(crate::git_options::git_options(&config, &paths));
+        let runtime = crate::adapters::Docker { engine, compose };
+        Reconciler::with(config, Arc::new(git), Arc::new(runtime), metrics)
+    }
+
+    /// Wires `source` and `runtime` (real, or fakes in tests) together and loads the state file.
+    pub fn with(
+        config: Arc<AppConfig>,
+        source: Arc<dyn Source>,
+        runtime: Arc<dyn Runtime>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let paths = DataPaths::new(
+            config.data_mount_path.clone(),
+            config.data_host_path.clone(),
+        );
         let store = StateStore::new(paths.internal_dir().join("state.json"));
         let (state, outcome) = store.load();
         match &outcome {
@@ -273,9 +289,8 @@ impl Reconciler {
         Reconciler {
             config,
             paths,
-            git,
-            docker,
-            compose,
+            source,
+            runtime,
             store,
             state: tokio::sync::Mutex::new(state),
             metrics,
@@ -531,7 +546,7 @@ impl Reconciler {
         )?;
         let observed = match observed {
             Some(observed) => observed,
-            None => self.docker.compose_containers().await?,
+            None => self.runtime.containers().await?,
         };
         let total = resolved.len();
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();

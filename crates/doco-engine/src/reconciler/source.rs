@@ -27,8 +27,8 @@ impl Reconciler {
     ) -> Result<Revision, PollError> {
         let options = doco_git::SyncOptions { depth };
         match self
-            .git
-            .sync_with(&poll.url, &poll.reference, checkout, &options)
+            .source
+            .sync(&poll.url, &poll.reference, checkout, &options)
             .await
         {
             Ok(outcome) => {
@@ -88,7 +88,7 @@ impl Reconciler {
         url: &str,
         error: GitError,
     ) -> Result<(String, String), PollError> {
-        match doco_git::head_commit(checkout) {
+        match self.source.head(checkout) {
             Ok(Some(commit)) => Ok((commit, error.to_string())),
             _ => Err(PollError::NeverFetched {
                 url: url.to_string(),

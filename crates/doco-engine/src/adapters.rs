@@ -1,0 +1,145 @@
+//! The two seams of the reconciler: the Git [`Source`] and the container [`Runtime`]. The real
+//! implementations are `doco_git::GitClient` and [`Docker`] (the Engine API plus the `docker compose`
+//! CLI); tests put in-memory fakes behind the same traits, so the reconciler's rules are tested on a
+//! paused clock without Git or Docker (the real adapters have their own Git and Docker tiers).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use doco_docker::{
+    ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject, UpOptions,
+};
+use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
+
+/// A boxed future, so the traits can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The containers of every compose project, by project name.
+pub type Containers = BTreeMap<String, Vec<ContainerInfo>>;
+
+/// What the reconciler asks of a Git repository.
+pub trait Source: Send + Sync {
+    /// Brings `checkout` to the commit `reference` names on the remote `url`.
+    fn sync<'a>(
+        &'a self,
+        url: &'a str,
+        reference: &'a str,
+        checkout: &'a Path,
+        options: &'a SyncOptions,
+    ) -> BoxFuture<'a, Result<SyncOutcome, GitError>>;
+
+    /// The commit `checkout` is at, if it is a checkout; no network.
+    fn head(&self, checkout: &Path) -> Result<Option<String>, GitError>;
+
+    /// Writes the files of `commit` (present in `checkout`) to `dest`, which must not exist.
+    fn export<'a>(
+        &'a self,
+        url: &'a str,
+        checkout: &'a Path,
+        commit: &'a str,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), GitError>>;
+}
+
+/// What the reconciler asks of the container engine.
+pub trait Runtime: Send + Sync {
+    /// Every compose-labelled container, by project.
+    fn containers(&self) -> BoxFuture<'_, Result<Containers, DockerError>>;
+
+    /// Starts a stopped container (the same container).
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
+
+    /// Renders a project as `docker compose config` does.
+    fn render<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+    ) -> BoxFuture<'a, Result<RenderedProject, ComposeError>>;
+
+    /// `docker compose up` with the label override file `labels`.
+    fn up<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
+    /// `docker compose down` of `project`.
+    fn down<'a>(
+        &'a self,
+        project: &'a str,
+        remove_volumes: bool,
+        remove_images: bool,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+}
+
+impl Source for GitClient {
+    fn sync<'a>(
+        &'a self,
+        url: &'a str,
+        reference: &'a str,
+        checkout: &'a Path,
+        options: &'a SyncOptions,
+    ) -> BoxFuture<'a, Result<SyncOutcome, GitError>> {
+        Box::pin(self.sync_with(url, reference, checkout, options))
+    }
+
+    fn head(&self, checkout: &Path) -> Result<Option<String>, GitError> {
+        doco_git::head_commit(checkout)
+    }
+
+    fn export<'a>(
+        &'a self,
+        url: &'a str,
+        checkout: &'a Path,
+        commit: &'a str,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), GitError>> {
+        Box::pin(self.export_commit(url, checkout, commit, dest))
+    }
+}
+
+/// The real engine: its API for reads and starts, the `docker compose` CLI for the rest.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    /// The Engine API client.
+    pub engine: doco_docker::Engine,
+    /// The compose CLI driver.
+    pub compose: doco_docker::Compose,
+}
+
+impl Runtime for Docker {
+    fn containers(&self) -> BoxFuture<'_, Result<Containers, DockerError>> {
+        Box::pin(self.engine.compose_containers())
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(self.engine.start_container(id))
+    }
+
+    fn render<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+    ) -> BoxFuture<'a, Result<RenderedProject, ComposeError>> {
+        Box::pin(self.compose.render(project))
+    }
+
+    fn up<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.up(project, labels, options))
+    }
+
+    fn down<'a>(
+        &'a self,
+        project: &'a str,
+        remove_volumes: bool,
+        remove_images: bool,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.down(project, remove_volumes, remove_images))
+    }
+}
