@@ -230,9 +230,15 @@ mod tests {
         assert_eq!(proxy.open_connections(), 1);
 
         proxy.cut();
-        assert!(echo(&mut open, "lost").is_err(), "the open connection is closed");
+        assert!(
+            echo(&mut open, "lost").is_err(),
+            "the open connection is closed"
+        );
         let mut refused = UnixStream::connect(proxy.socket()).unwrap();
-        assert!(echo(&mut refused, "refused").is_err(), "new ones are closed");
+        assert!(
+            echo(&mut refused, "refused").is_err(),
+            "new ones are closed"
+        );
 
         proxy.restore();
         let mut again = UnixStream::connect(proxy.socket()).unwrap();
