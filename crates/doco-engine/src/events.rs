@@ -174,9 +174,27 @@ impl Seen {
     }
 }
 
-/// Why the stream stopped and since when: logged once when it starts, once when it ends.
+/// A broken event stream: since when (logged once when it starts, once when it ends), and the
+/// wait before the next attempt to re-subscribe.
 struct Outage {
     started: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Outage {
+    fn begin() -> Outage {
+        Outage {
+            started: tokio::time::Instant::now(),
+            delay: RETRY_FIRST,
+        }
+    }
+
+    /// The wait before the next attempt: short at first, then doubling up to [`RETRY_MAX`].
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.delay;
+        self.delay = (delay * 2).min(RETRY_MAX);
+        delay
+    }
 }
 
 /// The event follower: the engine, the registry that knows which deployment owns a project and what
@@ -215,55 +233,76 @@ impl<S: EventSource> EventLoop<S> {
         let mut since = unix_nanos();
         let mut outage: Option<Outage> = None;
         loop {
-            if outage.is_some() && !self.wait_for_engine(&cancel).await {
+            if let Some(cut) = &mut outage
+                && !self.wait_for_engine(cut, &cancel).await
+            {
                 return;
             }
-            let mut events = self.source.subscribe(since);
-            let mut confirm = outage
-                .is_some()
-                .then(|| tokio::time::Instant::now() + CONFIRM_AFTER);
-            let failure = loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    next = events.next() => match next {
-                        Some(Ok(event)) => {
-                            if let Some(cut) = confirm.take().and(outage.take()) {
-                                self.recheck_everything(&cut);
-                            }
-                            since = since.max(event_nanos(&event));
-                            if self.seen.first_time(&event) {
-                                self.handle(event).await;
-                            } else {
-                                debug!(container = %short_id(&event.id), action = %event.action, "event replayed after a reconnect; already handled");
-                            }
-                        }
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "the engine closed it".to_string(),
-                    },
-                    _ = sleep_until(confirm) => {
-                        confirm = None;
-                        if let Some(cut) = outage.take() {
-                            self.recheck_everything(&cut);
-                        }
-                    }
-                    Some(report) = next_report(&mut reports) => self.handle(report).await,
-                }
+            let events = self.source.subscribe(since);
+            let followed = self.follow(events, &mut since, &mut outage, &mut reports, &cancel);
+            let Some(failure) = followed.await else {
+                return;
             };
             if outage.is_none() {
                 warn!(error = %failure, "lost the engine's event stream; reconnecting (events of the gap are replayed or the deployments re-checked)");
-                outage = Some(Outage {
-                    started: tokio::time::Instant::now(),
-                });
+                outage = Some(Outage::begin());
             } else {
                 debug!(error = %failure, "the engine's event stream failed again right after reconnecting");
             }
         }
     }
 
-    /// Waits, with a capped backoff, until the engine answers; false when cancelled first.
-    async fn wait_for_engine(&self, cancel: &CancellationToken) -> bool {
-        let mut delay = RETRY_FIRST;
+    /// Handles `events` (and the polls' reports) until the stream breaks, returning why, or `None`
+    /// when cancelled. After an outage, the stream counts as back once it delivered an event or
+    /// stayed up for [`CONFIRM_AFTER`]; then every deployment is re-checked.
+    async fn follow(
+        &mut self,
+        mut events: BoxStream<'static, Result<ContainerEvent, DockerError>>,
+        since: &mut i64,
+        outage: &mut Option<Outage>,
+        reports: &mut Option<UnboundedReceiver<ContainerEvent>>,
+        cancel: &CancellationToken,
+    ) -> Option<String> {
+        let confirm = outage
+            .is_some()
+            .then(|| tokio::time::Instant::now() + CONFIRM_AFTER);
+        let confirmed = sleep_until(confirm);
+        tokio::pin!(confirmed);
         loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                next = events.next() => match next {
+                    Some(Ok(event)) => {
+                        self.stream_is_back(outage);
+                        *since = (*since).max(event_nanos(&event));
+                        if self.seen.first_time(&event) {
+                            self.handle(event).await;
+                        } else {
+                            debug!(container = %short_id(&event.id), action = %event.action, "event replayed after a reconnect; already handled");
+                        }
+                    }
+                    Some(Err(e)) => return Some(e.to_string()),
+                    None => return Some("the engine closed it".to_string()),
+                },
+                _ = &mut confirmed, if outage.is_some() => self.stream_is_back(outage),
+                Some(report) = next_report(reports) => self.handle(report).await,
+            }
+        }
+    }
+
+    /// Ends `outage`, if any: re-checks every deployment, since the engine may not have replayed
+    /// every event of the gap.
+    fn stream_is_back(&self, outage: &mut Option<Outage>) {
+        if let Some(cut) = outage.take() {
+            self.recheck_everything(&cut);
+        }
+    }
+
+    /// Waits until the engine answers, the delay between attempts growing over the whole `outage`
+    /// up to [`RETRY_MAX`]; false when cancelled first.
+    async fn wait_for_engine(&self, outage: &mut Outage, cancel: &CancellationToken) -> bool {
+        loop {
+            let delay = outage.next_delay();
             tokio::select! {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(delay) => {}
@@ -278,7 +317,6 @@ impl<S: EventSource> EventLoop<S> {
                 Ok(Err(e)) => debug!(error = %e, "the engine does not answer yet"),
                 Err(_) => debug!("the engine does not answer yet (ping timed out)"),
             }
-            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -416,6 +454,7 @@ mod tests {
         down: bool,
         restarts: Vec<String>,
         subscriptions: Vec<i64>,
+        pings: usize,
     }
 
     fn unreachable() -> DockerError {
@@ -461,6 +500,10 @@ mod tests {
             self.state.lock().unwrap().restarts.clone()
         }
 
+        fn pings(&self) -> usize {
+            self.state.lock().unwrap().pings
+        }
+
         fn subscriptions(&self) -> Vec<i64> {
             self.state.lock().unwrap().subscriptions.clone()
         }
@@ -468,7 +511,9 @@ mod tests {
 
     impl EventSource for FakeEngine {
         fn ping(&self) -> BoxFuture<'_, Result<(), DockerError>> {
-            let down = self.state.lock().unwrap().down;
+            let mut state = self.state.lock().unwrap();
+            state.pings += 1;
+            let down = state.down;
             Box::pin(async move { if down { Err(unreachable()) } else { Ok(()) } })
         }
 
@@ -725,6 +770,26 @@ mod tests {
         );
         h.settle().await;
         assert!(h.enqueued().is_empty(), "one re-check per reconnection");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blip_is_bridged_at_once_and_a_long_outage_is_retried_every_few_seconds() {
+        let p = poll("http://git/a.git");
+        let mut h = Harness::start(&[("stack", target(&p, &["stop"]))]);
+        h.settle().await;
+        h.engine.cut();
+        h.engine.restore();
+        tokio::time::sleep(RETRY_FIRST + CONFIRM_AFTER + Duration::from_millis(10)).await;
+        assert_eq!(h.enqueued(), vec![(p.clone(), Reason::Reconnect)]);
+
+        h.engine.cut();
+        let pings = h.engine.pings();
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        // After 0.2, 0.6, 1.4 and 3 s, then every 3 s: at 6, 9, ... 57 s.
+        assert_eq!(h.engine.pings() - pings, 4 + 18);
+        h.engine.restore();
+        tokio::time::sleep(RETRY_MAX + CONFIRM_AFTER).await;
+        assert_eq!(h.enqueued(), vec![(p, Reason::Reconnect)]);
     }
 
     #[tokio::test(start_paused = true)]
