@@ -102,6 +102,15 @@ impl ContainerEvent {
     }
 }
 
+/// Unix nanoseconds as the engine's `since`/`until` parameters take them (`seconds.nanoseconds`).
+fn engine_timestamp(nanos: i64) -> String {
+    format!(
+        "{}.{:09}",
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000)
+    )
+}
+
 /// One container of a compose project, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -464,12 +473,13 @@ impl Engine {
     }
 
     /// Container events of containers doco-cd deployed (label `cd.doco.metadata.manager=doco-cd`),
-    /// from `since` (Unix seconds) on. The stream ends when the engine goes away; callers
+    /// from `since_nanos` (Unix nanoseconds; the engine replays the events it still holds from that
+    /// instant on, at most 256) on. The stream ends or fails when the engine goes away; callers
     /// re-subscribe.
     pub fn container_events(
         &self,
-        since: Option<i64>,
-    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + '_ {
+        since_nanos: Option<i64>,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
@@ -478,14 +488,15 @@ impl Engine {
             ),
         ]);
         let options = EventsOptions {
-            since: since.map(|s| s.to_string()),
+            since: since_nanos.map(engine_timestamp),
             until: None,
             filters: Some(filters),
         };
+        let engine = self.clone();
         self.docker.events(Some(options)).map(move |message| {
             message
                 .map(ContainerEvent::from_message)
-                .map_err(|e| self.error("follow container events", e))
+                .map_err(|e| engine.error("follow container events", e))
         })
     }
 
@@ -557,5 +568,23 @@ impl Engine {
                 source,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_cursors_keep_their_nanoseconds() {
+        assert_eq!(
+            engine_timestamp(1_700_000_000_000_000_001),
+            "1700000000.000000001"
+        );
+        assert_eq!(
+            engine_timestamp(1_700_000_000_120_000_000),
+            "1700000000.120000000"
+        );
+        assert_eq!(engine_timestamp(0), "0.000000000");
     }
 }

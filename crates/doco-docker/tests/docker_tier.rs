@@ -669,7 +669,7 @@ async fn events_of_doco_cd_containers_arrive_and_restart_keeps_the_container() {
         .unwrap()
         .as_secs() as i64
         - 1;
-    let mut events = Box::pin(engine.container_events(Some(since)));
+    let mut events = Box::pin(engine.container_events(Some(since * 1_000_000_000)));
     docker(&["stop", "-t", "1", &id]);
     let die = tokio::time::timeout(Duration::from_secs(20), async {
         loop {

@@ -2,6 +2,7 @@
 //! and Docker fixtures that clean up after themselves. Used only as a dev-dependency.
 
 pub mod docker;
+pub mod docker_proxy;
 pub mod git;
 pub mod github_api;
 pub mod http;
