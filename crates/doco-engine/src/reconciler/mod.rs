@@ -11,6 +11,8 @@
 mod deploy;
 mod heal;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
