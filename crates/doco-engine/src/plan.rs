@@ -14,7 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use doco_docker::{ContainerInfo, ContainerState};
+use doco_config::DeployConfig;
+use doco_docker::{ContainerInfo, ContainerState, PullPolicy};
+
+use crate::reconciler::Trigger;
 
 use crate::state::{DeploymentRecord, ServiceRecord};
 
@@ -120,6 +123,8 @@ pub struct DeployPlan {
     pub remove_orphans: bool,
     /// Ask compose to recreate everything.
     pub force_recreate: bool,
+    /// When compose pulls images.
+    pub pull: PullPolicy,
 }
 
 /// Deploy-config switches the full plan honours.
@@ -129,6 +134,8 @@ pub struct Switches {
     pub remove_orphans: bool,
     /// `force_recreate` of the deploy config.
     pub force_recreate: bool,
+    /// `force_image_pull` of the deploy config.
+    pub force_image_pull: bool,
 }
 
 /// The full decision, once compose has rendered the project. `adoptable` holds, per service, labels
@@ -172,6 +179,7 @@ pub fn full_plan(
             kept_labels: kept_labels.clone(),
             remove_orphans,
             force_recreate,
+            pull: pull_policy(mode, switches.force_image_pull),
         })
     };
     if record.is_none() {
@@ -206,6 +214,63 @@ pub fn full_plan(
         Runtime::Healthy => FullPlan::UpToDate,
         Runtime::Stopped(ids) => FullPlan::Start(ids),
         Runtime::Diverged(reason) => deploy(reason),
+    }
+}
+
+/// When compose pulls images: always with `force_image_pull`, online only; otherwise only images
+/// that are not present. Offline never pulls an image that is present.
+pub fn pull_policy(mode: Mode, force_image_pull: bool) -> PullPolicy {
+    if mode == Mode::Online && force_image_pull {
+        PullPolicy::Always
+    } else {
+        PullPolicy::Missing
+    }
+}
+
+/// Why a deployment is not applied by this run at all, if it is not: a webhook for a reference its
+/// `webhook_filter` does not accept.
+pub fn skip(trigger: Trigger, config: &DeployConfig, reference: &str) -> Option<String> {
+    (trigger == Trigger::Webhook && !config.accepts_webhook_ref(reference)).then(|| {
+        format!(
+            "the webhook's reference {reference} does not match webhook_filter {}",
+            config.webhook_filter
+        )
+    })
+}
+
+/// What `destroy` does with a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyPlan {
+    /// Nothing while the repository cannot be read: an outage is not a reason to remove anything.
+    NotOffline,
+    /// The stack is already gone: only its record is dropped.
+    NothingLeft,
+    /// Its containers were deployed from another repository (named here): refused.
+    NotOurs(String),
+    /// Remove it.
+    Remove,
+}
+
+/// upstream's `destroy` ownership rule: a stack is removed only when every container carries this
+/// repository's `cd.doco.source.name` (`ours`), and never offline.
+pub fn destroy_plan(mode: Mode, containers: &[ContainerInfo], ours: &str) -> DestroyPlan {
+    if mode == Mode::Offline {
+        return DestroyPlan::NotOffline;
+    }
+    if containers.is_empty() {
+        return DestroyPlan::NothingLeft;
+    }
+    let foreign = containers.iter().find_map(|c| {
+        let owner = c.labels.get(doco_docker::labels::SOURCE_NAME);
+        (owner.map(String::as_str) != Some(ours)).then(|| {
+            owner
+                .cloned()
+                .unwrap_or_else(|| "nobody (no doco-cd label)".into())
+        })
+    });
+    match foreign {
+        Some(owner) => DestroyPlan::NotOurs(owner),
+        None => DestroyPlan::Remove,
     }
 }
 
@@ -281,10 +346,11 @@ pub struct Obsolete {
 
 /// upstream's clean-up of auto-discovered stacks: running stacks that this repository (by repository
 /// name, target and reference) deployed through auto-discovery with `delete: true`, and that are no
-/// longer among `present` (the deployments the repository describes now). Only online, and only
-/// when every deployment of the repository could be named, is it called: an unreadable repository
-/// never removes anything.
+/// longer among `present` (the deployments the repository describes now). Nothing offline; and the
+/// caller asks only when every deployment of the repository could be named: an unreadable
+/// repository never removes anything.
 pub fn obsolete_auto_discovered(
+    mode: Mode,
     observed: &BTreeMap<String, Vec<ContainerInfo>>,
     present: &BTreeSet<String>,
     repo_name: &str,
@@ -292,6 +358,9 @@ pub fn obsolete_auto_discovered(
     reference: &str,
 ) -> Vec<Obsolete> {
     use doco_docker::labels as key;
+    if mode != Mode::Online {
+        return Vec::new();
+    }
     observed
         .iter()
         .filter(|(project, _)| !present.contains(*project))
@@ -495,6 +564,7 @@ mod tests {
         ]);
         let present = BTreeSet::from(["still-here".to_string()]);
         let obsolete = obsolete_auto_discovered(
+            Mode::Online,
             &observed,
             &present,
             "git.example.com/ops/stacks",
@@ -518,12 +588,20 @@ mod tests {
             ]
         );
         assert!(
-            obsolete_auto_discovered(&observed, &present, "git.example.com/ops/stacks", "", "dev")
-                .is_empty(),
+            obsolete_auto_discovered(
+                Mode::Online,
+                &observed,
+                &present,
+                "git.example.com/ops/stacks",
+                "",
+                "dev"
+            )
+            .is_empty(),
             "another reference"
         );
         assert!(
             obsolete_auto_discovered(
+                Mode::Online,
                 &observed,
                 &present,
                 "git.example.com/ops/stacks",
@@ -532,6 +610,91 @@ mod tests {
             )
             .is_empty(),
             "another target"
+        );
+    }
+
+    #[test]
+    fn offline_removes_nothing_and_pulls_nothing_present() {
+        let observed = BTreeMap::from([discovered(
+            "gone",
+            "https://git.example.com/ops/stacks.git",
+            r#"{"enabled":true,"depth":0,"delete":true,"remove_volumes":true,"remove_images":false}"#,
+        )]);
+        let none = BTreeSet::new();
+        let name = "git.example.com/ops/stacks";
+        assert_eq!(
+            obsolete_auto_discovered(Mode::Online, &observed, &none, name, "", "main").len(),
+            1
+        );
+        assert!(
+            obsolete_auto_discovered(Mode::Offline, &observed, &none, name, "", "main").is_empty()
+        );
+        assert_eq!(pull_policy(Mode::Online, true), PullPolicy::Always);
+        assert_eq!(pull_policy(Mode::Offline, true), PullPolicy::Missing);
+        assert_eq!(pull_policy(Mode::Online, false), PullPolicy::Missing);
+        assert!(applies_changes(Mode::Online));
+        assert!(!applies_changes(Mode::Offline), "offline only heals");
+    }
+
+    #[test]
+    fn destroy_plan_table() {
+        use doco_docker::labels::SOURCE_NAME;
+        let owned = |owner: Option<&str>| {
+            let mut c = running_web();
+            if let Some(owner) = owner {
+                c.labels.insert(SOURCE_NAME.into(), owner.into());
+            }
+            c
+        };
+        let ours = "git.example.com/ops/stack";
+        let cases: Vec<(&str, Mode, Vec<ContainerInfo>, DestroyPlan)> = vec![
+            (
+                "ours",
+                Mode::Online,
+                vec![owned(Some(ours))],
+                DestroyPlan::Remove,
+            ),
+            (
+                "never offline",
+                Mode::Offline,
+                vec![owned(Some(ours))],
+                DestroyPlan::NotOffline,
+            ),
+            (
+                "already gone",
+                Mode::Online,
+                vec![],
+                DestroyPlan::NothingLeft,
+            ),
+            (
+                "another repository's",
+                Mode::Online,
+                vec![owned(Some(ours)), owned(Some("other/repo"))],
+                DestroyPlan::NotOurs("other/repo".into()),
+            ),
+            (
+                "unlabelled",
+                Mode::Online,
+                vec![owned(None)],
+                DestroyPlan::NotOurs("nobody (no doco-cd label)".into()),
+            ),
+        ];
+        for (what, mode, containers, expected) in cases {
+            assert_eq!(destroy_plan(mode, &containers, ours), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_is_skipped_only_when_its_reference_does_not_match_the_filter() {
+        let config = DeployConfig {
+            webhook_filter: "^refs/tags/v".into(),
+            ..DeployConfig::default()
+        };
+        assert!(skip(Trigger::Webhook, &config, "refs/heads/main").is_some());
+        assert!(skip(Trigger::Webhook, &config, "refs/tags/v1.2").is_none());
+        assert!(
+            skip(Trigger::Poll, &config, "refs/heads/main").is_none(),
+            "polls are not filtered"
         );
     }
 
@@ -728,6 +891,7 @@ mod tests {
     const SWITCHES: Switches = Switches {
         remove_orphans: true,
         force_recreate: false,
+        force_image_pull: false,
     };
 
     #[test]
@@ -857,6 +1021,7 @@ mod tests {
         let switches = Switches {
             remove_orphans: true,
             force_recreate: true,
+            force_image_pull: false,
         };
         assert!(matches!(
             full_plan(

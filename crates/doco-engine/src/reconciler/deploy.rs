@@ -9,52 +9,70 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
+use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, UpOptions};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
 use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics;
-use crate::plan::{self, Desired, FullPlan, Mode, QuickPlan, Switches};
+use crate::plan::{self, Desired, DestroyPlan, FullPlan, QuickPlan, Switches};
 use crate::registry::EventTarget;
 use crate::state::{DeploymentRecord, ServiceRecord};
 
+/// What applying a deployment did: its outcome, how its record changes, and the unhealthy containers
+/// it saw (for the event loop's restart budget).
+pub(super) struct Applied {
+    pub outcome: DeploymentOutcome,
+    pub record: RecordChange,
+    pub unhealthy: Vec<ContainerEvent>,
+}
+
+impl Applied {
+    fn new(outcome: DeploymentOutcome, record: RecordChange) -> Applied {
+        Applied {
+            outcome,
+            record,
+            unhealthy: Vec::new(),
+        }
+    }
+}
+
 impl Reconciler {
+    /// Applies one deployment of the poll: its change, or its removal with `destroy`.
     pub(super) async fn deploy_one(
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Entry {
         let name = &deployment.config.name;
         let span = info_span!("deployment", deployment = %name);
         async {
-            self.registry.set_target(
-                name,
-                EventTarget {
-                    poll: ctx.poll.clone(),
-                    reconciliation: deployment.config.reconciliation.clone(),
-                },
-            );
-            check_supported(deployment)?;
-            if ctx.kind == Trigger::Webhook
-                && !deployment.config.accepts_webhook_ref(&ctx.poll.reference)
-            {
-                info!(webhook_filter = %deployment.config.webhook_filter, reference = %ctx.poll.reference,
-                    "the webhook's reference does not match webhook_filter; skipped");
-                return Ok(DeploymentOutcome::UpToDate);
+            let mut entry = Entry::new(&ctx.key, name, plan::short(ctx.commit), Step::Change);
+            entry.target = Some(EventTarget {
+                poll: ctx.poll.clone(),
+                reconciliation: deployment.config.reconciliation.clone(),
+            });
+            if let Err(e) = check_supported(deployment) {
+                entry.outcome = Err(e);
+                return entry;
+            }
+            if let Some(reason) = plan::skip(ctx.kind, &deployment.config, &ctx.poll.reference) {
+                info!(%reason, "skipped");
+                return entry;
             }
             let labels = metrics::repo(ctx.repo_name);
             self.metrics.deployments_queued.get_or_create(&labels).inc();
             let slot = self.deploy_slots.acquire().await;
             self.metrics.deployments_queued.get_or_create(&labels).dec();
             self.metrics.deployments_active.get_or_create(&labels).inc();
-            let outcome = self.deploy_in_slot(ctx, deployment, observed).await;
+            let entry = self.deploy_in_slot(ctx, deployment, observed, entry).await;
             self.metrics.deployments_active.get_or_create(&labels).dec();
             drop(slot);
-            outcome
+            entry
         }
         .instrument(span)
         .await
@@ -66,7 +84,8 @@ impl Reconciler {
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Result<DeploymentOutcome, DeployError> {
+        mut entry: Entry,
+    ) -> Entry {
         let name = &deployment.config.name;
         let started = Instant::now();
         let record = self
@@ -79,57 +98,39 @@ impl Reconciler {
             .cloned();
         let empty = Vec::new();
         let containers = observed.get(name).unwrap_or(&empty);
-        if deployment.config.destroy.enabled {
-            return self.destroy(ctx, deployment, containers).await;
-        }
-        let config_hash = deployment.config.hash();
-        let desired = Desired {
-            commit: ctx.commit,
-            config_hash: &config_hash,
-            force_recreate: deployment.config.force_recreate,
-        };
-        let id = (ctx.key.clone(), name.clone());
-        let wanted = backoff::Desired {
-            commit: ctx.commit.to_string(),
-            config_hash: config_hash.clone(),
-        };
-        let now = Instant::now();
-        if let Some(wait) = lock(&self.backoffs).wait(&id, &wanted, now) {
-            return Ok(DeploymentOutcome::Waiting(wait));
-        }
-        let outcome = self
-            .change(ctx, deployment, &desired, record.as_ref(), containers)
-            .await;
-        match &outcome {
-            Err(e) => {
-                let delay = lock(&self.backoffs).failed(id, wanted, e.to_string(), now);
-                self.metrics
-                    .deployment_backoff
-                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
-                    .set(delay.as_secs() as i64);
-                warn!(
-                    retry_in_secs = delay.as_secs(),
-                    "the change failed; the last known good state stays enforced and the change is retried after a backoff"
-                );
+        let applied = if deployment.config.destroy.enabled {
+            entry.step = Step::Remove;
+            self.destroy(ctx, deployment, containers).await
+        } else {
+            let config_hash = deployment.config.hash();
+            let attempt = backoff::Desired {
+                commit: ctx.commit.to_string(),
+                config_hash: config_hash.clone(),
+            };
+            let id = (ctx.key.clone(), name.clone());
+            if let Some(wait) = lock(&self.backoffs).wait(&id, &attempt, Instant::now()) {
+                entry.outcome = Ok(DeploymentOutcome::Waiting(wait));
+                return entry;
             }
-            Ok(_) => {
-                lock(&self.backoffs).succeeded(&id);
-                self.metrics
-                    .deployment_backoff
-                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
-                    .set(0);
+            entry.attempt = Some(attempt);
+            let desired = Desired {
+                commit: ctx.commit,
+                config_hash: &config_hash,
+                force_recreate: deployment.config.force_recreate,
+            };
+            self.change(ctx, deployment, &desired, record.as_ref(), containers)
+                .await
+        };
+        match applied {
+            Ok(applied) => {
+                entry.outcome = Ok(applied.outcome);
+                entry.record = applied.record;
+                entry.unhealthy = applied.unhealthy;
             }
+            Err(e) => entry.outcome = Err(e),
         }
-        let outcome = outcome?;
-        if outcome != DeploymentOutcome::UpToDate {
-            let labels = metrics::deployment(ctx.repo_name, name);
-            self.metrics.deployments.get_or_create(&labels).inc();
-            self.metrics
-                .deployment_duration
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
-        }
-        Ok(outcome)
+        entry.elapsed = started.elapsed();
+        entry
     }
 
     /// The change step: the quick check, then rendering and deploying when something changed.
@@ -140,23 +141,28 @@ impl Reconciler {
         desired: &Desired<'_>,
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let config_hash = desired.config_hash;
-        let outcome = match plan::quick_plan(desired, record, containers, ctx.mode) {
+        match plan::quick_plan(desired, record, containers, ctx.mode) {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
                 tracing::debug!("up to date");
-                self.report_unhealthy(deployment, containers);
-                DeploymentOutcome::UpToDate
+                Ok(Applied {
+                    unhealthy: unhealthy(deployment, containers),
+                    ..Applied::new(DeploymentOutcome::UpToDate, RecordChange::Keep)
+                })
             }
             QuickPlan::Start(ids) => {
                 info!(
                     containers = ids.len(),
                     "starting stopped containers of unchanged services"
                 );
-                self.report_unhealthy(deployment, containers);
-                self.start(&ids).await?
+                let outcome = self.start(&ids).await?;
+                Ok(Applied {
+                    unhealthy: unhealthy(deployment, containers),
+                    ..Applied::new(outcome, RecordChange::Keep)
+                })
             }
             QuickPlan::Render(reason) => {
                 info!(%reason, "rendering the project to decide");
@@ -164,70 +170,46 @@ impl Reconciler {
                     warn!(%warning, "deploy configuration");
                 }
                 self.render_and_apply(ctx, deployment, record, containers, config_hash)
-                    .await?
+                    .await
             }
-        };
-        Ok(outcome)
-    }
-
-    /// Hands the deployment's unhealthy containers to the event loop when it subscribed to
-    /// `unhealthy` (the default), as if their health event had just arrived.
-    fn report_unhealthy(&self, deployment: &ResolvedDeployment, containers: &[ContainerInfo]) {
-        let settings = &deployment.config.reconciliation;
-        if !settings.enabled || !settings.events.iter().any(|e| e == "unhealthy") {
-            return;
-        }
-        for container in containers.iter().filter(|c| c.unhealthy && !c.oneoff) {
-            let report = ContainerEvent {
-                action: "health_status: unhealthy".to_string(),
-                id: container.id.clone(),
-                project: Some(container.project.clone()),
-                service: Some(container.service.clone()),
-                time: unix_now() as i64,
-                time_nano: crate::registry::unix_nanos(),
-            };
-            // Without an event loop (tests, tools) nobody listens; nothing to do then.
-            let _ = self.unhealthy_tx.send(report);
         }
     }
 
     /// upstream's `destroy`: removes the stack (and, as configured, its volumes and images) when its
-    /// containers carry this repository's `cd.doco.source.name`. Never while offline: a repository
-    /// that cannot be read is not a reason to remove anything.
+    /// containers carry this repository's `cd.doco.source.name`; see [`plan::destroy_plan`].
     async fn destroy(
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         containers: &[ContainerInfo],
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let name = &deployment.config.name;
-        if ctx.mode == Mode::Offline {
-            info!("destroy is set, but nothing is removed while the repository is unreachable");
-            return Ok(DeploymentOutcome::UpToDate);
-        }
-        self.forget_record(&ctx.key, name).await;
-        if containers.is_empty() {
-            return Ok(DeploymentOutcome::UpToDate);
-        }
         let ours = doco_git::full_name(&ctx.poll.url);
-        let foreign = containers.iter().find_map(|c| {
-            let owner = c.labels.get(doco_docker::labels::SOURCE_NAME);
-            (owner != Some(&ours)).then(|| {
-                owner
-                    .cloned()
-                    .unwrap_or_else(|| "nobody (no doco-cd label)".into())
-            })
-        });
-        if let Some(owner) = foreign {
-            return Err(DeployError::NotOurs {
+        match plan::destroy_plan(ctx.mode, containers, &ours) {
+            DestroyPlan::NotOffline => {
+                info!("destroy is set, but nothing is removed while the repository is unreachable");
+                Ok(Applied::new(
+                    DeploymentOutcome::UpToDate,
+                    RecordChange::Keep,
+                ))
+            }
+            DestroyPlan::NothingLeft => Ok(Applied::new(
+                DeploymentOutcome::UpToDate,
+                RecordChange::Forget,
+            )),
+            DestroyPlan::NotOurs(owner) => Err(DeployError::NotOurs {
                 project: name.clone(),
                 owner,
                 ours,
-            });
+            }),
+            DestroyPlan::Remove => {
+                let options = &deployment.config.destroy;
+                let outcome = self
+                    .remove_stack(name, options.remove_volumes, options.remove_images)
+                    .await?;
+                Ok(Applied::new(outcome, RecordChange::Forget))
+            }
         }
-        let options = &deployment.config.destroy;
-        self.remove_stack(name, options.remove_volumes, options.remove_images)
-            .await
     }
 
     /// `docker compose down` of `project`, its engine events taken as doco-cd's own.
@@ -244,15 +226,8 @@ impl Reconciler {
             .await;
         drop(own);
         down?;
-        self.registry.remove_target(project);
         info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
-    }
-
-    pub(super) async fn forget_record(&self, key: &str, name: &str) {
-        if let Some(repo) = self.state.lock().await.repositories.get_mut(key) {
-            repo.deployments.remove(name);
-        }
     }
 
     async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
@@ -272,7 +247,7 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
         config_hash: &str,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let project = self.compose_project(deployment);
         let rendered = crate::sops::render_decrypted(
             self.runtime.as_ref(),
@@ -286,6 +261,7 @@ impl Reconciler {
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
             force_recreate: deployment.config.force_recreate,
+            force_image_pull: deployment.config.force_image_pull,
         };
         let adoptable = adoptable_labels(containers, ctx.commit);
         let unchanged =
@@ -296,9 +272,11 @@ impl Reconciler {
         match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
             FullPlan::UpToDate => {
                 info!("stack unchanged by the new commit; nothing to do");
-                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
-                    .await;
-                Ok(DeploymentOutcome::UpToDate)
+                let record = unchanged(&recorded_labels, &recorded_hashes);
+                Ok(Applied::new(
+                    DeploymentOutcome::UpToDate,
+                    RecordChange::Store(record),
+                ))
             }
             FullPlan::Start(ids) => {
                 info!(
@@ -306,9 +284,8 @@ impl Reconciler {
                     "stack unchanged; starting stopped containers"
                 );
                 let outcome = self.start(&ids).await?;
-                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
-                    .await;
-                Ok(outcome)
+                let record = unchanged(&recorded_labels, &recorded_hashes);
+                Ok(Applied::new(outcome, RecordChange::Store(record)))
             }
             FullPlan::Deploy(deploy) => {
                 self.deploy(ctx, deployment, &project, &planned, config_hash, deploy)
@@ -353,7 +330,7 @@ impl Reconciler {
         planned: &BTreeMap<String, plan::RenderedService>,
         config_hash: &str,
         plan: plan::DeployPlan,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
         let fresh = self.fresh_labels(ctx, deployment, planned, config_hash);
@@ -366,11 +343,7 @@ impl Reconciler {
         let options = UpOptions {
             remove_orphans: plan.remove_orphans,
             force_recreate: plan.force_recreate,
-            pull: if ctx.mode == Mode::Online && deployment.config.force_image_pull {
-                PullPolicy::Always
-            } else {
-                PullPolicy::Missing
-            },
+            pull: plan.pull,
             timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
             services: Vec::new(),
         };
@@ -386,8 +359,10 @@ impl Reconciler {
             .await?;
         info!(changed = ?plan.changed, "deployed");
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
-        self.store_record(&ctx.key, record).await;
-        Ok(DeploymentOutcome::Deployed(plan.changed))
+        Ok(Applied::new(
+            DeploymentOutcome::Deployed(plan.changed),
+            RecordChange::Store(record),
+        ))
     }
 
     /// upstream's labels for a service deployed now, from this commit and configuration.
@@ -487,16 +462,8 @@ impl Reconciler {
             environment: deployment.config.environment.clone(),
         }
     }
-
-    async fn store_record(&self, key: &str, record: DeploymentRecord) {
-        let mut state = self.state.lock().await;
-        if let Some(repo) = state.repositories.get_mut(key) {
-            repo.deployments.insert(record.project.clone(), record);
-        }
-    }
 }
 
-/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
 /// What the state file records for a deployment of `planned` with these labels and compose hashes.
 fn new_record(
     ctx: &PollContext<'_>,
@@ -529,6 +496,28 @@ fn new_record(
     }
 }
 
+/// The deployment's unhealthy containers, when it subscribed to `unhealthy` (the default), as if
+/// their health event had just arrived.
+fn unhealthy(deployment: &ResolvedDeployment, containers: &[ContainerInfo]) -> Vec<ContainerEvent> {
+    let settings = &deployment.config.reconciliation;
+    if !settings.enabled || !settings.events.iter().any(|e| e == "unhealthy") {
+        return Vec::new();
+    }
+    containers
+        .iter()
+        .filter(|c| c.unhealthy && !c.oneoff)
+        .map(|container| ContainerEvent {
+            action: "health_status: unhealthy".to_string(),
+            id: container.id.clone(),
+            project: Some(container.project.clone()),
+            service: Some(container.service.clone()),
+            time: unix_now() as i64,
+            time_nano: crate::registry::unix_nanos(),
+        })
+        .collect()
+}
+
+/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
 fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     let config = &deployment.config;
     if config
