@@ -1,12 +1,13 @@
-//! One poll of one repository, end to end: sync the checkout, resolve the deployments, look at the
-//! engine once, decide per deployment with `plan`, apply, and record the outcome in the state file,
-//! the metrics and the log.
+//! One reconcile of one repository, end to end, for every trigger the scheduler merges into a
+//! [`Run`]: sync the checkout (when the run reads its source), **heal** every deployment's last known
+//! good state ([`heal`]), then **change**: resolve the deployments, look at the engine once, decide
+//! per deployment with `plan` and apply ([`deploy`]). Each step describes what it did in a
+//! [`report::Report`], which one step records ([`report`]).
 //!
 //! This is where the offline semantics live. When the fetch fails with a transport error and
-//! `DOCO_CD_MAINTAIN_OFFLINE_STATE` is on, the poll goes on from the checkout on the data volume (the
-//! last commit fetched) in [`Mode::Offline`]: services are started or recreated as last deployed, and
-//! nothing is removed, pulled or force-recreated. A fetch that failed is never read as an empty desired
-//! state.
+//! `DOCO_CD_MAINTAIN_OFFLINE_STATE` is on, the run goes on in [`Mode::Offline`]: it heals from the
+//! last successful deploys and applies nothing new. A fetch that failed is never read as an empty
+//! desired state, and a commit that did not deploy is never the state enforced.
 
 mod deploy;
 mod heal;
@@ -405,7 +406,11 @@ impl Reconciler {
         let poll = &run.poll;
         let repo_name = doco_git::repo_name(&poll.url);
         let trigger = run.trigger();
-        let span = info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str());
+        let span = if run.reads_source() {
+            info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str())
+        } else {
+            info_span!("heal", repository = %repo_name, reference = %poll.reference)
+        };
         async {
             let started = Instant::now();
             let mut report = Report {

@@ -327,7 +327,8 @@ impl Reconciler {
         let elapsed_ms = report.elapsed.as_millis() as u64;
         let failed = report.entries.iter().filter(|e| e.outcome.is_err()).count();
         match &report.error {
-            None if failed == 0 => info!(elapsed_ms, "poll completed"),
+            None if failed == 0 && report.reads_source => info!(elapsed_ms, "poll completed"),
+            None if failed == 0 => info!(elapsed_ms, "last known good state enforced"),
             None => {
                 if counted {
                     self.metrics.poll_errors.get_or_create(&labels).inc();
