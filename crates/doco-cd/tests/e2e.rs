@@ -877,6 +877,67 @@ fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothin
     assert_eq!(daemon.metric("doco_cd_polls_total", &[]), 0.0);
 }
 
+/// A repository deployed only through webhooks gets the same event handling as a polled one, also
+/// after doco-cd restarts (its last known good state comes from the state file).
+#[test]
+fn a_webhook_only_repository_is_healed_on_events_also_after_a_restart() {
+    if !require_docker() {
+        return;
+    }
+    const SECRET: &str = "e2e-webhook-secret";
+    let image = test_image();
+    let project = unique_name("e2e-webhook-events");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\nreconciliation:\n  events: [die]\n"),
+    );
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "7201")]));
+    let first = repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [("WEBHOOK_SECRET", SECRET.to_string())];
+    let mut daemon = Daemon::start(data.path(), &vars);
+    let body = github_push("refs/heads/main", &first, &repo.url());
+    let (status, json) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook?wait=true",
+        &body,
+        &hub_signature(&body, SECRET),
+    );
+    assert_eq!(status, 201, "{json}");
+    let web = running_container(&daemon, &project, "web");
+
+    docker(&["kill", &web]);
+    daemon.wait_for(
+        "web started again by its die event",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+
+    daemon.stop();
+    let daemon = Daemon::start(data.path(), &vars);
+    // Once doco-cd runs again (and has enforced the state file), a die is handled as before.
+    daemon.wait_for(
+        "web running after the restart",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+    daemon.wait_for(
+        "the state file's last known good state enforced",
+        Duration::from_secs(30),
+        || daemon.log().contains("last known good state enforced"),
+    );
+    docker(&["kill", &web]);
+    daemon.wait_for(
+        "web started again by its die event after a restart",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+}
+
 #[test]
 fn destroy_removes_the_stack_it_deployed() {
     if !require_docker() {
