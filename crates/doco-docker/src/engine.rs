@@ -130,8 +130,39 @@ pub struct ContainerInfo {
     pub config_hash: Option<String>,
     /// True for `docker compose run` containers (`com.docker.compose.oneoff=True`).
     pub oneoff: bool,
-    /// True when its health check reports it unhealthy.
-    pub unhealthy: bool,
+    /// What its health check reports.
+    pub health: Health,
+    /// The id of the image it runs.
+    pub image_id: String,
+}
+
+/// A container's health, as its health check reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// No health check.
+    #[default]
+    None,
+    /// The check has not passed yet.
+    Starting,
+    /// The check passes.
+    Healthy,
+    /// The check fails.
+    Unhealthy,
+}
+
+impl Health {
+    /// The health in the engine's container status line (`Up 5 seconds (health: starting)`).
+    pub fn from_status(status: &str) -> Health {
+        if status.contains("(unhealthy)") {
+            Health::Unhealthy
+        } else if status.contains("(healthy)") {
+            Health::Healthy
+        } else if status.contains("(health: starting)") {
+            Health::Starting
+        } else {
+            Health::None
+        }
+    }
 }
 
 /// A container's run state, as the engine names it.
@@ -303,10 +334,8 @@ impl Engine {
                 oneoff: labels
                     .get(labels::COMPOSE_ONEOFF)
                     .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                unhealthy: summary
-                    .status
-                    .as_deref()
-                    .is_some_and(|status| status.contains("(unhealthy)")),
+                health: Health::from_status(summary.status.as_deref().unwrap_or_default()),
+                image_id: summary.image_id.unwrap_or_default(),
                 project: project.clone(),
                 labels,
             };
@@ -544,6 +573,47 @@ impl Engine {
             .into_iter()
             .find(|m| m.destination.as_deref().map(Path::new) == Some(destination))
             .and_then(|m| m.source.map(PathBuf::from)))
+    }
+
+    /// The output of container `id`'s last health check, if it has one.
+    pub async fn last_health_output(&self, id: &str) -> Result<Option<String>, DockerError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        Ok(inspected
+            .state
+            .and_then(|state| state.health)
+            .and_then(|health| health.log)
+            .and_then(|log| log.into_iter().last())
+            .and_then(|last| last.output)
+            .map(|output| output.trim().to_string()))
+    }
+
+    /// Removes image `id` unless a container (of any stack, running or not) uses it; returns
+    /// whether it was removed.
+    pub async fn remove_unused_image(&self, id: &str) -> Result<bool, DockerError> {
+        match self
+            .docker
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(image = id, "removed an image no container uses any more");
+                Ok(true)
+            }
+            // 409: a container uses it (or another tag refers to it); 404: already gone.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409 | 404,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(self.error(&format!("remove image {id}"), e)),
+        }
     }
 
     fn error(&self, context: &str, source: BollardError) -> DockerError {

@@ -72,6 +72,15 @@ pub trait Runtime: Send + Sync {
         remove_volumes: bool,
         remove_images: bool,
     ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
+    /// The output of container `id`'s last health check, if it has one.
+    fn last_health_output<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DockerError>>;
+
+    /// Removes image `id` unless a container uses it; whether it was removed.
+    fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>>;
 }
 
 impl Source for GitClient {
@@ -141,5 +150,16 @@ impl Runtime for Docker {
         remove_images: bool,
     ) -> BoxFuture<'a, Result<(), ComposeError>> {
         Box::pin(self.compose.down(project, remove_volumes, remove_images))
+    }
+
+    fn last_health_output<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DockerError>> {
+        Box::pin(self.engine.last_health_output(id))
+    }
+
+    fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
+        Box::pin(self.engine.remove_unused_image(id))
     }
 }

@@ -97,6 +97,43 @@ pub struct RenderedService {
     pub must_run: bool,
     /// How many containers it should have.
     pub replicas: u32,
+    /// Whether it has a health check (a deploy then waits for it to pass).
+    pub healthcheck: bool,
+}
+
+/// Why a deploy is still waiting for a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// No container of it runs.
+    NotRunning(String),
+    /// Its container runs, but its health check has not passed (the container's id).
+    NotHealthy(String, String),
+}
+
+/// upstream's `timeout` rule: a deploy is done when every service that must run has a running
+/// container and, where it has a health check, a healthy one. The first service still waited for.
+pub fn not_ready(
+    services: &BTreeMap<String, RenderedService>,
+    containers: &[ContainerInfo],
+) -> Option<NotReady> {
+    services
+        .iter()
+        .filter(|(_, service)| service.must_run && service.replicas > 0)
+        .find_map(|(name, service)| {
+            let running: Vec<&ContainerInfo> = containers
+                .iter()
+                .filter(|c| &c.service == name && !c.oneoff && c.state == ContainerState::Running)
+                .collect();
+            let Some(first) = running.first() else {
+                return Some(NotReady::NotRunning(name.clone()));
+            };
+            let unhealthy = running
+                .iter()
+                .find(|c| c.health != doco_docker::Health::Healthy)
+                .unwrap_or(first);
+            (service.healthcheck && unhealthy.health != doco_docker::Health::Healthy)
+                .then(|| NotReady::NotHealthy(name.clone(), unhealthy.id.clone()))
+        })
 }
 
 /// The decision after rendering.
@@ -125,6 +162,9 @@ pub struct DeployPlan {
     pub force_recreate: bool,
     /// When compose pulls images.
     pub pull: PullPolicy,
+    /// The images the stack's containers ran before this deploy: after it, those no container uses
+    /// any more are pruned (`prune_images`).
+    pub images_before: BTreeSet<String>,
 }
 
 /// Deploy-config switches the full plan honours.
@@ -180,6 +220,7 @@ pub fn full_plan(
             remove_orphans,
             force_recreate,
             pull: pull_policy(mode, switches.force_image_pull),
+            images_before: observed.iter().map(|c| c.image_id.clone()).collect(),
         })
     };
     if record.is_none() {
@@ -225,6 +266,11 @@ pub fn pull_policy(mode: Mode, force_image_pull: bool) -> PullPolicy {
     } else {
         PullPolicy::Missing
     }
+}
+
+/// `prune_images`: after a successful deploy, online only (offline is never a change).
+pub fn prunes_images(mode: Mode, prune_images: bool) -> bool {
+    mode == Mode::Online && prune_images
 }
 
 /// Why a deployment is not applied by this run at all, if it is not: a webhook for a reference its
@@ -485,7 +531,8 @@ mod tests {
             labels: BTreeMap::new(),
             config_hash: Some(hash.into()),
             oneoff: false,
-            unhealthy: false,
+            health: doco_docker::Health::None,
+            image_id: String::new(),
         }
     }
 
@@ -632,6 +679,9 @@ mod tests {
         assert_eq!(pull_policy(Mode::Online, true), PullPolicy::Always);
         assert_eq!(pull_policy(Mode::Offline, true), PullPolicy::Missing);
         assert_eq!(pull_policy(Mode::Online, false), PullPolicy::Missing);
+        assert!(prunes_images(Mode::Online, true));
+        assert!(!prunes_images(Mode::Offline, true));
+        assert!(!prunes_images(Mode::Online, false));
         assert!(applies_changes(Mode::Online));
         assert!(!applies_changes(Mode::Offline), "offline only heals");
     }
@@ -695,6 +745,42 @@ mod tests {
         assert!(
             skip(Trigger::Poll, &config, "refs/heads/main").is_none(),
             "polls are not filtered"
+        );
+    }
+
+    #[test]
+    fn a_deploy_waits_for_running_and_where_checked_healthy_services() {
+        use doco_docker::Health;
+        let mut services = rendered("fw");
+        services.get_mut("web").unwrap().healthcheck = true;
+        let with_health = |health| ContainerInfo {
+            health,
+            ..running_web()
+        };
+        assert_eq!(
+            not_ready(&services, &[]),
+            Some(NotReady::NotRunning("web".into()))
+        );
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Starting)]),
+            Some(NotReady::NotHealthy("web".into(), "w1".into()))
+        );
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Unhealthy)]),
+            Some(NotReady::NotHealthy("web".into(), "w1".into()))
+        );
+        assert_eq!(not_ready(&services, &[with_health(Health::Healthy)]), None);
+        services.get_mut("web").unwrap().healthcheck = false;
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Starting)]),
+            None,
+            "no health check: running is enough"
+        );
+        let stopped_job = container("j1", "job", ContainerState::Exited, "hj");
+        assert_eq!(
+            not_ready(&services, &[running_web(), stopped_job]),
+            None,
+            "jobs are not waited for"
         );
     }
 
@@ -845,6 +931,7 @@ mod tests {
                     fingerprint: web_fp.into(),
                     must_run: true,
                     replicas: 1,
+                    healthcheck: false,
                 },
             ),
             (
@@ -853,6 +940,7 @@ mod tests {
                     fingerprint: "fj".into(),
                     must_run: false,
                     replicas: 1,
+                    healthcheck: false,
                 },
             ),
         ])

@@ -2,7 +2,7 @@
 //! `docker compose up`, waiting for the services, and recording what was deployed. The decisions
 //! themselves are in `plan`; this module carries them out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::metrics;
-use crate::plan::{self, Desired, DestroyPlan, FullPlan, QuickPlan, Switches};
+use crate::plan::{self, Desired, DestroyPlan, FullPlan, NotReady, QuickPlan, Switches};
 use crate::registry::EventTarget;
 use crate::state::{DeploymentRecord, ServiceRecord};
 
@@ -314,6 +314,7 @@ impl Reconciler {
                     fingerprint: service_fingerprint(&service.spec, &inputs, ctx.checkout),
                     must_run: service.must_run(),
                     replicas: service.replicas,
+                    healthcheck: service.has_healthcheck,
                 };
                 (name.clone(), planned)
             })
@@ -355,8 +356,11 @@ impl Reconciler {
         drop(own);
         up?;
         let hashes = self
-            .wait_running(name, planned, deployment.config.timeout)
+            .wait_ready(name, planned, deployment.config.timeout)
             .await?;
+        if plan::prunes_images(ctx.mode, deployment.config.prune_images) {
+            self.prune_images(name, &plan.images_before).await?;
+        }
         info!(changed = ?plan.changed, "deployed");
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
         Ok(Applied::new(
@@ -404,9 +408,9 @@ impl Reconciler {
         })
     }
 
-    /// Waits until every service that must run has a running container; returns compose's config
-    /// hash per service.
-    async fn wait_running(
+    /// Waits until every service that must run has a running container and, where it has a health
+    /// check, a healthy one ([`plan::not_ready`]); returns compose's config hash per service.
+    async fn wait_ready(
         &self,
         project: &str,
         services: &BTreeMap<String, plan::RenderedService>,
@@ -416,15 +420,8 @@ impl Reconciler {
         loop {
             let all = self.runtime.containers().await?;
             let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
-            let not_running = services.iter().find(|(name, service)| {
-                service.must_run
-                    && !containers.iter().any(|c| {
-                        &c.service == *name
-                            && !c.oneoff
-                            && c.state == doco_docker::ContainerState::Running
-                    })
-            });
-            match not_running {
+            let waiting = plan::not_ready(services, containers);
+            match waiting {
                 None => {
                     return Ok(containers
                         .iter()
@@ -432,15 +429,46 @@ impl Reconciler {
                         .filter_map(|c| c.config_hash.clone().map(|h| (c.service.clone(), h)))
                         .collect());
                 }
-                Some((name, _)) if Instant::now() >= deadline => {
+                Some(NotReady::NotRunning(service)) if Instant::now() >= deadline => {
                     return Err(DeployError::NotRunning {
-                        service: name.clone(),
+                        service,
                         seconds: timeout_secs,
+                    });
+                }
+                Some(NotReady::NotHealthy(service, id)) if Instant::now() >= deadline => {
+                    let output = self.runtime.last_health_output(&id).await?;
+                    return Err(DeployError::NotHealthy {
+                        service,
+                        seconds: timeout_secs,
+                        output: output.unwrap_or_else(|| "(no health check output yet)".into()),
                     });
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
+    }
+
+    /// `prune_images`: removes the images the deployment's containers used before this deploy that
+    /// no container (of any stack) uses now.
+    async fn prune_images(
+        &self,
+        project: &str,
+        before: &BTreeSet<String>,
+    ) -> Result<(), DeployError> {
+        let all = self.runtime.containers().await?;
+        let now: BTreeSet<&String> = all
+            .get(project)
+            .into_iter()
+            .flatten()
+            .map(|c| &c.image_id)
+            .collect();
+        for image in before
+            .iter()
+            .filter(|image| !image.is_empty() && !now.contains(image))
+        {
+            self.runtime.remove_unused_image(image).await?;
+        }
+        Ok(())
     }
 
     /// The label override file of compose project `name`.
@@ -505,7 +533,7 @@ fn unhealthy(deployment: &ResolvedDeployment, containers: &[ContainerInfo]) -> V
     }
     containers
         .iter()
-        .filter(|c| c.unhealthy && !c.oneoff)
+        .filter(|c| c.health == doco_docker::Health::Unhealthy && !c.oneoff)
         .map(|container| ContainerEvent {
             action: "health_status: unhealthy".to_string(),
             id: container.id.clone(),

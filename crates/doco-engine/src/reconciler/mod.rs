@@ -116,6 +116,18 @@ pub enum DeployError {
         /// The deploy config's timeout.
         seconds: u64,
     },
+    /// A service's health check did not pass within the deploy config's `timeout`.
+    #[error(
+        "service {service} is not healthy {seconds}s after the deploy; its last health check said: {output}"
+    )]
+    NotHealthy {
+        /// The service.
+        service: String,
+        /// The deploy config's timeout.
+        seconds: u64,
+        /// The last health check's output.
+        output: String,
+    },
     /// `destroy` is set, but the stack's containers were deployed from another repository.
     #[error("not destroying {project}: its containers belong to {owner}, not to {ours}")]
     NotOurs {

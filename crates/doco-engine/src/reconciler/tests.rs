@@ -141,6 +141,7 @@ struct RuntimeState {
     containers: BTreeMap<String, ContainerInfo>,
     next_id: u32,
     ups: u32,
+    removed_images: Vec<String>,
 }
 
 impl FakeRuntime {
@@ -179,6 +180,10 @@ impl FakeRuntime {
     fn ups(&self) -> u32 {
         self.state.lock().unwrap().ups
     }
+
+    fn removed_images(&self) -> Vec<String> {
+        self.state.lock().unwrap().removed_images.clone()
+    }
 }
 
 /// Reads the stand-in compose file: one `name=image;restart` per line.
@@ -208,6 +213,7 @@ impl RuntimeState {
         &mut self,
         project: &str,
         service: &str,
+        image: &str,
         hash: &str,
         labels: &BTreeMap<String, String>,
     ) {
@@ -239,7 +245,8 @@ impl RuntimeState {
                 labels: labels.clone(),
                 config_hash: Some(hash.to_string()),
                 oneoff: false,
-                unhealthy: false,
+                health: doco_docker::Health::None,
+                image_id: image.to_string(),
             };
             self.containers.insert(id, container);
         }
@@ -325,7 +332,7 @@ impl Runtime for FakeRuntime {
                 })
                 .unwrap_or_default();
             let hash = config_hash(image, restart, &labels);
-            state.converge(&project.name, name, &hash, &labels);
+            state.converge(&project.name, name, image, &hash, &labels);
         }
         Box::pin(async { Ok(()) })
     }
@@ -342,6 +349,22 @@ impl Runtime for FakeRuntime {
             .containers
             .retain(|_, c| c.project != project);
         Box::pin(async { Ok(()) })
+    }
+
+    fn last_health_output<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DockerError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
+        let mut state = self.state.lock().unwrap();
+        let used = state.containers.values().any(|c| c.image_id == id);
+        if !used {
+            state.removed_images.push(id.to_string());
+        }
+        Box::pin(async move { Ok(!used) })
     }
 }
 
@@ -644,4 +667,38 @@ async fn a_reconnect_recheck_heals_and_restarts_nothing_healthy() {
         "the healthy one is untouched"
     );
     assert_eq!(world.runtime.ups(), ups);
+}
+
+#[tokio::test(start_paused = true)]
+async fn images_no_container_uses_after_a_deploy_are_pruned_and_shared_ones_kept() {
+    let world = World::new();
+    world
+        .source
+        .push("proxy=busybox:1;always\nweb=busybox:1;always\n");
+    world.poll().await.unwrap();
+    world
+        .source
+        .push("proxy=busybox:1;always\nweb=busybox:2;always\n");
+    world.poll().await.unwrap();
+    assert!(
+        world.runtime.removed_images().is_empty(),
+        "busybox:1 is still used by proxy"
+    );
+    world
+        .source
+        .push("proxy=busybox:1;always\nweb=busybox:3;always\n");
+    world.poll().await.unwrap();
+    assert_eq!(
+        world.runtime.removed_images(),
+        vec!["busybox:2".to_string()]
+    );
+
+    // Offline nothing is pruned (offline is never a change), and a heal prunes nothing.
+    world.source.set_unreachable(true);
+    world.runtime.remove(&world.runtime.only("web").id);
+    world.poll().await.unwrap();
+    assert_eq!(
+        world.runtime.removed_images(),
+        vec!["busybox:2".to_string()]
+    );
 }

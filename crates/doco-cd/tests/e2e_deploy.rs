@@ -1,0 +1,160 @@
+//! End-to-end scenarios of the deploy engine's settings (issue 10): the built binary against a local
+//! Git server and the real engine. Each setting a user writes must have its effect: `prune_images`
+//! removes what no container uses any more and keeps what another stack uses; `timeout` waits for
+//! health checks and fails naming the service and its last health output; `build` options reach
+//! the build.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+mod support;
+
+use std::time::Duration;
+
+use doco_testkit::docker::{ProjectGuard, docker, require_docker, test_image};
+use doco_testkit::unique_name;
+use support::{Daemon, HttpRepo, running_container};
+
+fn poll_config(url: &str) -> String {
+    format!("- url: {url}\n  reference: main\n  interval: 1s\n")
+}
+
+/// A local image of its own (a distinct id) built from the offline test image, removed on drop.
+struct LocalImage(String);
+
+impl LocalImage {
+    fn build(name: &str) -> LocalImage {
+        let tag = format!("doco-test/{}:1", unique_name(name));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {}\nLABEL doco.test.image={tag}\n", test_image()),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, &dir.path().display().to_string()]);
+        LocalImage(tag)
+    }
+
+    fn exists(&self) -> bool {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", &self.0])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn service(name: &str, image: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n"
+    )
+}
+
+#[test]
+fn prune_images_removes_what_no_container_uses_and_keeps_a_shared_image() {
+    if !require_docker() {
+        return;
+    }
+    let (old, shared, new) = (
+        LocalImage::build("prune-old"),
+        LocalImage::build("prune-shared"),
+        LocalImage::build("prune-new"),
+    );
+    let project = unique_name("e2e-prune");
+    let other = unique_name("e2e-prune-other");
+    let _guards = (ProjectGuard::new(&project), ProjectGuard::new(&other));
+    // Another stack, not doco-cd's, uses the shared image.
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("com.docker.compose.project={other}"),
+        "--network",
+        "none",
+        &shared.0,
+        "sleep",
+        "3600",
+    ]);
+    let compose = format!(
+        "services:\n{}{}",
+        service("web", &old.0),
+        service("job", &shared.0)
+    );
+    let (repo, _) = HttpRepo::with_stack(&project, &compose);
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    running_container(&daemon, &project, "web");
+
+    let moved = format!(
+        "services:\n{}{}",
+        service("web", &new.0),
+        service("job", &new.0)
+    );
+    repo.work.write("compose.yml", &moved);
+    repo.push("both services move to a new image");
+    daemon.wait_for("the old image pruned", Duration::from_secs(60), || {
+        !old.exists()
+    });
+    assert!(shared.exists(), "an image another stack uses is kept");
+    assert!(new.exists());
+}
+
+#[test]
+fn a_health_check_that_never_passes_fails_the_deploy_naming_the_service_and_its_output() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-health");
+    let _guard = ProjectGuard::new(&project);
+    let compose = format!(
+        "services:\n  db:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"echo db is not ready yet; exit 1\"]\n      interval: 1s\n      retries: 1\n"
+    );
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\ntimeout: 4\n"));
+    repo.work.write("compose.yml", &compose);
+    repo.push("a service that never turns healthy");
+    let data = tempfile::tempdir().unwrap();
+    let key = "e2e-api-key";
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("API_SECRET", key.to_string()),
+        ],
+    );
+    let mut error = String::new();
+    daemon.wait_for(
+        "the deploy reported as failing",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = support::http_request(
+                daemon.http_port,
+                "GET",
+                "/v1/api/repositories",
+                &[("x-api-key", key)],
+                "",
+            );
+            error = body["content"][0]["failing"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            !error.is_empty()
+        },
+    );
+    assert!(
+        error.contains("service db is not healthy 4s after the deploy"),
+        "{error}"
+    );
+    assert!(error.contains("db is not ready yet"), "{error}");
+    assert!(daemon.metric("doco_cd_deployment_errors_total", &[]) >= 1.0);
+}
