@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
+#[allow(dead_code)] // Each test binary uses part of the shared harness.
 mod support;
 
 use std::time::Duration;
@@ -157,4 +158,97 @@ fn a_health_check_that_never_passes_fails_the_deploy_naming_the_service_and_its_
     );
     assert!(error.contains("db is not ready yet"), "{error}");
     assert!(daemon.metric("doco_cd_deployment_errors_total", &[]) >= 1.0);
+}
+
+#[test]
+fn build_args_reach_the_image_a_changed_context_rebuilds_only_its_service_and_a_failed_build_changes_nothing()
+ {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-build");
+    let _guard = ProjectGuard::new(&project);
+    let built = format!("{project}-web");
+    let _built_image = BuiltImage(built.clone());
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {project}\nbuild:\n  args:\n    GREETING: hello-from-build\n  no_cache: true\n"
+        ),
+    );
+    repo.work.write(
+        "app/Dockerfile",
+        &format!("FROM {image}\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n"),
+    );
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n  web:\n    build: ./app\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n{}",
+            service("sidecar", &image)
+        ),
+    );
+    repo.push("a service built from the repository");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let web = running_container(&daemon, &project, "web");
+    let sidecar = running_container(&daemon, &project, "sidecar");
+    assert_eq!(
+        docker(&["exec", &web, "cat", "/greeting"]).trim(),
+        "hello-from-build"
+    );
+
+    // A changed Dockerfile rebuilds and recreates web only.
+    repo.work.write(
+        "app/Dockerfile",
+        &format!("FROM {image}\nARG GREETING\nRUN echo \"$GREETING, again\" > /greeting\n"),
+    );
+    repo.push("the Dockerfile changes");
+    let mut rebuilt = String::new();
+    daemon.wait_for("web rebuilt and recreated", Duration::from_secs(90), || {
+        rebuilt = doco_testkit::docker::container_ids(&project, "web")
+            .pop()
+            .unwrap_or_default();
+        !rebuilt.is_empty()
+            && rebuilt != web
+            && doco_testkit::docker::container_state(&rebuilt) == "running"
+    });
+    assert_eq!(
+        docker(&["exec", &rebuilt, "cat", "/greeting"]).trim(),
+        "hello-from-build, again"
+    );
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "sidecar"),
+        vec![sidecar.clone()]
+    );
+
+    // A build that fails leaves the running containers as they are.
+    repo.work
+        .write("app/Dockerfile", &format!("FROM {image}\nRUN exit 3\n"));
+    repo.push("a Dockerfile that cannot build");
+    let errors = daemon.metric("doco_cd_deployment_errors_total", &[]);
+    daemon.wait_for("the failed build reported", Duration::from_secs(90), || {
+        daemon.metric("doco_cd_deployment_errors_total", &[]) > errors
+    });
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "web"),
+        vec![rebuilt.clone()]
+    );
+    assert_eq!(doco_testkit::docker::container_state(&rebuilt), "running");
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "sidecar"),
+        vec![sidecar]
+    );
+}
+
+/// An image compose built for a test, removed on drop.
+struct BuiltImage(String);
+
+impl Drop for BuiltImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
 }

@@ -69,6 +69,24 @@ pub struct UpOptions {
     pub services: Vec<String>,
 }
 
+/// Options of [`Compose::build`] (the deploy config's `build:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildOptions {
+    /// The services to build (`--` then their names); empty means every service with a `build`.
+    pub services: Vec<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`: always pull the base images.
+    pub pull: bool,
+    /// `--quiet`.
+    pub quiet: bool,
+    /// Build arguments. Their values travel in the compose process's environment (`--build-arg KEY`),
+    /// never on its command line.
+    pub args: BTreeMap<String, String>,
+    /// Deadline for the build.
+    pub timeout: Duration,
+}
+
 /// Compose's `--pull` policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -300,6 +318,38 @@ impl Compose {
         Ok(())
     }
 
+    /// `docker compose ... build [--no-cache] [--pull] [--quiet] [--build-arg KEY ...] [-- <services>]`,
+    /// bounded by `options.timeout`.
+    pub async fn build(
+        &self,
+        project: &ComposeProject,
+        options: &BuildOptions,
+    ) -> Result<(), ComposeError> {
+        check_files(project, &project.files)?;
+        let args = build_args(project, options);
+        let mut with_args = project.clone();
+        with_args
+            .environment
+            .extend(options.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let started = std::time::Instant::now();
+        self.run(
+            &with_args,
+            "build",
+            args,
+            options.timeout,
+            &project.files,
+            false,
+        )
+        .await?;
+        tracing::info!(
+            project = %project.name,
+            services = ?options.services,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "docker compose build finished"
+        );
+        Ok(())
+    }
+
     /// `docker compose -p NAME down --remove-orphans [--volumes] [--rmi all]`, from the containers'
     /// labels (no compose file is read).
     pub async fn down(
@@ -448,6 +498,32 @@ fn project_args(project: &ComposeProject, extra_files: &[PathBuf]) -> Vec<String
     args
 }
 
+/// The command line of [`Compose::build`]: build arguments by name only (their values are in the
+/// environment).
+fn build_args(project: &ComposeProject, options: &BuildOptions) -> Vec<String> {
+    let mut args = project_args(project, &[]);
+    args.push("build".into());
+    let flags = [
+        (options.no_cache, "--no-cache"),
+        (options.pull, "--pull"),
+        (options.quiet, "--quiet"),
+    ];
+    args.extend(
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, flag)| flag.to_string()),
+    );
+    for key in options.args.keys() {
+        args.extend(["--build-arg".to_string(), key.clone()]);
+    }
+    if !options.services.is_empty() {
+        args.push("--".into());
+        args.extend(options.services.iter().cloned());
+    }
+    args
+}
+
 /// Compose's default file names, in its order of preference.
 const DEFAULT_COMPOSE_FILES: &[&str] = &[
     "compose.yaml",
@@ -563,6 +639,45 @@ mod tests {
         assert!(t.starts_with("line 19"), "{t}");
         assert!(t.ends_with("line 30"));
         assert_eq!(tail("\n\n"), "(no error output)");
+    }
+
+    #[test]
+    fn build_options_become_flags_and_build_arg_values_stay_off_the_command_line() {
+        let p = ComposeProject {
+            name: "p".into(),
+            project_dir: "/srv/p".into(),
+            ..ComposeProject::default()
+        };
+        let options = BuildOptions {
+            services: vec!["web".into()],
+            no_cache: true,
+            pull: true,
+            quiet: true,
+            args: BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]),
+            timeout: Duration::from_secs(1),
+        };
+        let args = build_args(&p, &options);
+        let tail: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .skip_while(|a| *a != "build")
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "build",
+                "--no-cache",
+                "--pull",
+                "--quiet",
+                "--build-arg",
+                "TOKEN",
+                "--",
+                "web"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("s3cret")));
+        let plain = build_args(&p, &BuildOptions::default());
+        assert_eq!(plain.last().map(String::as_str), Some("build"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod own_container;
 mod render;
 
 pub use compose::{
-    Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
+    BuildOptions, Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
     write_label_override,
 };
 pub use engine::{

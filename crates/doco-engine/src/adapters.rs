@@ -9,7 +9,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use doco_docker::{
-    ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject, UpOptions,
+    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject,
+    UpOptions,
 };
 use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
 
@@ -63,6 +64,13 @@ pub trait Runtime: Send + Sync {
         project: &'a ComposeProject,
         labels: &'a Path,
         options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
+    /// `docker compose build` of `project`.
+    fn build<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        options: &'a BuildOptions,
     ) -> BoxFuture<'a, Result<(), ComposeError>>;
 
     /// `docker compose down` of `project`.
@@ -141,6 +149,14 @@ impl Runtime for Docker {
         options: &'a UpOptions,
     ) -> BoxFuture<'a, Result<(), ComposeError>> {
         Box::pin(self.compose.up(project, labels, options))
+    }
+
+    fn build<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        options: &'a BuildOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.build(project, options))
     }
 
     fn down<'a>(

@@ -99,6 +99,8 @@ pub struct RenderedService {
     pub replicas: u32,
     /// Whether it has a health check (a deploy then waits for it to pass).
     pub healthcheck: bool,
+    /// Whether it has a `build` section (a deploy that changes it builds it first).
+    pub build: bool,
 }
 
 /// Why a deploy is still waiting for a service.
@@ -266,6 +268,18 @@ pub fn pull_policy(mode: Mode, force_image_pull: bool) -> PullPolicy {
     } else {
         PullPolicy::Missing
     }
+}
+
+/// The services a deploy builds before `up`: the changed ones that have a `build` section.
+pub fn services_to_build(
+    rendered: &BTreeMap<String, RenderedService>,
+    changed: &BTreeSet<String>,
+) -> Vec<String> {
+    changed
+        .iter()
+        .filter(|name| rendered.get(*name).is_some_and(|s| s.build))
+        .cloned()
+        .collect()
 }
 
 /// `prune_images`: after a successful deploy, online only (offline is never a change).
@@ -932,6 +946,7 @@ mod tests {
                     must_run: true,
                     replicas: 1,
                     healthcheck: false,
+                    build: false,
                 },
             ),
             (
@@ -941,6 +956,7 @@ mod tests {
                     must_run: false,
                     replicas: 1,
                     healthcheck: false,
+                    build: false,
                 },
             ),
         ])

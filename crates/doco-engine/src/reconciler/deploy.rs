@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, UpOptions};
+use doco_docker::{
+    BuildOptions, ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions,
+};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::report::{Entry, RecordChange, Step};
@@ -315,6 +317,7 @@ impl Reconciler {
                     must_run: service.must_run(),
                     replicas: service.replicas,
                     healthcheck: service.has_healthcheck,
+                    build: service.has_build,
                 };
                 (name.clone(), planned)
             })
@@ -338,6 +341,20 @@ impl Reconciler {
         let mut labels = plan.kept_labels;
         for service in &plan.changed {
             labels.insert(service.clone(), fresh.clone());
+        }
+        let to_build = plan::services_to_build(planned, &plan.changed);
+        if !to_build.is_empty() {
+            let build = &deployment.config.build;
+            let options = BuildOptions {
+                services: to_build,
+                no_cache: build.no_cache,
+                pull: plan::pull_policy(ctx.mode, build.force_image_pull) == PullPolicy::Always,
+                quiet: build.quiet,
+                args: build.args.clone(),
+                timeout: Duration::from_secs(deployment.config.timeout.max(1) + 600),
+            };
+            info!(services = ?options.services, "building the changed services");
+            self.runtime.build(project, &options).await?;
         }
         let override_path = self.override_path(name);
         write_override(&override_path, &labels)?;

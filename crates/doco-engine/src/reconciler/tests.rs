@@ -337,6 +337,14 @@ impl Runtime for FakeRuntime {
         Box::pin(async { Ok(()) })
     }
 
+    fn build<'a>(
+        &'a self,
+        _project: &'a ComposeProject,
+        _options: &'a doco_docker::BuildOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn down<'a>(
         &'a self,
         project: &'a str,
