@@ -49,11 +49,16 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     assert_eq!(label(&web, "cd.doco.deployment.name"), project);
     assert_eq!(http_get(daemon.http_port, "/v1/health").unwrap().0, 200);
 
-    // Quiet polls: no compose process, at most one git process per poll, no container touched.
+    // Quiet polls: no compose process, at most one git process per poll, no container touched,
+    // nothing written to the state file.
     daemon.wait_polls(1.0);
+    let state_file = data.path().join(".doco-cd/state.json");
+    let modified = || std::fs::metadata(&state_file).unwrap().modified().unwrap();
     let before = daemon.scrape();
+    let state_written = modified();
     daemon.wait_polls(3.0);
     let after = daemon.scrape();
+    assert_eq!(modified(), state_written, "a quiet poll rewrote the state file");
     let polls = after.get("doco_cd_polls_total", &[]) - before.get("doco_cd_polls_total", &[]);
     let docker_spawned = after.get("doco_cd_child_processes_total", &[("program", "docker")])
         - before.get("doco_cd_child_processes_total", &[("program", "docker")]);
