@@ -64,7 +64,11 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    info!(host = endpoint.host(), origin = endpoint.origin(), "Docker engine");
+    info!(
+        host = endpoint.host(),
+        origin = endpoint.origin(),
+        "Docker engine"
+    );
     let docker = doco_docker::Engine::connect_endpoint(&endpoint)
         .context("cannot create the Docker client")?;
     docker

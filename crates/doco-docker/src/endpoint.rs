@@ -192,7 +192,10 @@ impl Endpoint {
         })
     }
 
-    fn from_host_env(host: &str, env: &BTreeMap<String, String>) -> Result<Endpoint, EndpointError> {
+    fn from_host_env(
+        host: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Endpoint, EndpointError> {
         let verify = non_empty(env, "DOCKER_TLS_VERIFY");
         let cert_path = non_empty(env, "DOCKER_CERT_PATH");
         let mut endpoint = Endpoint::plain(host, "DOCKER_HOST");
@@ -447,8 +450,11 @@ mod tests {
             .path()
             .join("contexts/meta/047de0f543c7e3596bb6dbd0e65f2c30357720a63eca423f08c52fae314f6806");
         std::fs::create_dir_all(&meta).unwrap();
-        std::fs::write(meta.join("meta.json"), r#"{"Endpoints":{"docker":{"Host":"ssh://nas"}}}"#)
-            .unwrap();
+        std::fs::write(
+            meta.join("meta.json"),
+            r#"{"Endpoints":{"docker":{"Host":"ssh://nas"}}}"#,
+        )
+        .unwrap();
         let endpoint = Endpoint::from_context("nas", dir.path()).unwrap();
         assert_eq!(endpoint.host(), "ssh://nas");
         assert_eq!(endpoint.tls_dir(), None);
@@ -460,9 +466,19 @@ mod tests {
         let config = dir.path().display().to_string();
         write_context(dir.path(), "nas", "ssh://deploy@nas:2222", false);
         write_context(dir.path(), "box", "tcp://box:2375", false);
-        std::fs::write(dir.path().join("config.json"), r#"{"currentContext":"box"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"currentContext":"box"}"#,
+        )
+        .unwrap();
         let cases = [
-            (vec![("DOCKER_HOST", "unix:///run/d.sock"), ("DOCKER_CONTEXT", "nas")], "unix:///run/d.sock"),
+            (
+                vec![
+                    ("DOCKER_HOST", "unix:///run/d.sock"),
+                    ("DOCKER_CONTEXT", "nas"),
+                ],
+                "unix:///run/d.sock",
+            ),
             (vec![("DOCKER_CONTEXT", "nas")], "ssh://deploy@nas:2222"),
             (vec![("DOCKER_CONTEXT", "default")], DEFAULT_HOST),
             (vec![], "tcp://box:2375"),
@@ -470,7 +486,11 @@ mod tests {
         for (vars, host) in cases {
             let mut vars = vars;
             vars.push(("DOCKER_CONFIG", &config));
-            assert_eq!(Endpoint::from_env(&env(&vars)).unwrap().host(), host, "{vars:?}");
+            assert_eq!(
+                Endpoint::from_env(&env(&vars)).unwrap().host(),
+                host,
+                "{vars:?}"
+            );
         }
         let empty = tempfile::tempdir().unwrap();
         let vars = env(&[("HOME", &empty.path().display().to_string())]);
@@ -489,7 +509,10 @@ mod tests {
         assert!(!compose.contains_key("DOCKER_CONTEXT"));
         assert_eq!(
             endpoint.transport().unwrap(),
-            Transport::Tls("10.0.0.2:2376".into(), endpoint.tls_dir().unwrap().to_path_buf())
+            Transport::Tls(
+                "10.0.0.2:2376".into(),
+                endpoint.tls_dir().unwrap().to_path_buf()
+            )
         );
     }
 
@@ -497,9 +520,16 @@ mod tests {
     fn tls_from_the_environment_needs_its_three_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().display().to_string();
-        let vars = [("DOCKER_HOST", "tcp://127.0.0.1"), ("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", path.as_str())];
+        let vars = [
+            ("DOCKER_HOST", "tcp://127.0.0.1"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", path.as_str()),
+        ];
         let err = Endpoint::from_env(&env(&vars)).unwrap_err().to_string();
-        assert!(err.contains("ca.pem") && err.contains("DOCKER_CERT_PATH"), "{err}");
+        assert!(
+            err.contains("ca.pem") && err.contains("DOCKER_CERT_PATH"),
+            "{err}"
+        );
         for file in ["ca.pem", "cert.pem", "key.pem"] {
             std::fs::write(dir.path().join(file), "x").unwrap();
         }
@@ -508,7 +538,10 @@ mod tests {
             endpoint.transport().unwrap(),
             Transport::Tls("127.0.0.1:2376".into(), dir.path().to_path_buf())
         );
-        let unix = [("DOCKER_HOST", "unix:///x.sock"), ("DOCKER_TLS_VERIFY", "1")];
+        let unix = [
+            ("DOCKER_HOST", "unix:///x.sock"),
+            ("DOCKER_TLS_VERIFY", "1"),
+        ];
         let err = Endpoint::from_env(&env(&unix)).unwrap_err().to_string();
         assert!(err.contains("tcp:// hosts only"), "{err}");
     }
@@ -516,19 +549,47 @@ mod tests {
     #[test]
     fn hosts_are_parsed_as_the_docker_cli_reads_them() {
         let ok = [
-            ("unix:///var/run/docker.sock", Transport::Unix("/var/run/docker.sock".into())),
-            ("tcp://10.0.0.1:2375", Transport::Tcp("10.0.0.1:2375".into())),
+            (
+                "unix:///var/run/docker.sock",
+                Transport::Unix("/var/run/docker.sock".into()),
+            ),
+            (
+                "tcp://10.0.0.1:2375",
+                Transport::Tcp("10.0.0.1:2375".into()),
+            ),
             ("tcp://engine", Transport::Tcp("engine:2375".into())),
             (
                 "ssh://deploy@nas:2222",
-                Transport::Ssh(SshTarget { user: Some("deploy".into()), host: "nas".into(), port: Some(2222) }),
+                Transport::Ssh(SshTarget {
+                    user: Some("deploy".into()),
+                    host: "nas".into(),
+                    port: Some(2222),
+                }),
             ),
-            ("ssh://nas", Transport::Ssh(SshTarget { user: None, host: "nas".into(), port: None })),
+            (
+                "ssh://nas",
+                Transport::Ssh(SshTarget {
+                    user: None,
+                    host: "nas".into(),
+                    port: None,
+                }),
+            ),
         ];
         for (host, transport) in ok {
-            assert_eq!(Endpoint::from_host(host).unwrap().transport().unwrap(), transport, "{host}");
+            assert_eq!(
+                Endpoint::from_host(host).unwrap().transport().unwrap(),
+                transport,
+                "{host}"
+            );
         }
-        for host in ["/var/run/docker.sock", "npipe:////./pipe/docker", "unix://relative", "ssh://nas/var/run", "ssh://-oProxyCommand=x", "ssh://nas:port"] {
+        for host in [
+            "/var/run/docker.sock",
+            "npipe:////./pipe/docker",
+            "unix://relative",
+            "ssh://nas/var/run",
+            "ssh://-oProxyCommand=x",
+            "ssh://nas:port",
+        ] {
             let err = Endpoint::from_host(host).unwrap_err().to_string();
             assert!(err.contains(host), "{err}");
         }
@@ -536,7 +597,11 @@ mod tests {
 
     #[test]
     fn ssh_runs_the_remote_stdio_bridge_after_a_double_dash() {
-        let target = SshTarget { user: Some("deploy".into()), host: "nas".into(), port: Some(2222) };
+        let target = SshTarget {
+            user: Some("deploy".into()),
+            host: "nas".into(),
+            port: Some(2222),
+        };
         assert_eq!(
             target.ssh_args().join(" "),
             "-o ConnectTimeout=30 -o BatchMode=yes -T -l deploy -p 2222 -- nas docker system dial-stdio"
@@ -546,13 +611,24 @@ mod tests {
     #[test]
     fn unknown_and_insecure_contexts_are_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Endpoint::from_context("nas", dir.path()).unwrap_err().to_string();
-        assert!(err.contains("\"nas\" does not exist") && err.contains("meta.json"), "{err}");
+        let err = Endpoint::from_context("nas", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"nas\" does not exist") && err.contains("meta.json"),
+            "{err}"
+        );
         let digest = hex(Sha256::digest(b"lax").as_slice());
         let meta = dir.path().join("contexts/meta").join(digest);
         std::fs::create_dir_all(&meta).unwrap();
-        std::fs::write(meta.join("meta.json"), r#"{"Endpoints":{"docker":{"Host":"tcp://x:2376","SkipTLSVerify":true}}}"#).unwrap();
-        let err = Endpoint::from_context("lax", dir.path()).unwrap_err().to_string();
+        std::fs::write(
+            meta.join("meta.json"),
+            r#"{"Endpoints":{"docker":{"Host":"tcp://x:2376","SkipTLSVerify":true}}}"#,
+        )
+        .unwrap();
+        let err = Endpoint::from_context("lax", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SkipTLSVerify"), "{err}");
     }
 }

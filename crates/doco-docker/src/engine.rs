@@ -273,16 +273,19 @@ impl Engine {
                 )
             }
             Transport::Ssh(target) => {
-                let started = SshBridge::start(target).map_err(|e| {
-                    connect_error(BollardError::IOError { err: e })
-                })?;
+                let started = SshBridge::start(target)
+                    .map_err(|e| connect_error(BollardError::IOError { err: e }))?;
                 let socket = started.socket().to_string_lossy().into_owned();
                 bridge = Some(Arc::new(started));
                 Docker::connect_with_unix(&socket, TIMEOUT_SECS, version)
             }
         }
         .map_err(connect_error)?;
-        tracing::debug!(host, origin = endpoint.origin(), "Docker engine client created");
+        tracing::debug!(
+            host,
+            origin = endpoint.origin(),
+            "Docker engine client created"
+        );
         Ok(Engine {
             docker,
             host,

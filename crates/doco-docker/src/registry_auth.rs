@@ -92,7 +92,10 @@ pub fn prepare(
         .get("DOCKER_CONFIG")
         .filter(|d| !d.trim().is_empty())
         .map(|_| dir.clone());
-    let Some(auth) = env.get("DOCKER_AUTH_CONFIG").filter(|v| !v.trim().is_empty()) else {
+    let Some(auth) = env
+        .get("DOCKER_AUTH_CONFIG")
+        .filter(|v| !v.trim().is_empty())
+    else {
         let warnings = check_helpers(&base, &file.display().to_string(), path)?;
         return Ok(RegistryConfig {
             docker_config: explicit,
@@ -296,7 +299,10 @@ mod tests {
         let vars = env(&[("DOCKER_CONFIG", &dir.path().display().to_string())]);
         std::fs::write(dir.path().join("config.json"), "{\"auths\": sekrit").unwrap();
         let err = prepare(&vars, state.path()).unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("not JSON"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("not JSON"),
+            "{err}"
+        );
         assert!(!err.contains("sekrit"), "{err}");
         std::fs::write(dir.path().join("config.json"), r#"{"auths": []}"#).unwrap();
         let err = prepare(&vars, state.path()).unwrap_err().to_string();
@@ -311,9 +317,16 @@ mod tests {
         let docker_config = dir.path().display().to_string();
         let path = bin.path().display().to_string();
         let vars = env(&[("DOCKER_CONFIG", &docker_config), ("PATH", &path)]);
-        std::fs::write(dir.path().join("config.json"), r#"{"credsStore": "desktop"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"credsStore": "desktop"}"#,
+        )
+        .unwrap();
         let err = prepare(&vars, state.path()).unwrap_err().to_string();
-        assert!(err.contains("`docker-credential-desktop` is not on PATH"), "{err}");
+        assert!(
+            err.contains("`docker-credential-desktop` is not on PATH"),
+            "{err}"
+        );
 
         let config = r#"{"credsStore": "pass", "credHelpers": {"gcr.io": "gcloud", "eu.gcr.io": "gcloud", "x.io": "pass"}}"#;
         std::fs::write(dir.path().join("config.json"), config).unwrap();
@@ -356,9 +369,15 @@ mod tests {
         assert_eq!(mode(&written.join("config.json")), 0o600);
 
         let home = state.path().display().to_string();
-        let vars = env(&[("HOME", &home), ("DOCKER_AUTH_CONFIG", "{\"auths\": \"hunter2\"")]);
+        let vars = env(&[
+            ("HOME", &home),
+            ("DOCKER_AUTH_CONFIG", "{\"auths\": \"hunter2\""),
+        ]);
         let err = prepare(&vars, state.path()).unwrap_err().to_string();
-        assert!(err.starts_with("DOCKER_AUTH_CONFIG is not a valid docker config"), "{err}");
+        assert!(
+            err.starts_with("DOCKER_AUTH_CONFIG is not a valid docker config"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
