@@ -23,18 +23,16 @@ use doco_testkit::docker::{ProjectGuard, container_state, docker, require_docker
 use doco_testkit::sshd::{Sshd, current_user, keygen};
 use doco_testkit::tls_proxy::TlsEngineProxy;
 use doco_testkit::unique_name;
-use support::{Daemon, HttpRepo, free_port, running_container};
+use support::{Daemon, HttpRepo, free_port, running_container, sleep_services};
 
 /// Polls every 2 s.
 fn poll_config(url: &str) -> String {
     format!("- url: {url}\n  reference: main\n  interval: 2s\n")
 }
 
-/// A one-service stack on `image`.
+/// A one-service stack on `image` (restart policy `unless-stopped`: doco-cd brings it back).
 fn stack(image: &str) -> String {
-    format!(
-        "services:\n  web:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    network_mode: none\n    stop_grace_period: 1s\n"
-    )
+    sleep_services(image, &[("web", "3600")])
 }
 
 /// Deploys `project` with doco-cd started with `vars`, then checks that doco-cd heals a stopped
