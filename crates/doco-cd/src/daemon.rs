@@ -125,8 +125,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let tracker = Arc::new(crate::api::RunTracker::default());
     let servers = crate::http::serve(
         &config,
-        docker.clone(),
-        compose,
+        (docker.clone(), compose),
         metrics,
         reconciler.clone(),
         scheduler.clone(),

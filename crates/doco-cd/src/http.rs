@@ -30,8 +30,7 @@ struct AppState {
 /// Binds both servers and serves them until `shutdown`; the returned future ends when both stopped.
 pub async fn serve(
     config: &AppConfig,
-    docker: doco_docker::Engine,
-    compose: doco_docker::Compose,
+    (docker, compose): (doco_docker::Engine, doco_docker::Compose),
     metrics: Arc<Metrics>,
     reconciler: Arc<Reconciler>,
     scheduler: Scheduler,
