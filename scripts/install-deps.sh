@@ -21,7 +21,8 @@ command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi
-for p in openssh-client openssh-server age; do dpkg -s "$p" >/dev/null 2>&1 || missing_debs+=("$p"); done
+# docker-registry and apache2-utils (htpasswd): the private registry of the registry tests.
+for p in openssh-client openssh-server age docker-registry apache2-utils; do dpkg -s "$p" >/dev/null 2>&1 || missing_debs+=("$p"); done
 if [ "${#missing_debs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing_debs[*]}"
   sudo_if_needed apt-get update -qq

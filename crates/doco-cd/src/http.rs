@@ -30,7 +30,7 @@ struct AppState {
 /// Binds both servers and serves them until `shutdown`; the returned future ends when both stopped.
 pub async fn serve(
     config: &AppConfig,
-    docker: doco_docker::Engine,
+    (docker, compose): (doco_docker::Engine, doco_docker::Compose),
     metrics: Arc<Metrics>,
     reconciler: Arc<Reconciler>,
     scheduler: Scheduler,
@@ -49,10 +49,7 @@ pub async fn serve(
     let rest = crate::api::Api::new(
         config,
         docker.clone(),
-        doco_docker::Compose::new(
-            doco_docker::Compose::docker_env_from_process(),
-            config.docker_quiet_deploy,
-        ),
+        compose,
         reconciler.clone(),
         scheduler,
         tracker,

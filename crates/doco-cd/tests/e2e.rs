@@ -58,7 +58,11 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     let state_written = modified();
     daemon.wait_polls(3.0);
     let after = daemon.scrape();
-    assert_eq!(modified(), state_written, "a quiet poll rewrote the state file");
+    assert_eq!(
+        modified(),
+        state_written,
+        "a quiet poll rewrote the state file"
+    );
     let polls = after.get("doco_cd_polls_total", &[]) - before.get("doco_cd_polls_total", &[]);
     let docker_spawned = after.get("doco_cd_child_processes_total", &[("program", "docker")])
         - before.get("doco_cd_child_processes_total", &[("program", "docker")]);

@@ -17,23 +17,13 @@ use std::time::Duration;
 
 use doco_process::{Cmd, ProcessError};
 
+use crate::endpoint::Endpoint;
 use crate::render::RenderedProject;
 
 /// Deadline for `config` and `down`, which do not pull or build.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many trailing lines of compose's stderr an error carries.
 const STDERR_TAIL_LINES: usize = 12;
-
-/// The variables copied from the daemon's environment to every compose process (when set), so that
-/// compose talks to the same engine as the API client.
-pub const DOCKER_ENV_KEYS: &[&str] = &[
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
-    "DOCKER_API_VERSION",
-    "DOCKER_CONTEXT",
-];
 
 /// How to invoke compose for one project. Paths are the ones compose must use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,10 +199,8 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// `docker_env`: `DOCKER_HOST`/`DOCKER_CONFIG`/`DOCKER_CERT_PATH`/`DOCKER_TLS_VERIFY`/
-    /// `DOCKER_API_VERSION`/`DOCKER_CONTEXT` copied from the daemon's environment if set
-    /// ([`Compose::docker_env_from_process`] collects them). `quiet = false` logs compose's output at
-    /// info.
+    /// `docker_env`: the engine and the CLI configuration compose uses ([`Compose::docker_env`]).
+    /// `quiet = false` logs compose's output at info.
     pub fn new(docker_env: BTreeMap<String, String>, quiet: bool) -> Compose {
         Compose {
             program: "docker".to_string(),
@@ -236,12 +224,18 @@ impl Compose {
         self
     }
 
-    /// The [`DOCKER_ENV_KEYS`] that are set in this process's environment.
-    pub fn docker_env_from_process() -> BTreeMap<String, String> {
-        DOCKER_ENV_KEYS
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect()
+    /// The variables that point every compose process at `endpoint` ([`Endpoint::compose_env`]:
+    /// the engine the API client reads) and, when given, at the docker CLI configuration
+    /// directory `docker_config` (`DOCKER_CONFIG`: registry credentials).
+    pub fn docker_env(
+        endpoint: &Endpoint,
+        docker_config: Option<&Path>,
+    ) -> BTreeMap<String, String> {
+        let mut env = endpoint.compose_env();
+        if let Some(dir) = docker_config {
+            env.insert("DOCKER_CONFIG".into(), dir.display().to_string());
+        }
+        env
     }
 
     /// `docker compose -p NAME --project-directory DIR -f ... [--env-file ...] [--profile ...] config

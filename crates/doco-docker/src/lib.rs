@@ -12,14 +12,20 @@
 //! so a label value that changes recreates the container (see ARCHITECTURE.md, "Known traps").
 
 mod compose;
+mod endpoint;
 mod engine;
 pub mod labels;
 mod own_container;
+pub mod registry_auth;
 mod render;
+mod ssh_bridge;
 
 pub use compose::{
-    BuildOptions, Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
+    BuildOptions, Compose, ComposeError, ComposeProject, PullPolicy, UpOptions,
     write_label_override,
+};
+pub use endpoint::{
+    DEFAULT_CONTEXT, DEFAULT_HOST, Endpoint, EndpointError, SshTarget, docker_config_dir,
 };
 pub use engine::{
     ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, ProjectContainer,
