@@ -252,3 +252,75 @@ impl Drop for BuiltImage {
             .output();
     }
 }
+
+#[test]
+fn files_excluded_from_recreation_are_updated_in_place_and_the_service_is_signalled() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-live");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    // On SIGHUP the service records the content of its ignored files as it sees them.
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            r#"services:
+  proxy:
+    image: {image}
+    command: ["sh", "-c", "trap 'cat /conf/app.conf /single.conf /app-config > /tmp/reloaded' HUP; while true; do sleep 0.2 & wait $$!; done"]
+    restart: unless-stopped
+    network_mode: none
+    stop_signal: SIGKILL
+    labels:
+      cd.doco.deployment.recreate.ignore: "{{bindMounts: [/conf, /single.conf], configs: [app]}}"
+      cd.doco.deployment.recreate.ignore.signal: SIGHUP
+    volumes:
+      - ./conf:/conf:ro
+      - ./single.conf:/single.conf:ro
+    configs:
+      - source: app
+        target: /app-config
+configs:
+  app:
+    file: ./app.conf
+"#
+        ),
+    );
+    repo.work.write("conf/app.conf", "dir-v1\n");
+    repo.work.write("single.conf", "single-v1\n");
+    repo.work.write("app.conf", "config-v1\n");
+    repo.push("a proxy that reloads its configuration on SIGHUP");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let proxy = running_container(&daemon, &project, "proxy");
+    assert_eq!(
+        docker(&["exec", &proxy, "cat", "/single.conf"]).trim(),
+        "single-v1"
+    );
+
+    repo.work.write("conf/app.conf", "dir-v2\n");
+    repo.work.write("single.conf", "single-v2\n");
+    repo.work.write("app.conf", "config-v2\n");
+    repo.push("change every ignored file");
+    daemon.wait_for(
+        "the proxy signalled with the new files",
+        Duration::from_secs(60),
+        || {
+            std::process::Command::new("docker")
+                .args(["exec", &proxy, "cat", "/tmp/reloaded"])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout) == "dir-v2\nsingle-v2\nconfig-v2\n"
+                })
+        },
+    );
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "proxy"),
+        vec![proxy],
+        "not recreated"
+    );
+}

@@ -592,6 +592,18 @@ fn log_lines(project: &str, subcommand: &str, text: &str) {
     }
 }
 
+/// Mounts an override takes from elsewhere than the compose files say: bind-mount entries (merged
+/// by compose with the service's own by target path) and top-level config and secret files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MountOverride {
+    /// Per service, bind-mount entries in compose's long syntax.
+    pub volumes: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Top-level configs by name: the file to read.
+    pub configs: BTreeMap<String, PathBuf>,
+    /// Top-level secrets by name: the file to read.
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
 /// Writes a compose override file giving each service exactly these labels (JSON is valid YAML;
 /// compose accepts it). `$` is escaped as `$$` because compose interpolates every file. Name only
 /// services that exist in the project: a service present only in the override has no image.
@@ -599,20 +611,44 @@ pub fn write_label_override(
     path: &Path,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> std::io::Result<()> {
-    let services: serde_json::Map<String, serde_json::Value> = labels
+    write_override(path, labels, &MountOverride::default())
+}
+
+/// [`write_label_override`] plus the mounts of `mounts`.
+pub fn write_override(
+    path: &Path,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+    mounts: &MountOverride,
+) -> std::io::Result<()> {
+    use serde_json::{Map, Value, json};
+    let escape = |text: &str| Value::String(text.replace('$', "$$"));
+    let mut services: Map<String, Value> = labels
         .iter()
         .map(|(service, labels)| {
-            let escaped: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.replace('$', "$$"))))
-                .collect();
-            (
-                service.clone(),
-                serde_json::json!({ "labels": serde_json::Value::Object(escaped) }),
-            )
+            let escaped: Map<String, Value> =
+                labels.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
+            (service.clone(), json!({ "labels": Value::Object(escaped) }))
         })
         .collect();
-    let doc = serde_json::json!({ "services": serde_json::Value::Object(services) });
+    for (service, volumes) in &mounts.volumes {
+        let entry = services.entry(service.clone()).or_insert_with(|| json!({}));
+        entry["volumes"] = Value::Array(volumes.clone());
+    }
+    let mut doc = json!({ "services": Value::Object(services) });
+    for (kind, files) in [("configs", &mounts.configs), ("secrets", &mounts.secrets)] {
+        if !files.is_empty() {
+            let items: Map<String, Value> = files
+                .iter()
+                .map(|(name, file)| {
+                    (
+                        name.clone(),
+                        json!({ "file": escape(&file.display().to_string()) }),
+                    )
+                })
+                .collect();
+            doc[kind] = Value::Object(items);
+        }
+    }
     let mut text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
     text.push('\n');
     // Write beside the target and rename, so compose never reads a half-written file.

@@ -638,6 +638,19 @@ impl Engine {
             .map(|output| output.trim().to_string()))
     }
 
+    /// Sends `signal` (a name such as `SIGHUP`, or a number) to container `id`.
+    pub async fn signal_container(&self, id: &str, signal: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(|e| self.error(&format!("send {signal} to container {id}"), e))?;
+        tracing::info!(container = id, signal, "signalled container");
+        Ok(())
+    }
+
     /// Removes image `id` unless a container (of any stack, running or not) uses it; returns
     /// whether it was removed.
     pub async fn remove_unused_image(&self, id: &str) -> Result<bool, DockerError> {

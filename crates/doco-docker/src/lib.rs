@@ -21,8 +21,8 @@ mod render;
 mod ssh_bridge;
 
 pub use compose::{
-    BuildOptions, Compose, ComposeError, ComposeProject, PullPolicy, UpOptions,
-    write_label_override,
+    BuildOptions, Compose, ComposeError, ComposeProject, MountOverride, PullPolicy, UpOptions,
+    write_label_override, write_override,
 };
 pub use endpoint::{
     DEFAULT_CONTEXT, DEFAULT_HOST, Endpoint, EndpointError, SshTarget, docker_config_dir,
@@ -31,4 +31,7 @@ pub use engine::{
     ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
-pub use render::{RenderParseError, RenderedProject, RenderedService};
+pub use render::{
+    LiveInput, LiveKind, RECREATE_IGNORE_LABEL, RECREATE_IGNORE_SIGNAL_LABEL, RenderParseError,
+    RenderedProject, RenderedService,
+};

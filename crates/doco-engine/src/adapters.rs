@@ -89,6 +89,10 @@ pub trait Runtime: Send + Sync {
 
     /// Removes image `id` unless a container uses it; whether it was removed.
     fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>>;
+
+    /// Sends `signal` to container `id`.
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str)
+    -> BoxFuture<'a, Result<(), DockerError>>;
 }
 
 impl Source for GitClient {
@@ -177,5 +181,13 @@ impl Runtime for Docker {
 
     fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
         Box::pin(self.engine.remove_unused_image(id))
+    }
+
+    fn signal<'a>(
+        &'a self,
+        id: &'a str,
+        signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(self.engine.signal_container(id, signal))
     }
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod fingerprint;
 pub mod git_options;
 pub mod labels;
+pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod paths;

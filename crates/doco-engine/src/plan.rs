@@ -101,6 +101,8 @@ pub struct RenderedService {
     pub healthcheck: bool,
     /// Whether it has a `build` section (a deploy that changes it builds it first).
     pub build: bool,
+    /// The content hash of its inputs excluded from recreation (`recreate.ignore`), if any.
+    pub live_hash: Option<String>,
 }
 
 /// Why a deploy is still waiting for a service.
@@ -268,6 +270,30 @@ pub fn pull_policy(mode: Mode, force_image_pull: bool) -> PullPolicy {
     } else {
         PullPolicy::Missing
     }
+}
+
+/// The services whose inputs excluded from recreation changed since `record` and that this deploy
+/// does not recreate: they get their `recreate.ignore.signal` instead.
+pub fn live_reloads(
+    rendered: &BTreeMap<String, RenderedService>,
+    record: Option<&DeploymentRecord>,
+    recreated: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let Some(record) = record else {
+        return BTreeSet::new();
+    };
+    rendered
+        .iter()
+        .filter(|(name, service)| {
+            service.live_hash.is_some()
+                && !recreated.contains(*name)
+                && record
+                    .services
+                    .get(*name)
+                    .is_some_and(|recorded| recorded.live_hash != service.live_hash)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The services a deploy builds before `up`: the changed ones that have a `build` section.
@@ -557,6 +583,7 @@ mod tests {
             must_run,
             replicas: 1,
             compose_hash: Some(hash.into()),
+            live_hash: None,
         }
     }
 
@@ -763,6 +790,27 @@ mod tests {
     }
 
     #[test]
+    fn only_services_whose_live_inputs_changed_and_that_are_not_recreated_are_reloaded() {
+        let mut r = record();
+        r.services.get_mut("web").unwrap().live_hash = Some("l1".into());
+        let mut now = rendered("fw");
+        now.get_mut("web").unwrap().live_hash = Some("l2".into());
+        let none = BTreeSet::new();
+        assert_eq!(
+            live_reloads(&now, Some(&r), &none),
+            BTreeSet::from(["web".to_string()])
+        );
+        let recreated = BTreeSet::from(["web".to_string()]);
+        assert!(
+            live_reloads(&now, Some(&r), &recreated).is_empty(),
+            "recreated anyway"
+        );
+        now.get_mut("web").unwrap().live_hash = Some("l1".into());
+        assert!(live_reloads(&now, Some(&r), &none).is_empty(), "unchanged");
+        assert!(live_reloads(&now, None, &none).is_empty(), "first deploy");
+    }
+
+    #[test]
     fn a_deploy_waits_for_running_and_where_checked_healthy_services() {
         use doco_docker::Health;
         let mut services = rendered("fw");
@@ -947,6 +995,7 @@ mod tests {
                     replicas: 1,
                     healthcheck: false,
                     build: false,
+                    live_hash: None,
                 },
             ),
             (
@@ -957,6 +1006,7 @@ mod tests {
                     replicas: 1,
                     healthcheck: false,
                     build: false,
+                    live_hash: None,
                 },
             ),
         ])

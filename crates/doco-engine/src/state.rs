@@ -98,6 +98,10 @@ pub struct ServiceRecord {
     pub replicas: u32,
     /// compose's `com.docker.compose.config-hash` of its containers after the deploy.
     pub compose_hash: Option<String>,
+    /// The content hash of its live inputs (`recreate.ignore`), when it has any: a change signals
+    /// the service instead of recreating it.
+    #[serde(default)]
+    pub live_hash: Option<String>,
 }
 
 /// The key of a repository and reference in [`State::repositories`]. A branch or tag is keyed by its
@@ -311,6 +315,7 @@ mod tests {
                         must_run: true,
                         replicas: 1,
                         compose_hash: Some("c".into()),
+                        live_hash: None,
                     },
                 )]),
             },

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
 use doco_docker::{
-    BuildOptions, ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions,
+    BuildOptions, ComposeProject, ContainerEvent, ContainerInfo, LiveInput, MountOverride,
+    PullPolicy, UpOptions,
 };
 use tracing::{Instrument, info, info_span, warn};
 
@@ -19,6 +20,7 @@ use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lo
 use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
+use crate::live::LiveStack;
 use crate::metrics;
 use crate::plan::{self, Desired, DestroyPlan, FullPlan, NotReady, QuickPlan, Switches};
 use crate::registry::EventTarget;
@@ -40,6 +42,24 @@ impl Applied {
             unhealthy: Vec::new(),
         }
     }
+}
+
+/// When [`Reconciler::live_mounts`] updates the live copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LiveSync {
+    /// Every deploy: the copies follow the commit being deployed.
+    Always,
+    /// A heal: only make them when they are missing.
+    IfMissing,
+}
+
+/// What a deploy applies: the compose invocation, the planned services, the deploy config's hash,
+/// and the mounts its override takes from the live copies.
+struct DeployTarget<'a> {
+    project: &'a ComposeProject,
+    planned: &'a BTreeMap<String, plan::RenderedService>,
+    config_hash: &'a str,
+    mounts: &'a MountOverride,
 }
 
 impl Reconciler {
@@ -259,7 +279,13 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
-        let planned = self.plan_services(ctx, &rendered);
+        let (live_inputs, mounts) = self.live_mounts(
+            &deployment.config.name,
+            &rendered,
+            ctx.checkout,
+            LiveSync::Always,
+        )?;
+        let planned = self.plan_services(ctx, &rendered, &live_inputs);
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
             force_recreate: deployment.config.force_recreate,
@@ -274,6 +300,14 @@ impl Reconciler {
         match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
             FullPlan::UpToDate => {
                 info!("stack unchanged by the new commit; nothing to do");
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &BTreeSet::new(),
+                )
+                .await?;
                 let record = unchanged(&recorded_labels, &recorded_hashes);
                 Ok(Applied::new(
                     DeploymentOutcome::UpToDate,
@@ -286,14 +320,126 @@ impl Reconciler {
                     "stack unchanged; starting stopped containers"
                 );
                 let outcome = self.start(&ids).await?;
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &BTreeSet::new(),
+                )
+                .await?;
                 let record = unchanged(&recorded_labels, &recorded_hashes);
                 Ok(Applied::new(outcome, RecordChange::Store(record)))
             }
             FullPlan::Deploy(deploy) => {
-                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy)
-                    .await
+                let changed = deploy.changed.clone();
+                let target = DeployTarget {
+                    project: &project,
+                    planned: &planned,
+                    config_hash,
+                    mounts: &mounts,
+                };
+                let applied = self.deploy(ctx, deployment, target, deploy).await?;
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &changed,
+                )
+                .await?;
+                Ok(applied)
             }
         }
+    }
+
+    /// The live copies of `rendered`'s inputs excluded from recreation (sources under `tree`), made
+    /// or updated as `sync` says, and the override that mounts them; also each service's live
+    /// inputs.
+    pub(super) fn live_mounts(
+        &self,
+        stack: &str,
+        rendered: &doco_docker::RenderedProject,
+        tree: &Path,
+        sync: LiveSync,
+    ) -> Result<(BTreeMap<String, Vec<LiveInput>>, MountOverride), DeployError> {
+        let live_inputs = self.live_inputs(rendered);
+        let live = LiveStack::new(&self.paths, stack);
+        if sync == LiveSync::Always || !live.exists() {
+            let sources: Vec<PathBuf> = live_inputs
+                .values()
+                .flatten()
+                .map(|i| i.source.clone())
+                .collect();
+            live.sync(tree, &sources)?;
+        }
+        let mounts = live.override_for(
+            live_inputs
+                .iter()
+                .map(|(name, inputs)| (name, inputs.as_slice())),
+            tree,
+            |p| self.paths.to_host(p),
+        );
+        Ok((live_inputs, mounts))
+    }
+
+    /// Each service's inputs excluded from recreation (`recreate.ignore`), as doco-cd's paths.
+    fn live_inputs(
+        &self,
+        rendered: &doco_docker::RenderedProject,
+    ) -> BTreeMap<String, Vec<LiveInput>> {
+        rendered
+            .services
+            .iter()
+            .filter(|(_, service)| !service.live_inputs.is_empty())
+            .map(|(name, service)| {
+                let inputs = service
+                    .live_inputs
+                    .iter()
+                    .map(|input| LiveInput {
+                        source: self.paths.to_mount(&input.source),
+                        kind: input.kind.clone(),
+                    })
+                    .collect();
+                (name.clone(), inputs)
+            })
+            .collect()
+    }
+
+    /// Sends each service whose live inputs changed (and that was not recreated) its
+    /// `recreate.ignore.signal`; the files were updated in place already.
+    async fn reload(
+        &self,
+        project: &str,
+        planned: &BTreeMap<String, plan::RenderedService>,
+        record: Option<&DeploymentRecord>,
+        rendered: &doco_docker::RenderedProject,
+        recreated: &BTreeSet<String>,
+    ) -> Result<(), DeployError> {
+        let reloads = plan::live_reloads(planned, record, recreated);
+        if reloads.is_empty() {
+            return Ok(());
+        }
+        let all = self.runtime.containers().await?;
+        let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
+        for service in reloads {
+            let Some(signal) = rendered
+                .services
+                .get(&service)
+                .and_then(|s| s.reload_signal.as_deref())
+            else {
+                info!(%service, "files excluded from recreation changed; updated in place");
+                continue;
+            };
+            for container in containers
+                .iter()
+                .filter(|c| c.service == service && c.state == doco_docker::ContainerState::Running)
+            {
+                info!(%service, signal, "files excluded from recreation changed; signalling");
+                self.runtime.signal(&container.id, signal).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Each rendered service as the plan sees it: its fingerprint (configuration plus the content of
@@ -302,17 +448,28 @@ impl Reconciler {
         &self,
         ctx: &PollContext<'_>,
         rendered: &doco_docker::RenderedProject,
+        live_inputs: &BTreeMap<String, Vec<LiveInput>>,
     ) -> BTreeMap<String, plan::RenderedService> {
         rendered
             .services
             .iter()
             .map(|(name, service)| {
+                let live: Vec<PathBuf> = live_inputs
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i.source.clone())
+                    .collect();
+                // Live inputs change in place: their content is not part of the fingerprint.
                 let inputs: Vec<PathBuf> = service
                     .local_inputs
                     .iter()
                     .map(|p| self.paths.to_mount(p))
+                    .filter(|p| !live.contains(p))
                     .collect();
                 let planned = plan::RenderedService {
+                    live_hash: (!live.is_empty())
+                        .then(|| crate::live::content_hash(&live, ctx.checkout)),
                     fingerprint: service_fingerprint(&service.spec, &inputs, ctx.checkout),
                     must_run: service.must_run(),
                     replicas: service.replicas,
@@ -330,11 +487,15 @@ impl Reconciler {
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
-        project: &ComposeProject,
-        planned: &BTreeMap<String, plan::RenderedService>,
-        config_hash: &str,
+        target: DeployTarget<'_>,
         plan: plan::DeployPlan,
     ) -> Result<Applied, DeployError> {
+        let DeployTarget {
+            project,
+            planned,
+            config_hash,
+            mounts,
+        } = target;
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
         let fresh = self.fresh_labels(ctx, deployment, planned, config_hash);
@@ -357,7 +518,7 @@ impl Reconciler {
             self.runtime.build(project, &options).await?;
         }
         let override_path = self.override_path(name);
-        write_override(&override_path, &labels)?;
+        write_override(&override_path, &labels, mounts)?;
         let options = UpOptions {
             remove_orphans: plan.remove_orphans,
             force_recreate: plan.force_recreate,
@@ -522,6 +683,7 @@ fn new_record(
         .iter()
         .map(|(name, service)| {
             let record = ServiceRecord {
+                live_hash: service.live_hash.clone(),
                 fingerprint: service.fingerprint.clone(),
                 labels: labels.get(name).cloned().unwrap_or_default(),
                 must_run: service.must_run,
@@ -581,6 +743,7 @@ fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
 pub(super) fn write_override(
     path: &Path,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
+    mounts: &MountOverride,
 ) -> Result<(), DeployError> {
     let wrap = |source| DeployError::Override {
         path: path.to_path_buf(),
@@ -589,5 +752,5 @@ pub(super) fn write_override(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(wrap)?;
     }
-    doco_docker::write_label_override(path, labels).map_err(wrap)
+    doco_docker::write_override(path, labels, mounts).map_err(wrap)
 }

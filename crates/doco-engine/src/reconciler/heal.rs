@@ -15,6 +15,7 @@ use doco_config::PollConfig;
 use doco_docker::{ContainerInfo, PullPolicy, UpOptions};
 use tracing::{info, warn};
 
+use super::deploy::LiveSync;
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, Reconciler};
 use crate::plan::{self, HealPlan};
@@ -167,7 +168,7 @@ impl Reconciler {
                 ))
             })?;
         let project = self.compose_project(&deployment);
-        crate::sops::render_decrypted(
+        let rendered = crate::sops::render_decrypted(
             self.runtime.as_ref(),
             &project,
             &deployment,
@@ -175,8 +176,11 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
+        // The live copies keep their current content; they are made only if they are missing.
+        let (_, mounts) =
+            self.live_mounts(&record.project, &rendered, &tree, LiveSync::IfMissing)?;
         let override_path = self.override_path(&record.project);
-        super::deploy::write_override(&override_path, &record.labels())?;
+        super::deploy::write_override(&override_path, &record.labels(), &mounts)?;
         let options = UpOptions {
             remove_orphans: false,
             force_recreate: false,

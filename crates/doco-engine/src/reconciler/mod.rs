@@ -150,6 +150,9 @@ pub enum DeployError {
     /// The last good commit's files could not be exported.
     #[error("{0}")]
     Git(#[from] GitError),
+    /// A live copy (`recreate.ignore`) could not be updated.
+    #[error("{0}")]
+    Live(#[from] crate::live::LiveError),
     /// The checkout of the deployment's own `reference` could not be brought up to date.
     #[error("reference {reference}: {detail}")]
     Reference {

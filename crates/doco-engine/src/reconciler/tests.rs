@@ -142,6 +142,7 @@ struct RuntimeState {
     next_id: u32,
     ups: u32,
     removed_images: Vec<String>,
+    signals: Vec<(String, String)>,
 }
 
 impl FakeRuntime {
@@ -282,6 +283,8 @@ impl Runtime for FakeRuntime {
                     has_build: false,
                     has_healthcheck: false,
                     local_inputs: Vec::new(),
+                    live_inputs: Vec::new(),
+                    reload_signal: None,
                 };
                 (name, service)
             })
@@ -364,6 +367,16 @@ impl Runtime for FakeRuntime {
         _id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, DockerError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    fn signal<'a>(
+        &'a self,
+        id: &'a str,
+        signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        let mut state = self.state.lock().unwrap();
+        state.signals.push((id.to_string(), signal.to_string()));
+        Box::pin(async { Ok(()) })
     }
 
     fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
