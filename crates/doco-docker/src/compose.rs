@@ -281,6 +281,30 @@ impl Compose {
         label_override: &Path,
         options: &UpOptions,
     ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--detach")
+            .await
+    }
+
+    /// As [`Compose::up`] with `--no-start`: the containers are created (or recreated) but not
+    /// started. Scheduled jobs are deployed this way: they run when their schedule fires, never
+    /// because of a deploy.
+    pub async fn create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+    ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--no-start")
+            .await
+    }
+
+    async fn up_or_create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+        mode: &str,
+    ) -> Result<(), ComposeError> {
         let mut files = project.files.clone();
         files.push(label_override.to_path_buf());
         check_files(project, &files)?;
@@ -288,7 +312,7 @@ impl Compose {
         args.extend(
             [
                 "up",
-                "--detach",
+                mode,
                 "--quiet-pull",
                 "--pull",
                 options.pull.as_arg(),

@@ -22,7 +22,8 @@ pub use compose::{
     write_label_override,
 };
 pub use engine::{
-    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, ProjectContainer,
+    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, JOB_EPHEMERAL,
+    ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
 pub use render::{RenderParseError, RenderedProject, RenderedService};

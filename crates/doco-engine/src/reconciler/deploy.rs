@@ -90,6 +90,7 @@ impl Reconciler {
     ) -> Entry {
         let name = &deployment.config.name;
         let started = Instant::now();
+        let _stack = self.stack_locks.lock(name).await; // jobs: shared with the job scheduler
         let record = self
             .state
             .lock()
@@ -259,6 +260,8 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
+        let jobs = crate::jobs::deploy::before_deploy(self.runtime.as_ref(), &rendered, deployment)
+            .await?; // jobs: refuse invalid labels, wait for running jobs
         let planned = self.plan_services(ctx, &rendered);
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
@@ -290,7 +293,7 @@ impl Reconciler {
                 Ok(Applied::new(outcome, RecordChange::Store(record)))
             }
             FullPlan::Deploy(deploy) => {
-                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy)
+                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy, &jobs)
                     .await
             }
         }
@@ -334,6 +337,7 @@ impl Reconciler {
         planned: &BTreeMap<String, plan::RenderedService>,
         config_hash: &str,
         plan: plan::DeployPlan,
+        jobs: &BTreeSet<String>,
     ) -> Result<Applied, DeployError> {
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
@@ -366,10 +370,11 @@ impl Reconciler {
             services: Vec::new(),
         };
         let own = self.registry.begin_project(name);
-        let up = self
-            .runtime
-            .up(project, &self.paths.to_host(&override_path), &options)
-            .await;
+        let all: Vec<String> = planned.keys().cloned().collect();
+        let labels_file = self.paths.to_host(&override_path);
+        let up =
+            crate::jobs::deploy::up(self.runtime.as_ref(), project, &labels_file, &options, &all, jobs)
+                .await; // jobs: job services are created, not started
         drop(own);
         up?;
         let hashes = self
