@@ -35,6 +35,7 @@ pub async fn serve(
     reconciler: Arc<Reconciler>,
     scheduler: Scheduler,
     tracker: Arc<crate::api::RunTracker>,
+    jobs: doco_engine::jobs::Jobs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
     let webhook = crate::webhook::Webhook::new(
@@ -56,6 +57,7 @@ pub async fn serve(
         reconciler.clone(),
         scheduler,
         tracker,
+        jobs,
     );
     if rest.is_none() {
         info!("api endpoints disabled, no api secret configured");

@@ -26,6 +26,11 @@ pub use metrics::ScheduledMetrics;
 pub use runner::{Clock, Jobs, JobsParts, RunOutcome, TriggerError};
 pub use schedule::Schedule;
 
+/// The zone cron patterns are read in: `TZ` (a zone name or a path), else the system's, else UTC.
+pub fn daemon_zone() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
 /// Where job runs are recorded (the binary's run tracker, trigger `scheduled_job`).
 pub trait RunObserver: Send + Sync {
     /// Run `run_id` of job `job` in `stack` started.
