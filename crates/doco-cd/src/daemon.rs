@@ -112,7 +112,6 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     .await
     .context("cannot start the HTTP servers")?;
 
-
     let mut tasks: JoinSet<String> = JoinSet::new();
     if config.scheduler_enabled {
         let cancel = shutdown.clone();

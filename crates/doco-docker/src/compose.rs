@@ -310,15 +310,9 @@ impl Compose {
         check_files(project, &files)?;
         let mut args = project_args(project, &[label_override.to_path_buf()]);
         args.extend(
-            [
-                "up",
-                mode,
-                "--quiet-pull",
-                "--pull",
-                options.pull.as_arg(),
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["up", mode, "--quiet-pull", "--pull", options.pull.as_arg()]
+                .iter()
+                .map(|s| s.to_string()),
         );
         if options.remove_orphans {
             args.push("--remove-orphans".into());

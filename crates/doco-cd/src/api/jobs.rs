@@ -14,7 +14,9 @@ use axum::response::Response;
 use doco_engine::jobs::{RunObserver, RunOutcome, TriggerError};
 use serde_json::{Value, json};
 
-use super::{Api, Params, RunStatus, RunTracker, RunTrigger, error, job_id, ok, unauthorized, wrong_method};
+use super::{
+    Api, Params, RunStatus, RunTracker, RunTrigger, error, job_id, ok, unauthorized, wrong_method,
+};
 
 /// Records job runs in the run tracker.
 pub struct TrackerObserver(pub Arc<RunTracker>);
@@ -80,7 +82,12 @@ pub async fn run(
     }
     let name = name.trim();
     if name.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "missing job name", Value::Null, &job_id);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing job name",
+            Value::Null,
+            &job_id,
+        );
     }
     let params = Params(query);
     let wait = match params.bool("wait", true, &job_id) {
@@ -93,10 +100,18 @@ pub async fn run(
         Err(e) => return trigger_error(&e, &job_id),
     };
     if !wait {
-        return ok(StatusCode::ACCEPTED, json!("scheduled job run accepted"), &job_id);
+        return ok(
+            StatusCode::ACCEPTED,
+            json!("scheduled job run accepted"),
+            &job_id,
+        );
     }
     match handle.await {
-        Ok(Ok(())) => ok(StatusCode::OK, json!("scheduled job run completed"), &job_id),
+        Ok(Ok(())) => ok(
+            StatusCode::OK,
+            json!("scheduled job run completed"),
+            &job_id,
+        ),
         Ok(Err(e)) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed to trigger scheduled job run",

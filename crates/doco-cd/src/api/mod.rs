@@ -312,7 +312,9 @@ fn not_implemented(job_id: &str) -> Response {
     error(
         StatusCode::NOT_IMPLEMENTED,
         "swarm stacks are not supported by this build",
-        json!("doco-cd (Rust) deploys with docker compose only; Docker Swarm stacks are not managed"),
+        json!(
+            "doco-cd (Rust) deploys with docker compose only; Docker Swarm stacks are not managed"
+        ),
         job_id,
     )
 }

@@ -263,9 +263,12 @@ mod tests {
 
     #[test]
     fn defaults_and_every_label() {
-        let job = parse("backup", &labels(&[(ENABLED, "true"), (SCHEDULE, "@daily")]))
-            .unwrap()
-            .unwrap();
+        let job = parse(
+            "backup",
+            &labels(&[(ENABLED, "true"), (SCHEDULE, "@daily")]),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(job.execution_mode, ExecutionMode::Restart);
         assert!(!job.skip_running);
         assert_eq!(job.wait_running_jobs, None);
@@ -301,7 +304,11 @@ mod tests {
             (vec![(ENABLED, "true")], SCHEDULE),
             (vec![(ENABLED, "true"), (SCHEDULE, "* * *")], SCHEDULE),
             (
-                vec![(ENABLED, "true"), (SCHEDULE, "@daily"), (EXECUTION_MODE, "x")],
+                vec![
+                    (ENABLED, "true"),
+                    (SCHEDULE, "@daily"),
+                    (EXECUTION_MODE, "x"),
+                ],
                 EXECUTION_MODE,
             ),
             (
@@ -313,7 +320,11 @@ mod tests {
                 SKIP_RUNNING,
             ),
             (
-                vec![(ENABLED, "true"), (SCHEDULE, "@daily"), (STOP_SERVICES, "a/")],
+                vec![
+                    (ENABLED, "true"),
+                    (SCHEDULE, "@daily"),
+                    (STOP_SERVICES, "a/"),
+                ],
                 STOP_SERVICES,
             ),
             (

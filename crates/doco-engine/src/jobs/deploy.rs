@@ -131,7 +131,8 @@ pub async fn up(
     if jobs.is_empty() {
         return runtime.up(project, labels, options).await;
     }
-    let selected = |service: &String| options.services.is_empty() || options.services.contains(service);
+    let selected =
+        |service: &String| options.services.is_empty() || options.services.contains(service);
     let (job_services, others): (Vec<String>, Vec<String>) = all
         .iter()
         .filter(|s| selected(s))

@@ -30,6 +30,9 @@ use super::{RunObserver, StackLocks};
 use crate::notify::{Level, Notifier};
 use crate::registry::Registry;
 
+/// The time zone type, so the binary needs no direct dependency on jiff.
+pub type Zone = TimeZone;
+
 /// How often the engine is asked for jobs (new deploys, removed or relabelled containers).
 const REFRESH: Duration = Duration::from_secs(2);
 
@@ -60,9 +63,7 @@ impl Clock {
     fn now(&self) -> Timestamp {
         match self {
             Clock::System => Timestamp::now(),
-            Clock::Paused { wall, at } => wall
-                .checked_add(at.elapsed())
-                .unwrap_or(Timestamp::MAX),
+            Clock::Paused { wall, at } => wall.checked_add(at.elapsed()).unwrap_or(Timestamp::MAX),
         }
     }
 }
@@ -285,9 +286,7 @@ impl Jobs {
             .values()
             .filter_map(|s| s.next)
             .min()
-            .map(|next| {
-                Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO)
-            })
+            .map(|next| Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO))
             .unwrap_or(REFRESH)
     }
 
@@ -301,7 +300,11 @@ impl Jobs {
             let Ok(Some(job)) = target.parsed.clone() else {
                 return;
             };
-            (target, job, table.running.get(name).copied().unwrap_or(0) > 0)
+            (
+                target,
+                job,
+                table.running.get(name).copied().unwrap_or(0) > 0,
+            )
         };
         if job.skip_running && busy {
             warn!(job = %name, stack = %target.stack(), "skipping scheduled run because previous run is still in progress");
@@ -416,7 +419,10 @@ impl Jobs {
                 format!("scheduled job '{}' failed to run: {e}", target.name()),
             ),
         };
-        self.inner.notifier.send(level, &subject, title, &body).await;
+        self.inner
+            .notifier
+            .send(level, &subject, title, &body)
+            .await;
     }
 
     /// Stops `stop_services`, runs the job, starts them again (whatever the run's outcome). The
@@ -499,7 +505,10 @@ impl Jobs {
             for container in matching.filter(|c| c.state == ContainerState::Running) {
                 let guard = self.inner.registry.begin_container(&container.id);
                 if let Err(e) = self.inner.engine.stop(&container.id).await {
-                    return Err((held, format!("stopping service {service} before the job: {e}")));
+                    return Err((
+                        held,
+                        format!("stopping service {service} before the job: {e}"),
+                    ));
                 }
                 info!(job = %target.name(), service = %service, container = %container.name, "stopped for the job run");
                 held.0.push((container.id.clone(), guard));
@@ -580,8 +589,16 @@ impl Jobs {
         };
         set(&mut info, "enabled", true.into());
         set(&mut info, "schedule", job.schedule_text.clone().into());
-        set(&mut info, "execution_mode", job.execution_mode.as_str().into());
-        set(&mut info, "notify_on", serde_json::to_value(job.notify_on).unwrap_or_default());
+        set(
+            &mut info,
+            "execution_mode",
+            job.execution_mode.as_str().into(),
+        );
+        set(
+            &mut info,
+            "notify_on",
+            serde_json::to_value(job.notify_on).unwrap_or_default(),
+        );
         set(&mut info, "skip_running", job.skip_running.into());
         if !job.stop_services.is_empty() {
             let refs: Vec<String> = job.stop_services.iter().map(|s| s.to_string()).collect();
@@ -650,4 +667,153 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("sched-{nanos:x}-{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use doco_docker::Health;
+
+    use super::*;
+    use crate::adapters::{BoxFuture, Containers};
+
+    /// An engine with one job container whose runs take `run_for` (paused clock).
+    struct FakeEngine {
+        labels: BTreeMap<String, String>,
+        run_for: Duration,
+        starts: AtomicUsize,
+    }
+
+    impl JobEngine for FakeEngine {
+        fn containers(&self) -> BoxFuture<'_, Result<Containers, doco_docker::DockerError>> {
+            let container = ContainerInfo {
+                id: "id1".into(),
+                name: "stack-backup-1".into(),
+                project: "stack".into(),
+                service: "backup".into(),
+                state: ContainerState::Exited,
+                labels: self.labels.clone(),
+                config_hash: None,
+                oneoff: false,
+                health: Health::None,
+                image_id: String::new(),
+            };
+            Box::pin(async move { Ok(BTreeMap::from([("stack".to_string(), vec![container])])) })
+        }
+        fn start<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), doco_docker::DockerError>> {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+        fn stop<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), doco_docker::DockerError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn wait<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<i64, doco_docker::DockerError>> {
+            let run_for = self.run_for;
+            Box::pin(async move {
+                tokio::time::sleep(run_for).await;
+                Ok(0)
+            })
+        }
+        fn start_copy<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<String, doco_docker::DockerError>> {
+            Box::pin(async { Ok("copy".to_string()) })
+        }
+        fn remove<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), doco_docker::DockerError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn start(
+        labels: &[(&str, &str)],
+        run_for: Duration,
+        wall: &str,
+    ) -> (Arc<FakeEngine>, Jobs, CancellationToken) {
+        let engine = Arc::new(FakeEngine {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            run_for,
+            starts: AtomicUsize::new(0),
+        });
+        let jobs = Jobs::new(JobsParts {
+            engine: engine.clone(),
+            clock: Clock::paused_at(wall.parse().unwrap()),
+            tz: TimeZone::UTC,
+            locks: StackLocks::default(),
+            registry: Registry::default(),
+            metrics: crate::Metrics::new().scheduled.clone(),
+            notifier: Notifier::disabled(),
+            observer: None,
+        });
+        let cancel = CancellationToken::new();
+        tokio::spawn(jobs.clone().run(cancel.clone()));
+        (engine, jobs, cancel)
+    }
+
+    fn skipped(jobs: &Jobs) -> u64 {
+        jobs.inner
+            .metrics
+            .skipped
+            .get_or_create(&SkipLabels {
+                stack: "stack".into(),
+                job: "stack-backup-1".into(),
+                mode: "container".into(),
+                execution_mode: "restart".into(),
+                reason: "still_running".into(),
+            })
+            .get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_runs_on_its_interval_never_at_discovery() {
+        let (engine, _jobs, cancel) = start(
+            &[(config::ENABLED, "true"), (config::SCHEDULE, "@every 10s")],
+            Duration::from_secs(1),
+            "2026-01-01T00:00:00Z",
+        );
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_secs(22)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 3);
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn skip_running_skips_overlapping_slots() {
+        let (engine, jobs, cancel) = start(
+            &[
+                (config::ENABLED, "true"),
+                (config::SCHEDULE, "@every 10s"),
+                (config::SKIP_RUNNING, "true"),
+            ],
+            Duration::from_secs(25),
+            "2026-01-01T00:00:00Z",
+        );
+        // Slots at 10 s (runs until 35 s), 20 s and 30 s (skipped), 40 s (runs).
+        tokio::time::sleep(Duration::from_secs(41)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 2);
+        assert_eq!(skipped(&jobs), 2);
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_does_not_catch_up_missed_cron_slots() {
+        // doco-cd comes back at 10:30; the 10:00 slot was missed while it was down.
+        let (engine, _jobs, cancel) = start(
+            &[(config::ENABLED, "true"), (config::SCHEDULE, "0 * * * *")],
+            Duration::from_secs(1),
+            "2026-01-01T10:30:00Z",
+        );
+        tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 1);
+        cancel.cancel();
+    }
 }

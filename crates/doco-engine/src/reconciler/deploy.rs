@@ -293,8 +293,16 @@ impl Reconciler {
                 Ok(Applied::new(outcome, RecordChange::Store(record)))
             }
             FullPlan::Deploy(deploy) => {
-                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy, &jobs)
-                    .await
+                self.deploy(
+                    ctx,
+                    deployment,
+                    &project,
+                    &planned,
+                    config_hash,
+                    deploy,
+                    &jobs,
+                )
+                .await
             }
         }
     }
@@ -372,9 +380,15 @@ impl Reconciler {
         let own = self.registry.begin_project(name);
         let all: Vec<String> = planned.keys().cloned().collect();
         let labels_file = self.paths.to_host(&override_path);
-        let up =
-            crate::jobs::deploy::up(self.runtime.as_ref(), project, &labels_file, &options, &all, jobs)
-                .await; // jobs: job services are created, not started
+        let up = crate::jobs::deploy::up(
+            self.runtime.as_ref(),
+            project,
+            &labels_file,
+            &options,
+            &all,
+            jobs,
+        )
+        .await; // jobs: job services are created, not started
         drop(own);
         up?;
         let hashes = self
