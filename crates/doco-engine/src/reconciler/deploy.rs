@@ -337,6 +337,7 @@ impl Reconciler {
 
     /// `docker compose up` with the labels the plan chose: fresh ones for changed services, the
     /// recorded ones for the others. Records the deploy once the services run.
+    #[allow(clippy::too_many_arguments)] // jobs: one extra hook argument, kept apart for the merge
     async fn deploy(
         &self,
         ctx: &PollContext<'_>,
