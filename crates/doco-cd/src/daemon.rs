@@ -123,19 +123,39 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let (scheduler, requests) = Scheduler::new();
     // Every poll, webhook and API poll is recorded here, for GET /v1/api/runs.
     let tracker = Arc::new(crate::api::RunTracker::default());
-    let servers = crate::http::serve(
-        &config,
-        (docker.clone(), compose),
+    let jobs = doco_engine::jobs::Jobs::new(doco_engine::jobs::JobsParts {
+        engine: Arc::new(docker.clone()),
+        clock: doco_engine::jobs::Clock::System,
+        tz: doco_engine::jobs::daemon_zone(),
+        locks: reconciler.stack_locks(),
+        registry: reconciler.registry(),
+        metrics: metrics.scheduled.clone(),
+        notifier: doco_engine::notify::Notifier::from_config(&config),
+        observer: Some(Arc::new(crate::api::jobs::TrackerObserver(tracker.clone()))),
+    });
+    let backend = crate::http::Backend {
+        docker: docker.clone(),
+        compose,
         metrics,
-        reconciler.clone(),
-        scheduler.clone(),
-        tracker.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("cannot start the HTTP servers")?;
+        reconciler: reconciler.clone(),
+        scheduler: scheduler.clone(),
+        tracker: tracker.clone(),
+        jobs: jobs.clone(),
+    };
+    let servers = crate::http::serve(&config, backend, shutdown.clone())
+        .await
+        .context("cannot start the HTTP servers")?;
 
     let mut tasks: JoinSet<String> = JoinSet::new();
+    if config.scheduler_enabled {
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            jobs.run(cancel).await;
+            "the job scheduler".to_string()
+        });
+    } else {
+        info!("job scheduler disabled (SCHEDULER_ENABLED=false)");
+    }
     let runner = reconciler.clone();
     let runs = tracker.clone();
     let concurrency = config.max_concurrent_deployments.max(1);

@@ -275,20 +275,38 @@ impl Compose {
         label_override: &Path,
         options: &UpOptions,
     ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--detach")
+            .await
+    }
+
+    /// As [`Compose::up`] with `--no-start`: the containers are created (or recreated) but not
+    /// started. Scheduled jobs are deployed this way: they run when their schedule fires, never
+    /// because of a deploy.
+    pub async fn create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+    ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--no-start")
+            .await
+    }
+
+    async fn up_or_create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+        mode: &str,
+    ) -> Result<(), ComposeError> {
         let mut files = project.files.clone();
         files.push(label_override.to_path_buf());
         check_files(project, &files)?;
         let mut args = project_args(project, &[label_override.to_path_buf()]);
         args.extend(
-            [
-                "up",
-                "--detach",
-                "--quiet-pull",
-                "--pull",
-                options.pull.as_arg(),
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["up", mode, "--quiet-pull", "--pull", options.pull.as_arg()]
+                .iter()
+                .map(|s| s.to_string()),
         );
         if options.remove_orphans {
             args.push("--remove-orphans".into());

@@ -701,6 +701,9 @@ impl Engine {
     }
 }
 
+mod jobs;
+pub use jobs::JOB_EPHEMERAL;
+
 #[cfg(test)]
 mod tests {
     use super::*;

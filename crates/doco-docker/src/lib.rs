@@ -28,7 +28,8 @@ pub use endpoint::{
     DEFAULT_CONTEXT, DEFAULT_HOST, Endpoint, EndpointError, SshTarget, docker_config_dir,
 };
 pub use engine::{
-    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, ProjectContainer,
+    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, JOB_EPHEMERAL,
+    ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
 pub use render::{

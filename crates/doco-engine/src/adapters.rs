@@ -66,6 +66,14 @@ pub trait Runtime: Send + Sync {
         options: &'a UpOptions,
     ) -> BoxFuture<'a, Result<(), ComposeError>>;
 
+    /// `docker compose up --no-start`: creates the containers without starting them (job services).
+    fn create<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
     /// `docker compose build` of `project`.
     fn build<'a>(
         &'a self,
@@ -153,6 +161,15 @@ impl Runtime for Docker {
         options: &'a UpOptions,
     ) -> BoxFuture<'a, Result<(), ComposeError>> {
         Box::pin(self.compose.up(project, labels, options))
+    }
+
+    fn create<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.create(project, labels, options))
     }
 
     fn build<'a>(

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod events;
 pub mod fingerprint;
 pub mod git_options;
+pub mod jobs;
 pub mod labels;
 pub mod live;
 pub mod metrics;

@@ -54,12 +54,14 @@ pub(super) enum LiveSync {
 }
 
 /// What a deploy applies: the compose invocation, the planned services, the deploy config's hash,
-/// and the mounts its override takes from the live copies.
+/// the mounts its override takes from the live copies, and the job services.
 struct DeployTarget<'a> {
     project: &'a ComposeProject,
     planned: &'a BTreeMap<String, plan::RenderedService>,
     config_hash: &'a str,
     mounts: &'a MountOverride,
+    /// The job services (`cd.doco.job.enabled`): created, never started, by a deploy.
+    jobs: &'a BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -110,6 +112,8 @@ impl Reconciler {
     ) -> Entry {
         let name = &deployment.config.name;
         let started = Instant::now();
+        // Shared with the job scheduler: a deploy and a job run of one stack never overlap.
+        let _stack = self.stack_locks.lock(name).await;
         let record = self
             .state
             .lock()
@@ -279,6 +283,9 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
+        // Job labels are checked, and running jobs of the stack waited for, before anything changes.
+        let jobs = crate::jobs::deploy::before_deploy(self.runtime.as_ref(), &rendered, deployment)
+            .await?;
         let (live_inputs, mounts) = self.live_mounts(
             &deployment.config.name,
             &rendered,
@@ -338,6 +345,7 @@ impl Reconciler {
                     planned: &planned,
                     config_hash,
                     mounts: &mounts,
+                    jobs: &jobs,
                 };
                 let applied = self.deploy(ctx, deployment, target, deploy).await?;
                 self.reload(
@@ -495,6 +503,7 @@ impl Reconciler {
             planned,
             config_hash,
             mounts,
+            jobs,
         } = target;
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
@@ -527,10 +536,17 @@ impl Reconciler {
             services: Vec::new(),
         };
         let own = self.registry.begin_project(name);
-        let up = self
-            .runtime
-            .up(project, &self.paths.to_host(&override_path), &options)
-            .await;
+        let all: Vec<String> = planned.keys().cloned().collect();
+        let labels_file = self.paths.to_host(&override_path);
+        let up = crate::jobs::deploy::up(
+            self.runtime.as_ref(),
+            project,
+            &labels_file,
+            &options,
+            &all,
+            jobs,
+        )
+        .await;
         drop(own);
         up?;
         let hashes = self

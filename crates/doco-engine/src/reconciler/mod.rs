@@ -141,6 +141,9 @@ pub enum DeployError {
     /// The deployment uses a feature this build does not have yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A scheduled job's labels are invalid, or its running jobs did not finish in time.
+    #[error("{0}")]
+    Job(String),
     /// A SOPS-encrypted file of the deployment could not be decrypted.
     #[error("{0}")]
     Sops(#[from] crate::sops::SopsError),
@@ -225,6 +228,8 @@ pub struct Reconciler {
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
+    /// Per-stack locks shared with the job scheduler.
+    stack_locks: crate::jobs::StackLocks,
 }
 
 /// The revision a poll works from.
@@ -332,6 +337,7 @@ impl Reconciler {
             backoffs: Mutex::new(Backoffs::default()),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
+            stack_locks: crate::jobs::StackLocks::default(),
         }
     }
 
@@ -363,6 +369,11 @@ impl Reconciler {
     /// repositories.
     pub async fn state_snapshot(&self) -> State {
         self.state.lock().await.clone()
+    }
+
+    /// The per-stack locks deploys hold, for the job scheduler to share.
+    pub fn stack_locks(&self) -> crate::jobs::StackLocks {
+        self.stack_locks.clone()
     }
 
     /// The unhealthy containers polls find (once: the event loop takes it). A poll reports them so

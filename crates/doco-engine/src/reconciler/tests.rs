@@ -296,6 +296,16 @@ impl Runtime for FakeRuntime {
         Box::pin(async move { Ok(rendered) })
     }
 
+    fn create<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        // Job services are not exercised by these tests; created is as good as up here.
+        self.up(project, labels, options)
+    }
+
     fn up<'a>(
         &'a self,
         project: &'a ComposeProject,
