@@ -29,7 +29,14 @@ dockerfile_arg() {
 COMPOSE_VERSION=$(dockerfile_arg COMPOSE_VERSION)
 SOPS_VERSION=$(dockerfile_arg SOPS_VERSION)
 
-command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is missing; run scripts/install-deps.sh"
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+if ! command -v mmdebstrap >/dev/null 2>&1; then
+  log "installing mmdebstrap from Debian"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+fi
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer"
 
 work=$(mktemp -d)

@@ -35,10 +35,14 @@ fn image() -> Option<String> {
     match std::env::var("DOCO_CD_IMAGE") {
         Ok(tag) if !tag.is_empty() => Some(tag),
         _ if std::env::var("DOCO_REQUIRE_DOCKER").as_deref() == Ok("1") => {
-            panic!("DOCO_REQUIRE_DOCKER=1 but DOCO_CD_IMAGE is unset: build it with scripts/build-image.sh")
+            panic!(
+                "DOCO_REQUIRE_DOCKER=1 but DOCO_CD_IMAGE is unset: build it with scripts/build-image.sh"
+            )
         }
         _ => {
-            eprintln!("skipping: DOCO_CD_IMAGE is unset (scripts/test.sh builds the image and sets it)");
+            eprintln!(
+                "skipping: DOCO_CD_IMAGE is unset (scripts/test.sh builds the image and sets it)"
+            );
             None
         }
     }
@@ -178,19 +182,54 @@ impl DocoContainer {
         });
     }
 
-    /// The processes in the container as `(pid, state, command)`, from the host's `ps`.
-    fn processes(&self) -> Vec<(String, String, String)> {
-        docker(&["top", &self.name, "-eo", "pid,stat,args"])
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let pid = fields.next()?.to_string();
-                let state = fields.next()?.to_string();
-                Some((pid, state, fields.collect::<Vec<_>>().join(" ")))
-            })
-            .collect()
+    /// The host pid of the container's PID 1.
+    fn init_pid(&self) -> u32 {
+        self.inspect("{{.State.Pid}}").parse().unwrap()
     }
+}
+
+/// One process as the host's `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone)]
+struct Process {
+    pid: u32,
+    ppid: u32,
+    state: char,
+    name: String,
+}
+
+/// Every process on the host. Read from `/proc` rather than `docker top`: an exited process that
+/// nobody reaped (a zombie) has left the container's cgroup, so `docker top` no longer lists it.
+fn host_processes() -> Vec<Process> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // "pid (name) state ppid ...": the name may hold spaces and parentheses.
+            let (pid, rest) = stat.split_once(" (")?;
+            let (name, rest) = rest.rsplit_once(") ")?;
+            let mut fields = rest.split_whitespace();
+            Some(Process {
+                pid: pid.parse().ok()?,
+                state: fields.next()?.chars().next()?,
+                ppid: fields.next()?.parse().ok()?,
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The processes under `root` (not `root` itself), zombies included.
+fn descendants(root: u32) -> Vec<Process> {
+    let all = host_processes();
+    let mut found: Vec<Process> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for process in all.iter().filter(|p| p.ppid == parent) {
+            parents.push(process.pid);
+            found.push(process.clone());
+        }
+    }
+    found
 }
 
 impl Drop for DocoContainer {
@@ -427,25 +466,20 @@ fn pid_1_reaps_orphans_and_docker_stop_ends_doco_cd_gracefully() {
     );
     running(&doco, &project, "main");
     doco.wait_running_metrics();
-    let top = doco.processes();
-    assert!(
-        top.first().is_some_and(|(_, _, args)| args.starts_with("tini -- doco-cd")),
-        "PID 1 is not tini: {top:?}"
-    );
+    let init = doco.init_pid();
+    let comm = std::fs::read_to_string(format!("/proc/{init}/comm")).unwrap();
+    assert_eq!(comm.trim(), "tini", "PID 1 is not tini");
 
     // A process whose parent exits is re-parented to PID 1, which must reap it when it ends.
     docker(&["exec", &doco.name, "sh", "-c", "sleep 1 & exit 0"]);
-    doco.wait_for(
-        "the orphaned sleep reaped",
-        Duration::from_secs(20),
-        || {
-            let top = doco.processes();
-            !top.iter().any(|(_, state, args)| state.starts_with('Z') || args.starts_with("sleep"))
-        },
-    );
-    // Between polls only tini and doco-cd run: no git or compose process is left behind.
-    doco.wait_for("only tini and doco-cd", Duration::from_secs(20), || {
-        doco.processes().len() == 2
+    doco.wait_for("the orphaned sleep reaped", Duration::from_secs(20), || {
+        !descendants(init).iter().any(|p| p.name == "sleep")
+    });
+    // Between polls only doco-cd runs under tini: no git or compose process is left behind, and no
+    // zombie.
+    doco.wait_for("only doco-cd under tini", Duration::from_secs(20), || {
+        let under = descendants(init);
+        matches!(under.as_slice(), [only] if only.name == "doco-cd" && only.state != 'Z')
     });
 
     let grace = 10;

@@ -87,9 +87,7 @@ impl DataPaths {
 /// carry: a `:` (a port in the URL) or `,` in the source of a relative bind mount would make the engine
 /// refuse the stack ("invalid volume specification").
 fn bind_safe(repo_name: &str) -> String {
-    repo_name
-        .trim_start_matches('/')
-        .replace([':', ','], "_")
+    repo_name.trim_start_matches('/').replace([':', ','], "_")
 }
 
 #[cfg(test)]
