@@ -38,7 +38,7 @@ COPY scripts/image/packages /tmp/packages
 # the `docker` CLI is taken from Debian's docker.io, not the engine it would pull in.
 RUN set -eux; \
     apt-get update; \
-    grep -v '^#' /tmp/packages | xargs apt-get install -y --no-install-recommends; \
+    grep -v '^#' /tmp/packages | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends; \
     cd /tmp; \
     apt-get download docker.io; \
     dpkg-deb --fsys-tarfile docker.io_*.deb | tar -x -C / ./usr/bin/docker; \

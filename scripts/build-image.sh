@@ -137,7 +137,10 @@ build_binary
 fetch_tools
 write_dockerfile
 log "building $TAG from $BASE"
-DOCKER_BUILDKIT=0 docker build --quiet --pull=false -t "$TAG" "$work/context" >/dev/null
+# The legacy builder: it takes FROM images from the local store only (with --pull=false), needs no
+# buildx plugin, and this Dockerfile uses nothing BuildKit adds. Its deprecation notice is noise here.
+DOCKER_BUILDKIT=0 docker build --quiet --pull=false -t "$TAG" "$work/context" >/dev/null 2>"$work/build.log" \
+  || { cat "$work/build.log" >&2; die "docker build failed"; }
 check_image
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
 log "built $TAG: $((size / 1000 / 1000)) MB in $(($(date +%s) - start)) s"
