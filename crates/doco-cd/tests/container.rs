@@ -21,6 +21,7 @@ use doco_testkit::docker::{
     ProjectGuard, container_ids, container_state, docker, require_docker, test_image,
 };
 use doco_testkit::git::{BareRepo, WorkTree};
+use doco_testkit::http::StaticHttpServer;
 use doco_testkit::unique_name;
 use support::{HttpRepo, free_port, http_get, label, parse_metric};
 
@@ -482,17 +483,7 @@ fn pid_1_reaps_orphans_and_docker_stop_ends_doco_cd_gracefully() {
         matches!(under.as_slice(), [only] if only.name == "doco-cd" && only.state != 'Z')
     });
 
-    let grace = 10;
-    let started = Instant::now();
-    docker(&["stop", "-t", &grace.to_string(), &doco.name]);
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(grace - 2),
-        "docker stop took {took:?}: doco-cd ignored SIGTERM until the grace period ended"
-    );
-    // tini passes on doco-cd's own exit code: 0 for a clean shutdown on SIGTERM (not 143, killed).
-    assert_eq!(doco.inspect("{{.State.ExitCode}}"), "0", "{}", doco.logs());
-    assert!(doco.logs().contains("doco-cd stopped"), "{}", doco.logs());
+    stops_gracefully(&doco);
     // The deployed stack is not doco-cd's child: it keeps running.
     assert_eq!(
         container_ids(&project, "main")
@@ -501,6 +492,48 @@ fn pid_1_reaps_orphans_and_docker_stop_ends_doco_cd_gracefully() {
             .collect::<Vec<_>>(),
         vec!["running".to_string()]
     );
+}
+
+/// `docker stop` with a 10 s grace period: doco-cd ends well before it, with its own exit code 0 for a
+/// clean shutdown on SIGTERM, which tini passes on (143 would mean killed by the signal, 137 by the
+/// engine at the end of the grace period).
+fn stops_gracefully(doco: &DocoContainer) {
+    let grace = 10;
+    let started = Instant::now();
+    docker(&["stop", "-t", &grace.to_string(), &doco.name]);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(grace - 2),
+        "docker stop took {took:?}: doco-cd did not end on SIGTERM\n{}",
+        doco.logs()
+    );
+    assert_eq!(doco.inspect("{{.State.ExitCode}}"), "0", "{}", doco.logs());
+    assert!(doco.logs().contains("doco-cd stopped"), "{}", doco.logs());
+}
+
+#[test]
+fn docker_stop_during_a_fetch_that_hangs_abandons_it_and_exits_at_once() {
+    let Some(image) = image() else { return };
+    let server = StaticHttpServer::start_hanging();
+    let volume = Volume::new();
+    let doco = DocoContainer::start(
+        &image,
+        &Run {
+            volume: Some(&volume),
+            vars: vec![(
+                "POLL_CONFIG",
+                poll_config(&format!("{}/repo.git", server.url())),
+            )],
+        },
+    );
+    let init = doco.init_pid();
+    // git's own timeout is minutes away: the fetch is in progress when the signal arrives.
+    doco.wait_for(
+        "git waiting for the server",
+        Duration::from_secs(60),
+        || descendants(init).iter().any(|p| p.name.starts_with("git")),
+    );
+    stops_gracefully(&doco);
 }
 
 #[test]
