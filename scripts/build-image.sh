@@ -58,7 +58,7 @@ mmdebstrap_args=(
   # Only the CLI of docker.io, not the engine and everything it depends on. Hooks run on the host
   # with APT_CONFIG pointing at the new system's apt, so this is bookworm's package.
   --customize-hook='cd "$1/tmp" && apt-get download -q docker.io >/dev/null && dpkg-deb --fsys-tarfile docker.io_*.deb | tar -x -C "$1" ./usr/bin/docker && rm -f docker.io_*.deb'
-  # A few documents escape path-exclude (unpacked before dpkg reads its options); copyrights stay.
+  # A few documents escape path-exclude (perl's Changes.gz, git's contrib/); copyrights stay.
   --customize-hook='find "$1/usr/share/doc" ! -type d ! -name copyright -delete && find "$1/usr/share/doc" -mindepth 1 -type d -empty -delete'
   --customize-hook='rm -rf "$1"/var/log/apt "$1"/var/log/dpkg.log "$1"/var/cache/debconf/*-old'
   "$SUITE" -
