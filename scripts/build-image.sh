@@ -137,11 +137,16 @@ build_binary
 fetch_tools
 write_dockerfile
 log "building $TAG from $BASE"
+previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 # The legacy builder: it takes FROM images from the local store only (with --pull=false), needs no
 # buildx plugin, and this Dockerfile uses nothing BuildKit adds. Its deprecation notice is noise here.
 DOCKER_BUILDKIT=0 docker build --quiet --pull=false -t "$TAG" "$work/context" >/dev/null 2>"$work/build.log" \
   || { cat "$work/build.log" >&2; die "docker build failed"; }
 check_image
+# The image this tag named before is left untagged: remove it unless a container still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$TAG")" ]; then
+  docker image rm "$previous" >/dev/null 2>&1 || true
+fi
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
 log "built $TAG: $((size / 1000 / 1000)) MB in $(($(date +%s) - start)) s"
 echo "$TAG"
