@@ -114,7 +114,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     if let Some(note) = reconciler
         .paths()
         .link_host_path()
-        .context("cannot make DATA_HOST_PATH readable inside doco-cd")?
+        .context("cannot make DATA_HOST_PATH readable inside doco-cd (as a non-root user, mount the data directory at the same path inside and outside the container: docs/container.md)")?
     {
         info!("{note}");
     }
