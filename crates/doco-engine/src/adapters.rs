@@ -17,6 +17,11 @@ use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
 /// A boxed future, so the traits can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Opens the engine of a named Docker context (a deploy config's `context`), as the docker CLI's
+/// context store describes it.
+pub type ContextOpener =
+    std::sync::Arc<dyn Fn(&str) -> Result<std::sync::Arc<dyn Runtime>, String> + Send + Sync>;
+
 /// The containers of every compose project, by project name.
 pub type Containers = BTreeMap<String, Vec<ContainerInfo>>;
 

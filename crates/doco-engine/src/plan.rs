@@ -308,6 +308,12 @@ pub fn services_to_build(
         .collect()
 }
 
+/// Whether a deploy config's `context` is the daemon's own engine (empty or `default`).
+pub fn is_default_context(context: &str) -> bool {
+    let context = context.trim();
+    context.is_empty() || context == doco_docker::DEFAULT_CONTEXT
+}
+
 /// `prune_images`: after a successful deploy, online only (offline is never a change).
 pub fn prunes_images(mode: Mode, prune_images: bool) -> bool {
     mode == Mode::Online && prune_images
@@ -594,6 +600,7 @@ mod tests {
             config_hash: "cfg".into(),
             deployed_unix: 1,
             reconciliation: None,
+            context: String::new(),
             services: BTreeMap::from([
                 ("web".into(), service("fw", true, "hw")),
                 ("job".into(), service("fj", false, "hj")),

@@ -17,6 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
+use crate::adapters::Runtime;
 use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
@@ -62,6 +63,8 @@ struct DeployTarget<'a> {
     mounts: &'a MountOverride,
     /// The job services (`cd.doco.job.enabled`): created, never started, by a deploy.
     jobs: &'a BTreeSet<String>,
+    /// The engine of the deployment's `context`.
+    rt: &'a dyn Runtime,
 }
 
 impl Reconciler {
@@ -122,11 +125,32 @@ impl Reconciler {
             .get(&ctx.key)
             .and_then(|r| r.deployments.get(name))
             .cloned();
+        let rt = match self.runtime_for(&deployment.config.context) {
+            Ok(rt) => rt,
+            Err(e) => {
+                entry.outcome = Err(e);
+                return entry;
+            }
+        };
+        let on_its_engine;
+        let observed = if plan::is_default_context(&deployment.config.context) {
+            observed
+        } else {
+            on_its_engine = match rt.containers().await {
+                Ok(containers) => containers,
+                Err(e) => {
+                    entry.outcome = Err(e.into());
+                    return entry;
+                }
+            };
+            &on_its_engine
+        };
         let empty = Vec::new();
         let containers = observed.get(name).unwrap_or(&empty);
+        let rt = rt.as_ref();
         let applied = if deployment.config.destroy.enabled {
             entry.step = Step::Remove;
-            self.destroy(ctx, deployment, containers).await
+            self.destroy(ctx, deployment, containers, rt).await
         } else {
             let config_hash = deployment.config.hash();
             let attempt = backoff::Desired {
@@ -144,7 +168,7 @@ impl Reconciler {
                 config_hash: &config_hash,
                 force_recreate: deployment.config.force_recreate,
             };
-            self.change(ctx, deployment, &desired, record.as_ref(), containers)
+            self.change(ctx, deployment, &desired, record.as_ref(), containers, rt)
                 .await
         };
         match applied {
@@ -167,6 +191,7 @@ impl Reconciler {
         desired: &Desired<'_>,
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let config_hash = desired.config_hash;
         match plan::quick_plan(desired, record, containers, ctx.mode) {
@@ -184,7 +209,7 @@ impl Reconciler {
                     containers = ids.len(),
                     "starting stopped containers of unchanged services"
                 );
-                let outcome = self.start(&ids).await?;
+                let outcome = self.start(&ids, rt).await?;
                 Ok(Applied {
                     unhealthy: unhealthy(deployment, containers),
                     ..Applied::new(outcome, RecordChange::Keep)
@@ -195,7 +220,7 @@ impl Reconciler {
                 for warning in &deployment.config.warnings {
                     warn!(%warning, "deploy configuration");
                 }
-                self.render_and_apply(ctx, deployment, record, containers, config_hash)
+                self.render_and_apply(ctx, deployment, record, containers, config_hash, rt)
                     .await
             }
         }
@@ -208,6 +233,7 @@ impl Reconciler {
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         containers: &[ContainerInfo],
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let name = &deployment.config.name;
         let ours = doco_git::full_name(&ctx.poll.url);
@@ -231,7 +257,7 @@ impl Reconciler {
             DestroyPlan::Remove => {
                 let options = &deployment.config.destroy;
                 let outcome = self
-                    .remove_stack(name, options.remove_volumes, options.remove_images)
+                    .remove_stack(name, options.remove_volumes, options.remove_images, rt)
                     .await?;
                 Ok(Applied::new(outcome, RecordChange::Forget))
             }
@@ -244,22 +270,24 @@ impl Reconciler {
         project: &str,
         remove_volumes: bool,
         remove_images: bool,
+        rt: &dyn Runtime,
     ) -> Result<DeploymentOutcome, DeployError> {
         let own = self.registry.begin_project(project);
-        let down = self
-            .runtime
-            .down(project, remove_volumes, remove_images)
-            .await;
+        let down = rt.down(project, remove_volumes, remove_images).await;
         drop(own);
         down?;
         info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
     }
 
-    async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
+    async fn start(
+        &self,
+        ids: &[String],
+        rt: &dyn Runtime,
+    ) -> Result<DeploymentOutcome, DeployError> {
         for id in ids {
             let _own = self.registry.begin_container(id);
-            self.runtime.start(id).await?;
+            rt.start(id).await?;
         }
         Ok(DeploymentOutcome::Started(ids.len()))
     }
@@ -273,19 +301,14 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
         config_hash: &str,
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let project = self.compose_project(deployment);
-        let rendered = crate::sops::render_decrypted(
-            self.runtime.as_ref(),
-            &project,
-            deployment,
-            ctx.checkout,
-            &self.paths,
-        )
-        .await?;
+        let rendered =
+            crate::sops::render_decrypted(rt, &project, deployment, ctx.checkout, &self.paths)
+                .await?;
         // Job labels are checked, and running jobs of the stack waited for, before anything changes.
-        let jobs = crate::jobs::deploy::before_deploy(self.runtime.as_ref(), &rendered, deployment)
-            .await?;
+        let jobs = crate::jobs::deploy::before_deploy(rt, &rendered, deployment).await?;
         let (live_inputs, mounts) = self.live_mounts(
             &deployment.config.name,
             &rendered,
@@ -313,6 +336,7 @@ impl Reconciler {
                     record,
                     &rendered,
                     &BTreeSet::new(),
+                    rt,
                 )
                 .await?;
                 let record = unchanged(&recorded_labels, &recorded_hashes);
@@ -326,13 +350,14 @@ impl Reconciler {
                     containers = ids.len(),
                     "stack unchanged; starting stopped containers"
                 );
-                let outcome = self.start(&ids).await?;
+                let outcome = self.start(&ids, rt).await?;
                 self.reload(
                     &deployment.config.name,
                     &planned,
                     record,
                     &rendered,
                     &BTreeSet::new(),
+                    rt,
                 )
                 .await?;
                 let record = unchanged(&recorded_labels, &recorded_hashes);
@@ -346,6 +371,7 @@ impl Reconciler {
                     config_hash,
                     mounts: &mounts,
                     jobs: &jobs,
+                    rt,
                 };
                 let applied = self.deploy(ctx, deployment, target, deploy).await?;
                 self.reload(
@@ -354,6 +380,7 @@ impl Reconciler {
                     record,
                     &rendered,
                     &changed,
+                    rt,
                 )
                 .await?;
                 Ok(applied)
@@ -423,12 +450,13 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         rendered: &doco_docker::RenderedProject,
         recreated: &BTreeSet<String>,
+        rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
         let reloads = plan::live_reloads(planned, record, recreated);
         if reloads.is_empty() {
             return Ok(());
         }
-        let all = self.runtime.containers().await?;
+        let all = rt.containers().await?;
         let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
         for service in reloads {
             let Some(signal) = rendered
@@ -444,7 +472,7 @@ impl Reconciler {
                 .filter(|c| c.service == service && c.state == doco_docker::ContainerState::Running)
             {
                 info!(%service, signal, "files excluded from recreation changed; signalling");
-                self.runtime.signal(&container.id, signal).await?;
+                rt.signal(&container.id, signal).await?;
             }
         }
         Ok(())
@@ -504,6 +532,7 @@ impl Reconciler {
             config_hash,
             mounts,
             jobs,
+            rt,
         } = target;
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
@@ -524,7 +553,7 @@ impl Reconciler {
                 timeout: Duration::from_secs(deployment.config.timeout.max(1) + 600),
             };
             info!(services = ?options.services, "building the changed services");
-            self.runtime.build(project, &options).await?;
+            rt.build(project, &options).await?;
         }
         let override_path = self.override_path(name);
         write_override(&override_path, &labels, mounts)?;
@@ -538,22 +567,14 @@ impl Reconciler {
         let own = self.registry.begin_project(name);
         let all: Vec<String> = planned.keys().cloned().collect();
         let labels_file = self.paths.to_host(&override_path);
-        let up = crate::jobs::deploy::up(
-            self.runtime.as_ref(),
-            project,
-            &labels_file,
-            &options,
-            &all,
-            jobs,
-        )
-        .await;
+        let up = crate::jobs::deploy::up(rt, project, &labels_file, &options, &all, jobs).await;
         drop(own);
         up?;
         let hashes = self
-            .wait_ready(name, planned, deployment.config.timeout)
+            .wait_ready(name, planned, deployment.config.timeout, rt)
             .await?;
         if plan::prunes_images(ctx.mode, deployment.config.prune_images) {
-            self.prune_images(name, &plan.images_before).await?;
+            self.prune_images(name, &plan.images_before, rt).await?;
         }
         info!(changed = ?plan.changed, "deployed");
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
@@ -609,10 +630,11 @@ impl Reconciler {
         project: &str,
         services: &BTreeMap<String, plan::RenderedService>,
         timeout_secs: u64,
+        rt: &dyn Runtime,
     ) -> Result<BTreeMap<String, String>, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(timeout_secs);
         loop {
-            let all = self.runtime.containers().await?;
+            let all = rt.containers().await?;
             let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
             let waiting = plan::not_ready(services, containers);
             match waiting {
@@ -630,7 +652,7 @@ impl Reconciler {
                     });
                 }
                 Some(NotReady::NotHealthy(service, id)) if Instant::now() >= deadline => {
-                    let output = self.runtime.last_health_output(&id).await?;
+                    let output = rt.last_health_output(&id).await?;
                     return Err(DeployError::NotHealthy {
                         service,
                         seconds: timeout_secs,
@@ -648,8 +670,9 @@ impl Reconciler {
         &self,
         project: &str,
         before: &BTreeSet<String>,
+        rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
-        let all = self.runtime.containers().await?;
+        let all = rt.containers().await?;
         let now: BTreeSet<&String> = all
             .get(project)
             .into_iter()
@@ -660,7 +683,7 @@ impl Reconciler {
             .iter()
             .filter(|image| !image.is_empty() && !now.contains(image))
         {
-            self.runtime.remove_unused_image(image).await?;
+            rt.remove_unused_image(image).await?;
         }
         Ok(())
     }
@@ -715,6 +738,7 @@ fn new_record(
         config_hash: config_hash.to_string(),
         deployed_unix: unix_now(),
         reconciliation: Some(deployment.config.reconciliation.clone()),
+        context: deployment.config.context.clone(),
         services,
     }
 }
