@@ -16,6 +16,7 @@ mod endpoint;
 mod engine;
 pub mod labels;
 mod own_container;
+pub mod registry;
 pub mod registry_auth;
 mod render;
 mod ssh_bridge;
@@ -28,7 +29,9 @@ pub use endpoint::{
     DEFAULT_CONTEXT, DEFAULT_HOST, Endpoint, EndpointError, SshTarget, docker_config_dir,
 };
 pub use engine::{
-    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, ProjectContainer,
+    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, LocalImage,
+    ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
+pub use registry::{ImageRef, Registry, RegistryError};
 pub use render::{RenderParseError, RenderedProject, RenderedService};
