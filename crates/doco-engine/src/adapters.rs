@@ -9,8 +9,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use doco_docker::{
-    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject,
-    UpOptions,
+    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, LocalImage,
+    RegistryError, RenderedProject, UpOptions,
 };
 use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
 
@@ -89,6 +89,15 @@ pub trait Runtime: Send + Sync {
 
     /// Removes image `id` unless a container uses it; whether it was removed.
     fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>>;
+
+    /// The image container `id` was created from and the repository digests of the image it runs.
+    fn local_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<LocalImage, DockerError>>;
+
+    /// The digest the registry holds now for image `reference`'s tag (one manifest HEAD request).
+    fn remote_digest<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, RegistryError>>;
 }
 
 impl Source for GitClient {
@@ -124,6 +133,8 @@ pub struct Docker {
     pub engine: doco_docker::Engine,
     /// The compose CLI driver.
     pub compose: doco_docker::Compose,
+    /// Manifest lookups, with the registry credentials compose pulls with.
+    pub registry: doco_docker::Registry,
 }
 
 impl Runtime for Docker {
@@ -177,5 +188,16 @@ impl Runtime for Docker {
 
     fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
         Box::pin(self.engine.remove_unused_image(id))
+    }
+
+    fn local_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<LocalImage, DockerError>> {
+        Box::pin(self.engine.local_image(id))
+    }
+
+    fn remote_digest<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, RegistryError>> {
+        Box::pin(self.registry.digest(reference))
     }
 }
