@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use doco_testkit::docker::{ProjectGuard, container_state, docker, require_docker, test_image};
