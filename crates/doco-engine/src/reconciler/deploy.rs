@@ -198,6 +198,13 @@ impl Reconciler {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
+                if let Some(record) = record
+                    && let Some(applied) = self
+                        .follow_moved_tags(ctx, deployment, record, containers, rt)
+                        .await?
+                {
+                    return Ok(applied);
+                }
                 tracing::debug!("up to date");
                 Ok(Applied {
                     unhealthy: unhealthy(deployment, containers),

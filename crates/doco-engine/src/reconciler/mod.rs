@@ -11,6 +11,7 @@
 
 mod deploy;
 mod heal;
+mod images;
 mod report;
 mod source;
 #[cfg(test)]
@@ -277,7 +278,12 @@ impl Reconciler {
             config.data_host_path.clone(),
         );
         let git = GitClient::new(crate::git_options::git_options(&config, &paths));
-        let runtime = crate::adapters::Docker { engine, compose };
+        let registry = doco_docker::Registry::new(&compose.docker_config_dir());
+        let runtime = crate::adapters::Docker {
+            engine,
+            compose,
+            registry,
+        };
         Reconciler::with(config, Arc::new(git), Arc::new(runtime), metrics)
     }
 
