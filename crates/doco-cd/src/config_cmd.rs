@@ -3,7 +3,9 @@
 //!
 //! `check` runs the very resolution the daemon runs on each poll (`resolve_deployments`, with
 //! auto-discovery and nested overrides) on a checked-out directory, so a repository can be
-//! checked in CI before it is pushed. `env` shows the effective application configuration read
+//! checked in CI before it is pushed. A deployment with its own `reference` is resolved against
+//! the given directory too (the daemon would use a checkout of that reference), and the output
+//! says so: check out that reference to check its files. `env` shows the effective application configuration read
 //! from the environment, defaults filled in and secrets replaced by `***`.
 //!
 //! Exit codes: 0 when everything resolves, 1 when a deploy configuration is invalid, 2 for usage
@@ -98,6 +100,12 @@ fn check(args: &CheckArgs) -> ExitCode {
     let mut deployments = Vec::new();
     let mut errors = 0;
     let mut warnings: Vec<String> = Vec::new();
+    let resolved = resolved.into_iter().flat_map(|entry| match entry {
+        Ok(d) if d.other_reference.is_some() && d.external_repository.is_none() => {
+            resolve_here(d, &args.dir)
+        }
+        entry => vec![entry],
+    });
     for entry in resolved {
         match entry {
             Ok(deployment) => {
@@ -143,6 +151,42 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
+/// A deployment that follows its own `reference`, resolved against `dir` (as if it were a checkout
+/// of that reference), auto-discovery expanded, the reference kept so the output can say so.
+fn resolve_here(
+    d: ResolvedDeployment,
+    dir: &Path,
+) -> Vec<Result<ResolvedDeployment, doco_config::DeployConfigError>> {
+    let reference = d.other_reference.clone();
+    let resolved = if d.config.auto_discovery.enabled {
+        doco_config::discover_deployments(&d.config, dir, d.source_file.as_deref())
+    } else {
+        vec![doco_config::resolve_deployment(
+            d.config,
+            dir,
+            d.source_file,
+        )]
+    };
+    resolved
+        .into_iter()
+        .map(|entry| {
+            entry.map(|mut d| {
+                d.other_reference = reference.clone();
+                d
+            })
+        })
+        .collect()
+}
+
+/// The note on a deployment resolved against the given directory instead of its own reference.
+fn own_reference_note(d: &ResolvedDeployment) -> Option<String> {
+    d.other_reference.as_ref().map(|reference| {
+        format!(
+            "its own reference {reference}: files resolved against the given directory, as if it were a checkout of {reference}"
+        )
+    })
+}
+
 /// A path relative to the repository root, for output.
 fn rel(root: &Path, path: &Path) -> String {
     let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
@@ -175,6 +219,7 @@ fn to_json(d: &ResolvedDeployment, root: &Path) -> Value {
             json!(d.source_file.as_deref().map(|f| rel(root, f))),
         );
         map.insert("external_repository".into(), json!(d.external_repository));
+        map.insert("note".into(), json!(own_reference_note(d)));
         map.insert("hash".into(), json!(d.config.hash()));
         map.remove("compose_files_customized");
     }
@@ -219,6 +264,9 @@ fn print_text(d: &ResolvedDeployment, root: &Path) {
         "  reference:       {}",
         c.reference.as_deref().unwrap_or("-")
     );
+    if let Some(note) = own_reference_note(d) {
+        println!("  note:            {note}");
+    }
     if let Some(url) = &d.external_repository {
         println!("  repository_url:  {url} (paths resolved in that repository at deploy time)");
         println!("  working_dir:     {}", c.working_dir);

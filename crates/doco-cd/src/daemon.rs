@@ -18,6 +18,27 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// The compose CLI driver: pointed at `endpoint` (the engine the API client reads) with the
+/// registry configuration checked and, for `DOCKER_AUTH_CONFIG`, written under doco-cd's state
+/// directory ([`doco_docker::registry_auth`]).
+fn compose_for(
+    env: &BTreeMap<String, String>,
+    config: &AppConfig,
+    endpoint: &doco_docker::Endpoint,
+) -> Result<doco_docker::Compose, doco_docker::registry_auth::RegistryConfigError> {
+    let state_dir = config.data_mount_path.join(".doco-cd");
+    let registry = doco_docker::registry_auth::prepare(env, &state_dir)?;
+    for warning in &registry.warnings {
+        warn!(%warning, "registry credentials");
+    }
+    let docker_env = doco_docker::Compose::docker_env(endpoint, registry.docker_config.as_deref());
+    let mut compose = doco_docker::Compose::new(docker_env, config.docker_quiet_deploy);
+    if config.pass_env {
+        compose = compose.with_passed_env(passed_env(env));
+    }
+    Ok(compose)
+}
+
 /// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
 pub async fn run() -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
@@ -36,18 +57,24 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         warn!(variable = %name, "this setting is not supported yet and has no effect");
     }
 
-    let docker = doco_docker::Engine::connect().context("cannot create the Docker client")?;
+    let endpoint = match doco_docker::Endpoint::from_env(&env) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            error!("configuration error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    info!(
+        host = endpoint.host(),
+        origin = endpoint.origin(),
+        "Docker engine"
+    );
+    let docker = doco_docker::Engine::connect_endpoint(&endpoint)
+        .context("cannot create the Docker client")?;
     docker
         .ping()
         .await
         .context("the Docker engine does not answer; doco-cd needs it to deploy")?;
-    let mut compose = doco_docker::Compose::new(
-        doco_docker::Compose::docker_env_from_process(),
-        config.docker_quiet_deploy,
-    );
-    if config.pass_env {
-        compose = compose.with_passed_env(passed_env(&env));
-    }
     let metrics = Arc::new(Metrics::new());
     metrics
         .info
@@ -64,6 +91,13 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             config.data_mount_path.display()
         )
     })?;
+    let compose = match compose_for(&env, &config, &endpoint) {
+        Ok(compose) => compose,
+        Err(e) => {
+            error!("configuration error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     if config.docker_swarm_features && docker.is_swarm_manager().await.unwrap_or(false) {
         warn!(
             "this Docker engine is a Swarm manager: upstream would deploy with `docker stack`; this build deploys with `docker compose` (stack deploys are not supported yet)"
@@ -74,13 +108,13 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let reconciler = Arc::new(Reconciler::new(
         config.clone(),
         docker.clone(),
-        compose,
+        compose.clone(),
         metrics.clone(),
     ));
     if let Some(note) = reconciler
         .paths()
         .link_host_path()
-        .context("cannot make DATA_HOST_PATH readable inside doco-cd")?
+        .context("cannot make DATA_HOST_PATH readable inside doco-cd (as a non-root user, mount the data directory at the same path inside and outside the container: docs/container.md)")?
     {
         info!("{note}");
     }
@@ -89,19 +123,39 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let (scheduler, requests) = Scheduler::new();
     // Every poll, webhook and API poll is recorded here, for GET /v1/api/runs.
     let tracker = Arc::new(crate::api::RunTracker::default());
-    let servers = crate::http::serve(
-        &config,
-        docker.clone(),
+    let jobs = doco_engine::jobs::Jobs::new(doco_engine::jobs::JobsParts {
+        engine: Arc::new(docker.clone()),
+        clock: doco_engine::jobs::Clock::System,
+        tz: doco_engine::jobs::daemon_zone(),
+        locks: reconciler.stack_locks(),
+        registry: reconciler.registry(),
+        metrics: metrics.scheduled.clone(),
+        notifier: doco_engine::notify::Notifier::from_config(&config),
+        observer: Some(Arc::new(crate::api::jobs::TrackerObserver(tracker.clone()))),
+    });
+    let backend = crate::http::Backend {
+        docker: docker.clone(),
+        compose,
         metrics,
-        reconciler.clone(),
-        scheduler.clone(),
-        tracker.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("cannot start the HTTP servers")?;
+        reconciler: reconciler.clone(),
+        scheduler: scheduler.clone(),
+        tracker: tracker.clone(),
+        jobs: jobs.clone(),
+    };
+    let servers = crate::http::serve(&config, backend, shutdown.clone())
+        .await
+        .context("cannot start the HTTP servers")?;
 
     let mut tasks: JoinSet<String> = JoinSet::new();
+    if config.scheduler_enabled {
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            jobs.run(cancel).await;
+            "the job scheduler".to_string()
+        });
+    } else {
+        info!("job scheduler disabled (SCHEDULER_ENABLED=false)");
+    }
     let runner = reconciler.clone();
     let runs = tracker.clone();
     let concurrency = config.max_concurrent_deployments.max(1);

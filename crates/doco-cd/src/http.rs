@@ -27,16 +27,40 @@ struct AppState {
     reconciler: Arc<Reconciler>,
 }
 
+/// What the routes act on: the daemon's engine clients, metrics, reconciler, scheduler, run tracker
+/// and job scheduler, built once at start-up.
+pub struct Backend {
+    /// The Engine API client.
+    pub docker: doco_docker::Engine,
+    /// The compose driver.
+    pub compose: doco_docker::Compose,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The reconciler (its state, for the API's views).
+    pub reconciler: Arc<Reconciler>,
+    /// The queue every trigger takes.
+    pub scheduler: Scheduler,
+    /// The runs of `GET /v1/api/runs`.
+    pub tracker: Arc<crate::api::RunTracker>,
+    /// The scheduled jobs.
+    pub jobs: doco_engine::jobs::Jobs,
+}
+
 /// Binds both servers and serves them until `shutdown`; the returned future ends when both stopped.
 pub async fn serve(
     config: &AppConfig,
-    docker: doco_docker::Engine,
-    metrics: Arc<Metrics>,
-    reconciler: Arc<Reconciler>,
-    scheduler: Scheduler,
-    tracker: Arc<crate::api::RunTracker>,
+    backend: Backend,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
+    let Backend {
+        docker,
+        compose,
+        metrics,
+        reconciler,
+        scheduler,
+        tracker,
+        jobs,
+    } = backend;
     let webhook = crate::webhook::Webhook::new(
         Arc::new(config.clone()),
         metrics.clone(),
@@ -49,13 +73,11 @@ pub async fn serve(
     let rest = crate::api::Api::new(
         config,
         docker.clone(),
-        doco_docker::Compose::new(
-            doco_docker::Compose::docker_env_from_process(),
-            config.docker_quiet_deploy,
-        ),
+        compose,
         reconciler.clone(),
         scheduler,
         tracker,
+        jobs,
     );
     if rest.is_none() {
         info!("api endpoints disabled, no api secret configured");

@@ -370,3 +370,60 @@ fn help_lists_the_config_commands() {
         assert!(stdout.contains(flag), "{flag}: {stdout}");
     }
 }
+
+#[test]
+fn check_resolves_deployments_with_their_own_reference_against_the_given_directory() {
+    let repo = tempfile::tempdir().unwrap();
+    write_files(
+        repo.path(),
+        &[
+            (
+                ".doco-cd.yml",
+                "name: pinned\nreference: v2\nworking_dir: /app\n---\n\
+                 auto_discovery: true\nreference: refs/tags/v3\nworking_dir: stacks\n",
+            ),
+            ("app/compose.yaml", COMPOSE),
+            ("stacks/a/compose.yaml", COMPOSE),
+            ("stacks/b/compose.yaml", COMPOSE),
+        ],
+    );
+    let dir = repo.path().to_str().unwrap();
+    let out = doco(&["config", "check", dir, "--format", "json"], &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pinned", "a", "b"], "auto-discovery expanded");
+    let pinned = by_name(&list, "pinned");
+    assert_eq!(pinned["working_dir"], "app");
+    assert_eq!(
+        pinned["compose_files"],
+        serde_json::json!(["app/compose.yaml"])
+    );
+    assert!(
+        pinned["note"]
+            .as_str()
+            .unwrap()
+            .contains("its own reference v2: files resolved against the given directory"),
+        "{pinned}"
+    );
+    let b = by_name(&list, "b");
+    assert_eq!(
+        b["compose_files"],
+        serde_json::json!(["stacks/b/compose.yaml"])
+    );
+    assert!(b["note"].as_str().unwrap().contains("refs/tags/v3"), "{b}");
+    assert!(
+        stderr.contains("working_dir \"/app\" is absolute: read as \"app\""),
+        "{stderr}"
+    );
+
+    let out = doco(&["config", "check", dir], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "  note:            its own reference v2: files resolved against the given directory"
+        ),
+        "{stdout}"
+    );
+}

@@ -49,11 +49,20 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     assert_eq!(label(&web, "cd.doco.deployment.name"), project);
     assert_eq!(http_get(daemon.http_port, "/v1/health").unwrap().0, 200);
 
-    // Quiet polls: no compose process, at most one git process per poll, no container touched.
+    // Quiet polls: no compose process, at most one git process per poll, no container touched,
+    // nothing written to the state file.
     daemon.wait_polls(1.0);
+    let state_file = data.path().join(".doco-cd/state.json");
+    let modified = || std::fs::metadata(&state_file).unwrap().modified().unwrap();
     let before = daemon.scrape();
+    let state_written = modified();
     daemon.wait_polls(3.0);
     let after = daemon.scrape();
+    assert_eq!(
+        modified(),
+        state_written,
+        "a quiet poll rewrote the state file"
+    );
     let polls = after.get("doco_cd_polls_total", &[]) - before.get("doco_cd_polls_total", &[]);
     let docker_spawned = after.get("doco_cd_child_processes_total", &[("program", "docker")])
         - before.get("doco_cd_child_processes_total", &[("program", "docker")]);
@@ -679,7 +688,7 @@ fn an_unhealthy_container_is_restarted_at_once_by_default() {
 }
 
 #[test]
-fn a_subscribed_die_event_triggers_a_poll_that_starts_the_container() {
+fn a_subscribed_die_event_starts_the_container_without_a_poll() {
     if !require_docker() {
         return;
     }
@@ -700,23 +709,21 @@ fn a_subscribed_die_event_triggers_a_poll_that_starts_the_container() {
         &[("POLL_CONFIG", slow_poll_config(&repo.url()))],
     );
     let web = running_container(&daemon, &project, "web");
+    daemon.wait_for("the first poll recorded", Duration::from_secs(30), || {
+        daemon.metric("doco_cd_polls_total", &[]) >= 1.0
+    });
     let polls = daemon.metric("doco_cd_polls_total", &[]);
 
-    // Engine events carry whole seconds, and those up to the second a deploy ended are taken as the
-    // deploy's own: act in a later second.
-    std::thread::sleep(Duration::from_millis(1100));
     // `docker kill` marks the container as stopped on purpose: its restart policy will not help.
     docker(&["kill", &web]);
     daemon.wait_for(
-        "web started again by an event-triggered poll",
+        "web started again by the die event",
         Duration::from_secs(60),
         || container_state(&web) == "running",
     );
     assert_eq!(container_ids(&project, "web"), vec![web]);
-    assert!(
-        daemon.metric("doco_cd_polls_total", &[]) > polls,
-        "no poll ran"
-    );
+    // An event enforces the last known good state without asking Git: no poll ran.
+    assert_eq!(daemon.metric("doco_cd_polls_total", &[]), polls);
 }
 
 /// A GitHub-style push as upstream's webhook reads it.
@@ -877,6 +884,67 @@ fn a_signed_webhook_deploys_the_pushed_commit_and_a_bad_signature_deploys_nothin
     );
     // Webhook jobs are not polls.
     assert_eq!(daemon.metric("doco_cd_polls_total", &[]), 0.0);
+}
+
+/// A repository deployed only through webhooks gets the same event handling as a polled one, also
+/// after doco-cd restarts (its last known good state comes from the state file).
+#[test]
+fn a_webhook_only_repository_is_healed_on_events_also_after_a_restart() {
+    if !require_docker() {
+        return;
+    }
+    const SECRET: &str = "e2e-webhook-secret";
+    let image = test_image();
+    let project = unique_name("e2e-webhook-events");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\nreconciliation:\n  events: [die]\n"),
+    );
+    repo.work
+        .write("compose.yml", &sleep_services(&image, &[("web", "7201")]));
+    let first = repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [("WEBHOOK_SECRET", SECRET.to_string())];
+    let mut daemon = Daemon::start(data.path(), &vars);
+    let body = github_push("refs/heads/main", &first, &repo.url());
+    let (status, json) = post_webhook(
+        daemon.http_port,
+        "/v1/webhook?wait=true",
+        &body,
+        &hub_signature(&body, SECRET),
+    );
+    assert_eq!(status, 201, "{json}");
+    let web = running_container(&daemon, &project, "web");
+
+    docker(&["kill", &web]);
+    daemon.wait_for(
+        "web started again by its die event",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+
+    daemon.stop();
+    let daemon = Daemon::start(data.path(), &vars);
+    // Once doco-cd runs again (and has enforced the state file), a die is handled as before.
+    daemon.wait_for(
+        "web running after the restart",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+    daemon.wait_for(
+        "the state file's last known good state enforced",
+        Duration::from_secs(30),
+        || daemon.log().contains("last known good state enforced"),
+    );
+    docker(&["kill", &web]);
+    daemon.wait_for(
+        "web started again by its die event after a restart",
+        Duration::from_secs(30),
+        || container_state(&web) == "running",
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web]);
 }
 
 #[test]

@@ -413,10 +413,42 @@ impl DeployConfig {
         self.validate_swarm()?;
         self.validate_reconciliation()?;
         self.validate_webhook_filter()?;
-        self.context = self.context.trim().to_owned();
-        self.working_dir = clean_relative("working_dir", &self.working_dir)?;
+        self.validate_context()?;
+        self.validate_working_dir()?;
         self.validate_compose_files()?;
         self.validate_env_files()
+    }
+
+    /// A deployment to another Docker context is refused until the reconciler deploys it there:
+    /// accepting it would deploy to the default engine without a word.
+    fn validate_context(&mut self) -> Result<(), FieldError> {
+        self.context = self.context.trim().to_owned();
+        if self.context.is_empty() || self.context == "default" {
+            return Ok(());
+        }
+        Err(field_error(
+            "context",
+            format!(
+                "{:?}: deploying to another Docker context is not supported yet; remove `context` (or set DOCKER_HOST/DOCKER_CONTEXT to point all of doco-cd at that engine)",
+                self.context
+            ),
+        ))
+    }
+
+    /// upstream forces `working_dir` into the repository: `/apps/web` is read as `apps/web`.
+    /// Accepted likewise, with a warning, since it looks like a host path and is not one.
+    fn validate_working_dir(&mut self) -> Result<(), FieldError> {
+        let given = self.working_dir.trim();
+        if !given.starts_with('/') {
+            self.working_dir = clean_relative("working_dir", given)?;
+            return Ok(());
+        }
+        let cleaned = clean_rooted(given);
+        self.warnings.push(format!(
+            "working_dir {given:?} is absolute: read as {cleaned:?}, relative to the repository (as upstream does)"
+        ));
+        self.working_dir = cleaned;
+        Ok(())
     }
 
     fn validate_webhook_filter(&self) -> Result<(), FieldError> {
@@ -601,6 +633,26 @@ pub fn clean_relative(field: &'static str, path: &str) -> Result<String, FieldEr
     } else {
         parts.join("/")
     })
+}
+
+/// An absolute path made relative to the repository, lexically as Go's `filepath.Clean` does for
+/// a rooted path (`..` at the root stays at the root): `/apps/../web/` is `web`, `/` is `.`.
+fn clean_rooted(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for component in path.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    }
 }
 
 /// Rebuilds every JSON object with sorted keys, whatever `serde_json`'s map implementation.

@@ -159,7 +159,6 @@ pub const DEFAULT_TRUSTED_PROXY_NETWORKS: &str =
 /// Variables of upstream features this implementation does not have yet. When set they are
 /// listed in [`AppConfig::unsupported`] so the binary can say so once at start-up.
 pub const UNSUPPORTED_VARIABLES: &[&str] = &[
-    "SCHEDULER_ENABLED",
     "DOCKER_SWARM_CONFIG_RETENTION",
     "DOCKER_SWARM_SECRET_RETENTION",
     "APPRISE_NOTIFY_BODY_TEMPLATE",

@@ -353,12 +353,48 @@ fn unknown_and_legacy_keys_warn() {
 }
 
 #[test]
+fn an_absolute_working_dir_is_read_inside_the_repository_with_a_warning() {
+    for (given, want) in [
+        ("/apps/web", "apps/web"),
+        ("/apps/../web/", "web"),
+        ("/../etc", "etc"),
+        ("/", "."),
+    ] {
+        let repo = Repo::new(&[(".doco-cd.yml", &format!("name: a\nworking_dir: {given}\n"))]);
+        let c = repo.load().remove(0).unwrap();
+        assert_eq!(c.working_dir, want, "{given}");
+        let warnings = c.warnings.join("\n");
+        assert!(
+            warnings.contains(&format!(
+                "working_dir {given:?} is absolute: read as {want:?}"
+            )),
+            "{given}: {warnings}"
+        );
+    }
+}
+
+#[test]
+fn a_context_other_than_the_default_is_refused() {
+    for context in ["", "default", " default "] {
+        let repo = Repo::new(&[(
+            ".doco-cd.yml",
+            &format!("name: a\ncontext: \"{context}\"\n"),
+        )]);
+        assert!(repo.load()[0].is_ok(), "{context:?}");
+    }
+    let repo = Repo::new(&[(".doco-cd.yml", "name: a\ncontext: nas\n")]);
+    let err = repo.load().remove(0).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "field `context`: \"nas\": deploying to another Docker context is not supported yet"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn lexical_path_rules() {
     let cases: &[(&str, &str)] = &[
-        (
-            "working_dir: /etc",
-            "field `working_dir`: \"/etc\" is an absolute path",
-        ),
         (
             "working_dir: ../other",
             "field `working_dir`: \"../other\" escapes the repository",

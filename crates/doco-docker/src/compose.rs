@@ -17,23 +17,13 @@ use std::time::Duration;
 
 use doco_process::{Cmd, ProcessError};
 
+use crate::endpoint::Endpoint;
 use crate::render::RenderedProject;
 
 /// Deadline for `config` and `down`, which do not pull or build.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many trailing lines of compose's stderr an error carries.
 const STDERR_TAIL_LINES: usize = 12;
-
-/// The variables copied from the daemon's environment to every compose process (when set), so that
-/// compose talks to the same engine as the API client.
-pub const DOCKER_ENV_KEYS: &[&str] = &[
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
-    "DOCKER_API_VERSION",
-    "DOCKER_CONTEXT",
-];
 
 /// How to invoke compose for one project. Paths are the ones compose must use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,6 +57,24 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Only these services, without their dependencies (`--no-deps`); empty means the whole project.
     pub services: Vec<String>,
+}
+
+/// Options of [`Compose::build`] (the deploy config's `build:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuildOptions {
+    /// The services to build (`--` then their names); empty means every service with a `build`.
+    pub services: Vec<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`: always pull the base images.
+    pub pull: bool,
+    /// `--quiet`.
+    pub quiet: bool,
+    /// Build arguments. Their values travel in the compose process's environment (`--build-arg KEY`),
+    /// never on its command line.
+    pub args: BTreeMap<String, String>,
+    /// Deadline for the build.
+    pub timeout: Duration,
 }
 
 /// Compose's `--pull` policy.
@@ -191,10 +199,8 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// `docker_env`: `DOCKER_HOST`/`DOCKER_CONFIG`/`DOCKER_CERT_PATH`/`DOCKER_TLS_VERIFY`/
-    /// `DOCKER_API_VERSION`/`DOCKER_CONTEXT` copied from the daemon's environment if set
-    /// ([`Compose::docker_env_from_process`] collects them). `quiet = false` logs compose's output at
-    /// info.
+    /// `docker_env`: the engine and the CLI configuration compose uses ([`Compose::docker_env`]).
+    /// `quiet = false` logs compose's output at info.
     pub fn new(docker_env: BTreeMap<String, String>, quiet: bool) -> Compose {
         Compose {
             program: "docker".to_string(),
@@ -218,12 +224,18 @@ impl Compose {
         self
     }
 
-    /// The [`DOCKER_ENV_KEYS`] that are set in this process's environment.
-    pub fn docker_env_from_process() -> BTreeMap<String, String> {
-        DOCKER_ENV_KEYS
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect()
+    /// The variables that point every compose process at `endpoint` ([`Endpoint::compose_env`]:
+    /// the engine the API client reads) and, when given, at the docker CLI configuration
+    /// directory `docker_config` (`DOCKER_CONFIG`: registry credentials).
+    pub fn docker_env(
+        endpoint: &Endpoint,
+        docker_config: Option<&Path>,
+    ) -> BTreeMap<String, String> {
+        let mut env = endpoint.compose_env();
+        if let Some(dir) = docker_config {
+            env.insert("DOCKER_CONFIG".into(), dir.display().to_string());
+        }
+        env
     }
 
     /// `docker compose -p NAME --project-directory DIR -f ... [--env-file ...] [--profile ...] config
@@ -263,20 +275,38 @@ impl Compose {
         label_override: &Path,
         options: &UpOptions,
     ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--detach")
+            .await
+    }
+
+    /// As [`Compose::up`] with `--no-start`: the containers are created (or recreated) but not
+    /// started. Scheduled jobs are deployed this way: they run when their schedule fires, never
+    /// because of a deploy.
+    pub async fn create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+    ) -> Result<(), ComposeError> {
+        self.up_or_create(project, label_override, options, "--no-start")
+            .await
+    }
+
+    async fn up_or_create(
+        &self,
+        project: &ComposeProject,
+        label_override: &Path,
+        options: &UpOptions,
+        mode: &str,
+    ) -> Result<(), ComposeError> {
         let mut files = project.files.clone();
         files.push(label_override.to_path_buf());
         check_files(project, &files)?;
         let mut args = project_args(project, &[label_override.to_path_buf()]);
         args.extend(
-            [
-                "up",
-                "--detach",
-                "--quiet-pull",
-                "--pull",
-                options.pull.as_arg(),
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["up", mode, "--quiet-pull", "--pull", options.pull.as_arg()]
+                .iter()
+                .map(|s| s.to_string()),
         );
         if options.remove_orphans {
             args.push("--remove-orphans".into());
@@ -296,6 +326,38 @@ impl Compose {
             project = %project.name,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "docker compose up finished"
+        );
+        Ok(())
+    }
+
+    /// `docker compose ... build [--no-cache] [--pull] [--quiet] [--build-arg KEY ...] [-- <services>]`,
+    /// bounded by `options.timeout`.
+    pub async fn build(
+        &self,
+        project: &ComposeProject,
+        options: &BuildOptions,
+    ) -> Result<(), ComposeError> {
+        check_files(project, &project.files)?;
+        let args = build_args(project, options);
+        let mut with_args = project.clone();
+        with_args
+            .environment
+            .extend(options.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let started = std::time::Instant::now();
+        self.run(
+            &with_args,
+            "build",
+            args,
+            options.timeout,
+            &project.files,
+            false,
+        )
+        .await?;
+        tracing::info!(
+            project = %project.name,
+            services = ?options.services,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "docker compose build finished"
         );
         Ok(())
     }
@@ -448,6 +510,32 @@ fn project_args(project: &ComposeProject, extra_files: &[PathBuf]) -> Vec<String
     args
 }
 
+/// The command line of [`Compose::build`]: build arguments by name only (their values are in the
+/// environment).
+fn build_args(project: &ComposeProject, options: &BuildOptions) -> Vec<String> {
+    let mut args = project_args(project, &[]);
+    args.push("build".into());
+    let flags = [
+        (options.no_cache, "--no-cache"),
+        (options.pull, "--pull"),
+        (options.quiet, "--quiet"),
+    ];
+    args.extend(
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, flag)| flag.to_string()),
+    );
+    for key in options.args.keys() {
+        args.extend(["--build-arg".to_string(), key.clone()]);
+    }
+    if !options.services.is_empty() {
+        args.push("--".into());
+        args.extend(options.services.iter().cloned());
+    }
+    args
+}
+
 /// Compose's default file names, in its order of preference.
 const DEFAULT_COMPOSE_FILES: &[&str] = &[
     "compose.yaml",
@@ -522,6 +610,18 @@ fn log_lines(project: &str, subcommand: &str, text: &str) {
     }
 }
 
+/// Mounts an override takes from elsewhere than the compose files say: bind-mount entries (merged
+/// by compose with the service's own by target path) and top-level config and secret files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MountOverride {
+    /// Per service, bind-mount entries in compose's long syntax.
+    pub volumes: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Top-level configs by name: the file to read.
+    pub configs: BTreeMap<String, PathBuf>,
+    /// Top-level secrets by name: the file to read.
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
 /// Writes a compose override file giving each service exactly these labels (JSON is valid YAML;
 /// compose accepts it). `$` is escaped as `$$` because compose interpolates every file. Name only
 /// services that exist in the project: a service present only in the override has no image.
@@ -529,20 +629,44 @@ pub fn write_label_override(
     path: &Path,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> std::io::Result<()> {
-    let services: serde_json::Map<String, serde_json::Value> = labels
+    write_override(path, labels, &MountOverride::default())
+}
+
+/// [`write_label_override`] plus the mounts of `mounts`.
+pub fn write_override(
+    path: &Path,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+    mounts: &MountOverride,
+) -> std::io::Result<()> {
+    use serde_json::{Map, Value, json};
+    let escape = |text: &str| Value::String(text.replace('$', "$$"));
+    let mut services: Map<String, Value> = labels
         .iter()
         .map(|(service, labels)| {
-            let escaped: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.replace('$', "$$"))))
-                .collect();
-            (
-                service.clone(),
-                serde_json::json!({ "labels": serde_json::Value::Object(escaped) }),
-            )
+            let escaped: Map<String, Value> =
+                labels.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
+            (service.clone(), json!({ "labels": Value::Object(escaped) }))
         })
         .collect();
-    let doc = serde_json::json!({ "services": serde_json::Value::Object(services) });
+    for (service, volumes) in &mounts.volumes {
+        let entry = services.entry(service.clone()).or_insert_with(|| json!({}));
+        entry["volumes"] = Value::Array(volumes.clone());
+    }
+    let mut doc = json!({ "services": Value::Object(services) });
+    for (kind, files) in [("configs", &mounts.configs), ("secrets", &mounts.secrets)] {
+        if !files.is_empty() {
+            let items: Map<String, Value> = files
+                .iter()
+                .map(|(name, file)| {
+                    (
+                        name.clone(),
+                        json!({ "file": escape(&file.display().to_string()) }),
+                    )
+                })
+                .collect();
+            doc[kind] = Value::Object(items);
+        }
+    }
     let mut text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
     text.push('\n');
     // Write beside the target and rename, so compose never reads a half-written file.
@@ -563,6 +687,45 @@ mod tests {
         assert!(t.starts_with("line 19"), "{t}");
         assert!(t.ends_with("line 30"));
         assert_eq!(tail("\n\n"), "(no error output)");
+    }
+
+    #[test]
+    fn build_options_become_flags_and_build_arg_values_stay_off_the_command_line() {
+        let p = ComposeProject {
+            name: "p".into(),
+            project_dir: "/srv/p".into(),
+            ..ComposeProject::default()
+        };
+        let options = BuildOptions {
+            services: vec!["web".into()],
+            no_cache: true,
+            pull: true,
+            quiet: true,
+            args: BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]),
+            timeout: Duration::from_secs(1),
+        };
+        let args = build_args(&p, &options);
+        let tail: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .skip_while(|a| *a != "build")
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "build",
+                "--no-cache",
+                "--pull",
+                "--quiet",
+                "--build-arg",
+                "TOKEN",
+                "--",
+                "web"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("s3cret")));
+        let plain = build_args(&p, &BuildOptions::default());
+        assert_eq!(plain.last().map(String::as_str), Some("build"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
@@ -20,14 +21,19 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use crate::endpoint::{Endpoint, EndpointError, Transport};
 use crate::labels;
+use crate::ssh_bridge::SshBridge;
 
-/// The socket bollard uses when `DOCKER_HOST` is not set.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// bollard's request timeout (its default): the wait for response headers, not for a stream.
+const TIMEOUT_SECS: u64 = 120;
 
 /// Why an Engine API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    /// The configured engine cannot be resolved (`DOCKER_HOST`, `DOCKER_CONTEXT`, TLS files).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     /// No client could be built for the configured host (bad scheme, missing socket file).
     #[error(
         "cannot connect to the Docker engine at {host}: {source} (is the daemon running, and is DOCKER_HOST right?)"
@@ -67,6 +73,8 @@ pub enum DockerError {
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// For `ssh://` engines: the local socket the client talks through, kept open with the client.
+    _bridge: Option<Arc<SshBridge>>,
 }
 
 /// A container event (`die`, `stop`, `health_status: unhealthy`, ...) of a container doco-cd deployed.
@@ -130,8 +138,39 @@ pub struct ContainerInfo {
     pub config_hash: Option<String>,
     /// True for `docker compose run` containers (`com.docker.compose.oneoff=True`).
     pub oneoff: bool,
-    /// True when its health check reports it unhealthy.
-    pub unhealthy: bool,
+    /// What its health check reports.
+    pub health: Health,
+    /// The id of the image it runs.
+    pub image_id: String,
+}
+
+/// A container's health, as its health check reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// No health check.
+    #[default]
+    None,
+    /// The check has not passed yet.
+    Starting,
+    /// The check passes.
+    Healthy,
+    /// The check fails.
+    Unhealthy,
+}
+
+impl Health {
+    /// The health in the engine's container status line (`Up 5 seconds (health: starting)`).
+    pub fn from_status(status: &str) -> Health {
+        if status.contains("(unhealthy)") {
+            Health::Unhealthy
+        } else if status.contains("(healthy)") {
+            Health::Healthy
+        } else if status.contains("(health: starting)") {
+            Health::Starting
+        } else {
+            Health::None
+        }
+    }
 }
 
 /// A container's run state, as the engine names it.
@@ -223,26 +262,65 @@ pub struct ProjectContainer {
 }
 
 impl Engine {
-    /// Connects to the engine named by `DOCKER_HOST` (`unix://` or `tcp://`), else the local socket.
-    /// No request is made; call [`Engine::ping`] to check that the engine answers.
+    /// Connects to the engine of this process's environment ([`Endpoint::from_process_env`]:
+    /// `DOCKER_HOST`, `DOCKER_CONTEXT`, ...). No request is made; call [`Engine::ping`] to check
+    /// that the engine answers.
     pub fn connect() -> Result<Engine, DockerError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_HOST.to_string());
-        Engine::connect_with_host(&host)
+        Engine::connect_endpoint(&Endpoint::from_process_env()?)
     }
 
-    /// Connects to `host` (`unix:///path` or `tcp://host:port`).
+    /// Connects to `host` (`unix:///path`, `tcp://host:port` or `ssh://user@host`), without TLS.
     pub fn connect_with_host(host: &str) -> Result<Engine, DockerError> {
-        let docker = Docker::connect_with_host(host).map_err(|source| DockerError::Connect {
-            host: host.to_string(),
+        Engine::connect_endpoint(&Endpoint::from_host(host)?)
+    }
+
+    /// Connects to `endpoint`: a unix socket, plain TCP, TLS with the endpoint's certificates, or
+    /// `ssh://` through the docker CLI's stdio bridge ([`crate::ssh_bridge`]; needs a tokio
+    /// runtime). No request is made.
+    pub fn connect_endpoint(endpoint: &Endpoint) -> Result<Engine, DockerError> {
+        let host = endpoint.host().to_string();
+        let connect_error = |source| DockerError::Connect {
+            host: host.clone(),
             source,
-        })?;
-        tracing::debug!(host, "Docker engine client created");
+        };
+        let version = bollard::API_DEFAULT_VERSION;
+        let mut bridge = None;
+        let docker = match endpoint.transport()? {
+            Transport::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), TIMEOUT_SECS, version)
+            }
+            Transport::Tcp(address) => Docker::connect_with_http(&address, TIMEOUT_SECS, version),
+            Transport::Tls(address, dir) => {
+                // bollard reads the client key through rustls' process-wide provider; installing
+                // it twice is harmless (the second call reports that one is already there).
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    &address,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    TIMEOUT_SECS,
+                    version,
+                )
+            }
+            Transport::Ssh(target) => {
+                let started = SshBridge::start(target)
+                    .map_err(|e| connect_error(BollardError::IOError { err: e }))?;
+                let socket = started.socket().to_string_lossy().into_owned();
+                bridge = Some(Arc::new(started));
+                Docker::connect_with_unix(&socket, TIMEOUT_SECS, version)
+            }
+        }
+        .map_err(connect_error)?;
+        tracing::debug!(
+            host,
+            origin = endpoint.origin(),
+            "Docker engine client created"
+        );
         Ok(Engine {
             docker,
-            host: host.to_string(),
+            host,
+            _bridge: bridge,
         })
     }
 
@@ -303,10 +381,8 @@ impl Engine {
                 oneoff: labels
                     .get(labels::COMPOSE_ONEOFF)
                     .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                unhealthy: summary
-                    .status
-                    .as_deref()
-                    .is_some_and(|status| status.contains("(unhealthy)")),
+                health: Health::from_status(summary.status.as_deref().unwrap_or_default()),
+                image_id: summary.image_id.unwrap_or_default(),
                 project: project.clone(),
                 labels,
             };
@@ -546,6 +622,60 @@ impl Engine {
             .and_then(|m| m.source.map(PathBuf::from)))
     }
 
+    /// The output of container `id`'s last health check, if it has one.
+    pub async fn last_health_output(&self, id: &str) -> Result<Option<String>, DockerError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        Ok(inspected
+            .state
+            .and_then(|state| state.health)
+            .and_then(|health| health.log)
+            .and_then(|log| log.into_iter().last())
+            .and_then(|last| last.output)
+            .map(|output| output.trim().to_string()))
+    }
+
+    /// Sends `signal` (a name such as `SIGHUP`, or a number) to container `id`.
+    pub async fn signal_container(&self, id: &str, signal: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(|e| self.error(&format!("send {signal} to container {id}"), e))?;
+        tracing::info!(container = id, signal, "signalled container");
+        Ok(())
+    }
+
+    /// Removes image `id` unless a container (of any stack, running or not) uses it; returns
+    /// whether it was removed.
+    pub async fn remove_unused_image(&self, id: &str) -> Result<bool, DockerError> {
+        match self
+            .docker
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(image = id, "removed an image no container uses any more");
+                Ok(true)
+            }
+            // 409: a container uses it (or another tag refers to it); 404: already gone.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409 | 404,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(self.error(&format!("remove image {id}"), e)),
+        }
+    }
+
     fn error(&self, context: &str, source: BollardError) -> DockerError {
         let unreachable = matches!(
             source,
@@ -570,6 +700,9 @@ impl Engine {
         }
     }
 }
+
+mod jobs;
+pub use jobs::JOB_EPHEMERAL;
 
 #[cfg(test)]
 mod tests {

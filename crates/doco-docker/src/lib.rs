@@ -12,17 +12,27 @@
 //! so a label value that changes recreates the container (see ARCHITECTURE.md, "Known traps").
 
 mod compose;
+mod endpoint;
 mod engine;
 pub mod labels;
 mod own_container;
+pub mod registry_auth;
 mod render;
+mod ssh_bridge;
 
 pub use compose::{
-    Compose, ComposeError, ComposeProject, DOCKER_ENV_KEYS, PullPolicy, UpOptions,
-    write_label_override,
+    BuildOptions, Compose, ComposeError, ComposeProject, MountOverride, PullPolicy, UpOptions,
+    write_label_override, write_override,
+};
+pub use endpoint::{
+    DEFAULT_CONTEXT, DEFAULT_HOST, Endpoint, EndpointError, SshTarget, docker_config_dir,
 };
 pub use engine::{
-    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, ProjectContainer,
+    ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, JOB_EPHEMERAL,
+    ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
-pub use render::{RenderParseError, RenderedProject, RenderedService};
+pub use render::{
+    LiveInput, LiveKind, RECREATE_IGNORE_LABEL, RECREATE_IGNORE_SIGNAL_LABEL, RenderParseError,
+    RenderedProject, RenderedService,
+};

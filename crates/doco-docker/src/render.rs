@@ -38,7 +38,38 @@ pub struct RenderedService {
     /// Host paths the service reads: bind-mount sources, `env_file` entries, the build context, and
     /// the files of the configs and secrets it uses. Sorted, without duplicates.
     pub local_inputs: Vec<PathBuf>,
+    /// The inputs whose changes must not recreate the service (its
+    /// `cd.doco.deployment.recreate.ignore` label): they are served from live copies updated in place.
+    pub live_inputs: Vec<LiveInput>,
+    /// Its `cd.doco.deployment.recreate.ignore.signal`: sent to its containers when a live input
+    /// changed.
+    pub reload_signal: Option<String>,
 }
+
+/// One input of a service that is updated in place instead of recreating the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveInput {
+    /// The file or directory, as compose rendered it.
+    pub source: PathBuf,
+    /// How the service uses it.
+    pub kind: LiveKind,
+}
+
+/// How a service uses a [`LiveInput`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveKind {
+    /// A bind mount: its entry in the service's `volumes`, as compose rendered it.
+    Bind(Value),
+    /// A top-level config of this name.
+    Config(String),
+    /// A top-level secret of this name.
+    Secret(String),
+}
+
+/// The label that excludes configs, secrets and bind mounts from recreation (upstream's name).
+pub const RECREATE_IGNORE_LABEL: &str = "cd.doco.deployment.recreate.ignore";
+/// The signal sent instead of recreating.
+pub const RECREATE_IGNORE_SIGNAL_LABEL: &str = "cd.doco.deployment.recreate.ignore.signal";
 
 impl RenderedService {
     /// True for restart `always` / `unless-stopped`: services doco-cd must keep running. Services with
@@ -106,10 +137,10 @@ impl RenderedProject {
                         "service `{service_name}` is not an object"
                     )));
                 }
-                services.insert(
-                    service_name.clone(),
-                    parse_service(spec, &configs, &secrets),
-                );
+                let service = parse_service(spec, &configs, &secrets).map_err(|e| {
+                    RenderParseError::Shape(format!("service `{service_name}`: {e}"))
+                })?;
+                services.insert(service_name.clone(), service);
             }
         }
         Ok(RenderedProject { name, services })
@@ -120,7 +151,7 @@ fn parse_service(
     spec: &Value,
     configs: &BTreeMap<String, PathBuf>,
     secrets: &BTreeMap<String, PathBuf>,
-) -> RenderedService {
+) -> Result<RenderedService, String> {
     let str_field = |key: &str| spec.get(key).and_then(Value::as_str).map(str::to_string);
     let replicas = spec
         .get("scale")
@@ -185,8 +216,17 @@ fn parse_service(
     }
     inputs.sort();
     inputs.dedup();
+    let label = |key: &str| {
+        spec.get("labels")
+            .and_then(|labels| labels.get(key))
+            .and_then(Value::as_str)
+    };
+    let live_inputs = match label(RECREATE_IGNORE_LABEL) {
+        Some(text) => live_inputs(spec, &parse_ignore(text)?, configs, secrets),
+        None => Vec::new(),
+    };
 
-    RenderedService {
+    Ok(RenderedService {
         image: str_field("image"),
         restart: str_field("restart"),
         replicas,
@@ -194,7 +234,95 @@ fn parse_service(
         has_healthcheck,
         spec: spec.clone(),
         local_inputs: inputs,
+        live_inputs,
+        reload_signal: label(RECREATE_IGNORE_SIGNAL_LABEL)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// What a `recreate.ignore` label names per scope: `None` for every item of the scope.
+#[derive(Debug, Default, PartialEq)]
+struct Ignore {
+    bind_mounts: Option<Option<Vec<String>>>,
+    configs: Option<Option<Vec<String>>>,
+    secrets: Option<Option<Vec<String>>>,
+}
+
+/// Parses the label's YAML map of scope to items (`null` or empty: all items of the scope).
+fn parse_ignore(text: &str) -> Result<Ignore, String> {
+    let map: BTreeMap<String, Option<Vec<String>>> = serde_saphyr::from_str(text).map_err(|e| {
+        format!("label {RECREATE_IGNORE_LABEL} is not a YAML map of scope to a list: {e}")
+    })?;
+    let mut ignore = Ignore::default();
+    for (scope, items) in map {
+        let items = items.filter(|list| !list.is_empty());
+        match scope.as_str() {
+            "bindMounts" => ignore.bind_mounts = Some(items),
+            "configs" => ignore.configs = Some(items),
+            "secrets" => ignore.secrets = Some(items),
+            other => {
+                return Err(format!(
+                    "label {RECREATE_IGNORE_LABEL}: unknown scope `{other}` (use configs, secrets or bindMounts)"
+                ));
+            }
+        }
     }
+    Ok(ignore)
+}
+
+/// The service's inputs that `ignore` names: bind mounts by target path, configs and secrets by name.
+fn live_inputs(
+    spec: &Value,
+    ignore: &Ignore,
+    configs: &BTreeMap<String, PathBuf>,
+    secrets: &BTreeMap<String, PathBuf>,
+) -> Vec<LiveInput> {
+    let named = |scope: &Option<Option<Vec<String>>>, item: &str| match scope {
+        None => false,
+        Some(None) => true,
+        Some(Some(items)) => items.iter().any(|i| i == item),
+    };
+    let mut live = Vec::new();
+    for volume in array(spec, "volumes") {
+        let source = volume.get("source").and_then(Value::as_str);
+        let target = volume.get("target").and_then(Value::as_str);
+        if volume.get("type").and_then(Value::as_str) == Some("bind")
+            && let (Some(source), Some(target)) = (source, target)
+            && named(&ignore.bind_mounts, target)
+        {
+            live.push(LiveInput {
+                source: PathBuf::from(source),
+                kind: LiveKind::Bind(volume.clone()),
+            });
+        }
+    }
+    for (key, files, scope) in [
+        ("configs", configs, &ignore.configs),
+        ("secrets", secrets, &ignore.secrets),
+    ] {
+        for entry in array(spec, key) {
+            let Some(name) = entry
+                .as_str()
+                .or_else(|| entry.get("source").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            if let Some(file) = files.get(name).filter(|_| named(scope, name)) {
+                let kind = if key == "configs" {
+                    LiveKind::Config(name.to_string())
+                } else {
+                    LiveKind::Secret(name.to_string())
+                };
+                live.push(LiveInput {
+                    source: file.clone(),
+                    kind,
+                });
+            }
+        }
+    }
+    live
 }
 
 fn array<'a>(spec: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
@@ -221,6 +349,50 @@ mod tests {
 
     fn sample() -> RenderedProject {
         RenderedProject::from_json(FIXTURE).unwrap()
+    }
+
+    #[test]
+    fn the_recreate_ignore_label_names_live_inputs_by_bind_target_and_config_name() {
+        let json = r#"{
+          "name": "p",
+          "configs": {"app": {"file": "/repo/app.conf"}, "other": {"file": "/repo/other.conf"}},
+          "services": {"proxy": {
+            "image": "x",
+            "labels": {
+              "cd.doco.deployment.recreate.ignore": "{bindMounts: [/conf], configs: [app]}",
+              "cd.doco.deployment.recreate.ignore.signal": "SIGHUP"
+            },
+            "volumes": [
+              {"type": "bind", "source": "/repo/conf", "target": "/conf", "read_only": true},
+              {"type": "bind", "source": "/repo/data", "target": "/data"}
+            ],
+            "configs": [{"source": "app", "target": "/app"}, {"source": "other", "target": "/other"}]
+          }}
+        }"#;
+        let proxy = &RenderedProject::from_json(json).unwrap().services["proxy"];
+        let sources: Vec<&str> = proxy
+            .live_inputs
+            .iter()
+            .map(|i| i.source.to_str().unwrap())
+            .collect();
+        assert_eq!(sources, ["/repo/conf", "/repo/app.conf"]);
+        assert!(matches!(&proxy.live_inputs[0].kind, LiveKind::Bind(v) if v["read_only"] == true));
+        assert_eq!(proxy.live_inputs[1].kind, LiveKind::Config("app".into()));
+        assert_eq!(proxy.reload_signal.as_deref(), Some("SIGHUP"));
+
+        let all = json.replace("{bindMounts: [/conf], configs: [app]}", "bindMounts:");
+        let proxy = &RenderedProject::from_json(&all).unwrap().services["proxy"];
+        assert_eq!(proxy.live_inputs.len(), 2, "null: every bind mount");
+
+        let wrong = json.replace(
+            "{bindMounts: [/conf], configs: [app]}",
+            "{volumes: [/conf]}",
+        );
+        let err = RenderedProject::from_json(&wrong).unwrap_err().to_string();
+        assert!(
+            err.contains("service `proxy`") && err.contains("unknown scope `volumes`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -294,6 +466,8 @@ mod tests {
             has_healthcheck: false,
             spec: Value::Null,
             local_inputs: vec![],
+            live_inputs: vec![],
+            reload_signal: None,
         };
         assert!(svc(Some("always")).must_run());
         assert!(svc(Some("unless-stopped")).must_run());

@@ -20,7 +20,10 @@ use doco_testkit::docker::{
 use doco_testkit::unique_name;
 
 fn compose() -> Compose {
-    Compose::new(Compose::docker_env_from_process(), true)
+    Compose::new(
+        Compose::docker_env(&doco_docker::Endpoint::from_process_env().unwrap(), None),
+        true,
+    )
 }
 
 /// `docker compose up` of `p` with the label override `ov`, its duration printed as `what`.

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use doco_docker::{
-    ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject, UpOptions,
+    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject,
+    UpOptions,
 };
 use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
 
@@ -65,6 +66,21 @@ pub trait Runtime: Send + Sync {
         options: &'a UpOptions,
     ) -> BoxFuture<'a, Result<(), ComposeError>>;
 
+    /// `docker compose up --no-start`: creates the containers without starting them (job services).
+    fn create<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
+    /// `docker compose build` of `project`.
+    fn build<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        options: &'a BuildOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
     /// `docker compose down` of `project`.
     fn down<'a>(
         &'a self,
@@ -72,6 +88,19 @@ pub trait Runtime: Send + Sync {
         remove_volumes: bool,
         remove_images: bool,
     ) -> BoxFuture<'a, Result<(), ComposeError>>;
+
+    /// The output of container `id`'s last health check, if it has one.
+    fn last_health_output<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DockerError>>;
+
+    /// Removes image `id` unless a container uses it; whether it was removed.
+    fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>>;
+
+    /// Sends `signal` to container `id`.
+    fn signal<'a>(&'a self, id: &'a str, signal: &'a str)
+    -> BoxFuture<'a, Result<(), DockerError>>;
 }
 
 impl Source for GitClient {
@@ -134,6 +163,23 @@ impl Runtime for Docker {
         Box::pin(self.compose.up(project, labels, options))
     }
 
+    fn create<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        labels: &'a Path,
+        options: &'a UpOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.create(project, labels, options))
+    }
+
+    fn build<'a>(
+        &'a self,
+        project: &'a ComposeProject,
+        options: &'a BuildOptions,
+    ) -> BoxFuture<'a, Result<(), ComposeError>> {
+        Box::pin(self.compose.build(project, options))
+    }
+
     fn down<'a>(
         &'a self,
         project: &'a str,
@@ -141,5 +187,24 @@ impl Runtime for Docker {
         remove_images: bool,
     ) -> BoxFuture<'a, Result<(), ComposeError>> {
         Box::pin(self.compose.down(project, remove_volumes, remove_images))
+    }
+
+    fn last_health_output<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DockerError>> {
+        Box::pin(self.engine.last_health_output(id))
+    }
+
+    fn remove_unused_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
+        Box::pin(self.engine.remove_unused_image(id))
+    }
+
+    fn signal<'a>(
+        &'a self,
+        id: &'a str,
+        signal: &'a str,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(self.engine.signal_container(id, signal))
     }
 }

@@ -157,7 +157,8 @@ mod tests {
             ]),
             config_hash: None,
             oneoff: false,
-            unhealthy: false,
+            health: doco_docker::Health::None,
+            image_id: String::new(),
         };
         let adopted = adoptable_labels(&[container("web", "c1"), container("old", "c0")], "c1");
         assert_eq!(adopted.keys().collect::<Vec<_>>(), vec!["web"]);

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub source_last_success: Family<RepoLabels, Gauge>,
     /// `doco_cd_child_processes_total`: processes spawned, per program.
     pub child_processes: Family<ProgramLabels, Counter>,
+    /// `doco_cd_scheduled_*`: the job scheduler's runs.
+    pub scheduled: crate::jobs::ScheduledMetrics,
     scrape_lock: Mutex<()>,
 }
 
@@ -197,7 +199,9 @@ impl Metrics {
             "External processes spawned, per program",
             child_processes.clone(),
         );
+        let scheduled = crate::jobs::ScheduledMetrics::register(&mut registry);
         Metrics {
+            scheduled,
             registry,
             info,
             polls,

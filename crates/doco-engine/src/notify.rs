@@ -109,6 +109,19 @@ impl Notifier {
         }
     }
 
+    /// The notifier `APPRISE_*` configure.
+    pub fn from_config(config: &doco_config::AppConfig) -> Self {
+        Notifier::new(
+            config.apprise_api_url.clone(),
+            config
+                .apprise_notify_urls
+                .as_ref()
+                .map(|u| u.expose().to_string()),
+            Level::parse(&config.apprise_notify_level).unwrap_or(Level::Success),
+            config.apprise_notify_repeat_interval,
+        )
+    }
+
     /// A notifier that sends nothing.
     pub fn disabled() -> Self {
         Notifier::new(None, None, Level::Info, Duration::ZERO)

@@ -72,7 +72,7 @@ impl DataPaths {
         let encoded = reference.replace('%', "%25").replace('/', "%2F");
         self.internal_dir()
             .join("refs")
-            .join(repo_name.trim_start_matches('/'))
+            .join(bind_safe(repo_name))
             .join(encoded)
     }
 
@@ -93,10 +93,18 @@ impl DataPaths {
         self.internal_dir().join("good").join(safe)
     }
 
-    /// The checkout directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`.
+    /// The checkout directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`,
+    /// with a port's `:` as `_` (`127.0.0.1_8080/o/r`).
     pub fn checkout(&self, repo_name: &str) -> PathBuf {
-        self.mount.join(repo_name.trim_start_matches('/'))
+        self.mount.join(bind_safe(repo_name))
     }
+}
+
+/// `repo_name` as a relative directory that Compose's short bind syntax (`SOURCE:TARGET[:MODE]`) can
+/// carry: a `:` (a port in the URL) or `,` in the source of a relative bind mount would make the engine
+/// refuse the stack ("invalid volume specification").
+fn bind_safe(repo_name: &str) -> String {
+    repo_name.trim_start_matches('/').replace([':', ','], "_")
 }
 
 #[cfg(test)]
@@ -126,6 +134,19 @@ mod tests {
         assert_eq!(
             paths.checkout("/srv/git/repo"),
             PathBuf::from("/data/srv/git/repo")
+        );
+    }
+
+    #[test]
+    fn checkouts_have_no_character_that_breaks_a_short_bind_mount() {
+        let paths = DataPaths::new("/data".into(), None);
+        assert_eq!(
+            paths.checkout("127.0.0.1:8080/o/r"),
+            PathBuf::from("/data/127.0.0.1_8080/o/r")
+        );
+        assert_eq!(
+            paths.reference_checkout("git.example.com:3000/o/a,b", "dev"),
+            PathBuf::from("/data/.doco-cd/refs/git.example.com_3000/o/a_b/dev")
         );
     }
 

@@ -14,7 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use doco_docker::{ContainerInfo, ContainerState};
+use doco_config::DeployConfig;
+use doco_docker::{ContainerInfo, ContainerState, PullPolicy};
+
+use crate::reconciler::Trigger;
 
 use crate::state::{DeploymentRecord, ServiceRecord};
 
@@ -94,6 +97,47 @@ pub struct RenderedService {
     pub must_run: bool,
     /// How many containers it should have.
     pub replicas: u32,
+    /// Whether it has a health check (a deploy then waits for it to pass).
+    pub healthcheck: bool,
+    /// Whether it has a `build` section (a deploy that changes it builds it first).
+    pub build: bool,
+    /// The content hash of its inputs excluded from recreation (`recreate.ignore`), if any.
+    pub live_hash: Option<String>,
+}
+
+/// Why a deploy is still waiting for a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// No container of it runs.
+    NotRunning(String),
+    /// Its container runs, but its health check has not passed (the container's id).
+    NotHealthy(String, String),
+}
+
+/// upstream's `timeout` rule: a deploy is done when every service that must run has a running
+/// container and, where it has a health check, a healthy one. The first service still waited for.
+pub fn not_ready(
+    services: &BTreeMap<String, RenderedService>,
+    containers: &[ContainerInfo],
+) -> Option<NotReady> {
+    services
+        .iter()
+        .filter(|(_, service)| service.must_run && service.replicas > 0)
+        .find_map(|(name, service)| {
+            let running: Vec<&ContainerInfo> = containers
+                .iter()
+                .filter(|c| &c.service == name && !c.oneoff && c.state == ContainerState::Running)
+                .collect();
+            let Some(first) = running.first() else {
+                return Some(NotReady::NotRunning(name.clone()));
+            };
+            let unhealthy = running
+                .iter()
+                .find(|c| c.health != doco_docker::Health::Healthy)
+                .unwrap_or(first);
+            (service.healthcheck && unhealthy.health != doco_docker::Health::Healthy)
+                .then(|| NotReady::NotHealthy(name.clone(), unhealthy.id.clone()))
+        })
 }
 
 /// The decision after rendering.
@@ -120,6 +164,11 @@ pub struct DeployPlan {
     pub remove_orphans: bool,
     /// Ask compose to recreate everything.
     pub force_recreate: bool,
+    /// When compose pulls images.
+    pub pull: PullPolicy,
+    /// The images the stack's containers ran before this deploy: after it, those no container uses
+    /// any more are pruned (`prune_images`).
+    pub images_before: BTreeSet<String>,
 }
 
 /// Deploy-config switches the full plan honours.
@@ -129,6 +178,8 @@ pub struct Switches {
     pub remove_orphans: bool,
     /// `force_recreate` of the deploy config.
     pub force_recreate: bool,
+    /// `force_image_pull` of the deploy config.
+    pub force_image_pull: bool,
 }
 
 /// The full decision, once compose has rendered the project. `adoptable` holds, per service, labels
@@ -172,6 +223,8 @@ pub fn full_plan(
             kept_labels: kept_labels.clone(),
             remove_orphans,
             force_recreate,
+            pull: pull_policy(mode, switches.force_image_pull),
+            images_before: observed.iter().map(|c| c.image_id.clone()).collect(),
         })
     };
     if record.is_none() {
@@ -206,6 +259,104 @@ pub fn full_plan(
         Runtime::Healthy => FullPlan::UpToDate,
         Runtime::Stopped(ids) => FullPlan::Start(ids),
         Runtime::Diverged(reason) => deploy(reason),
+    }
+}
+
+/// When compose pulls images: always with `force_image_pull`, online only; otherwise only images
+/// that are not present. Offline never pulls an image that is present.
+pub fn pull_policy(mode: Mode, force_image_pull: bool) -> PullPolicy {
+    if mode == Mode::Online && force_image_pull {
+        PullPolicy::Always
+    } else {
+        PullPolicy::Missing
+    }
+}
+
+/// The services whose inputs excluded from recreation changed since `record` and that this deploy
+/// does not recreate: they get their `recreate.ignore.signal` instead.
+pub fn live_reloads(
+    rendered: &BTreeMap<String, RenderedService>,
+    record: Option<&DeploymentRecord>,
+    recreated: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let Some(record) = record else {
+        return BTreeSet::new();
+    };
+    rendered
+        .iter()
+        .filter(|(name, service)| {
+            service.live_hash.is_some()
+                && !recreated.contains(*name)
+                && record
+                    .services
+                    .get(*name)
+                    .is_some_and(|recorded| recorded.live_hash != service.live_hash)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The services a deploy builds before `up`: the changed ones that have a `build` section.
+pub fn services_to_build(
+    rendered: &BTreeMap<String, RenderedService>,
+    changed: &BTreeSet<String>,
+) -> Vec<String> {
+    changed
+        .iter()
+        .filter(|name| rendered.get(*name).is_some_and(|s| s.build))
+        .cloned()
+        .collect()
+}
+
+/// `prune_images`: after a successful deploy, online only (offline is never a change).
+pub fn prunes_images(mode: Mode, prune_images: bool) -> bool {
+    mode == Mode::Online && prune_images
+}
+
+/// Why a deployment is not applied by this run at all, if it is not: a webhook for a reference its
+/// `webhook_filter` does not accept.
+pub fn skip(trigger: Trigger, config: &DeployConfig, reference: &str) -> Option<String> {
+    (trigger == Trigger::Webhook && !config.accepts_webhook_ref(reference)).then(|| {
+        format!(
+            "the webhook's reference {reference} does not match webhook_filter {}",
+            config.webhook_filter
+        )
+    })
+}
+
+/// What `destroy` does with a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyPlan {
+    /// Nothing while the repository cannot be read: an outage is not a reason to remove anything.
+    NotOffline,
+    /// The stack is already gone: only its record is dropped.
+    NothingLeft,
+    /// Its containers were deployed from another repository (named here): refused.
+    NotOurs(String),
+    /// Remove it.
+    Remove,
+}
+
+/// upstream's `destroy` ownership rule: a stack is removed only when every container carries this
+/// repository's `cd.doco.source.name` (`ours`), and never offline.
+pub fn destroy_plan(mode: Mode, containers: &[ContainerInfo], ours: &str) -> DestroyPlan {
+    if mode == Mode::Offline {
+        return DestroyPlan::NotOffline;
+    }
+    if containers.is_empty() {
+        return DestroyPlan::NothingLeft;
+    }
+    let foreign = containers.iter().find_map(|c| {
+        let owner = c.labels.get(doco_docker::labels::SOURCE_NAME);
+        (owner.map(String::as_str) != Some(ours)).then(|| {
+            owner
+                .cloned()
+                .unwrap_or_else(|| "nobody (no doco-cd label)".into())
+        })
+    });
+    match foreign {
+        Some(owner) => DestroyPlan::NotOurs(owner),
+        None => DestroyPlan::Remove,
     }
 }
 
@@ -281,10 +432,11 @@ pub struct Obsolete {
 
 /// upstream's clean-up of auto-discovered stacks: running stacks that this repository (by repository
 /// name, target and reference) deployed through auto-discovery with `delete: true`, and that are no
-/// longer among `present` (the deployments the repository describes now). Only online, and only
-/// when every deployment of the repository could be named, is it called: an unreadable repository
-/// never removes anything.
+/// longer among `present` (the deployments the repository describes now). Nothing offline; and the
+/// caller asks only when every deployment of the repository could be named: an unreadable
+/// repository never removes anything.
 pub fn obsolete_auto_discovered(
+    mode: Mode,
     observed: &BTreeMap<String, Vec<ContainerInfo>>,
     present: &BTreeSet<String>,
     repo_name: &str,
@@ -292,6 +444,9 @@ pub fn obsolete_auto_discovered(
     reference: &str,
 ) -> Vec<Obsolete> {
     use doco_docker::labels as key;
+    if mode != Mode::Online {
+        return Vec::new();
+    }
     observed
         .iter()
         .filter(|(project, _)| !present.contains(*project))
@@ -416,7 +571,8 @@ mod tests {
             labels: BTreeMap::new(),
             config_hash: Some(hash.into()),
             oneoff: false,
-            unhealthy: false,
+            health: doco_docker::Health::None,
+            image_id: String::new(),
         }
     }
 
@@ -427,6 +583,7 @@ mod tests {
             must_run,
             replicas: 1,
             compose_hash: Some(hash.into()),
+            live_hash: None,
         }
     }
 
@@ -495,6 +652,7 @@ mod tests {
         ]);
         let present = BTreeSet::from(["still-here".to_string()]);
         let obsolete = obsolete_auto_discovered(
+            Mode::Online,
             &observed,
             &present,
             "git.example.com/ops/stacks",
@@ -518,12 +676,20 @@ mod tests {
             ]
         );
         assert!(
-            obsolete_auto_discovered(&observed, &present, "git.example.com/ops/stacks", "", "dev")
-                .is_empty(),
+            obsolete_auto_discovered(
+                Mode::Online,
+                &observed,
+                &present,
+                "git.example.com/ops/stacks",
+                "",
+                "dev"
+            )
+            .is_empty(),
             "another reference"
         );
         assert!(
             obsolete_auto_discovered(
+                Mode::Online,
                 &observed,
                 &present,
                 "git.example.com/ops/stacks",
@@ -532,6 +698,151 @@ mod tests {
             )
             .is_empty(),
             "another target"
+        );
+    }
+
+    #[test]
+    fn offline_removes_nothing_and_pulls_nothing_present() {
+        let observed = BTreeMap::from([discovered(
+            "gone",
+            "https://git.example.com/ops/stacks.git",
+            r#"{"enabled":true,"depth":0,"delete":true,"remove_volumes":true,"remove_images":false}"#,
+        )]);
+        let none = BTreeSet::new();
+        let name = "git.example.com/ops/stacks";
+        assert_eq!(
+            obsolete_auto_discovered(Mode::Online, &observed, &none, name, "", "main").len(),
+            1
+        );
+        assert!(
+            obsolete_auto_discovered(Mode::Offline, &observed, &none, name, "", "main").is_empty()
+        );
+        assert_eq!(pull_policy(Mode::Online, true), PullPolicy::Always);
+        assert_eq!(pull_policy(Mode::Offline, true), PullPolicy::Missing);
+        assert_eq!(pull_policy(Mode::Online, false), PullPolicy::Missing);
+        assert!(prunes_images(Mode::Online, true));
+        assert!(!prunes_images(Mode::Offline, true));
+        assert!(!prunes_images(Mode::Online, false));
+        assert!(applies_changes(Mode::Online));
+        assert!(!applies_changes(Mode::Offline), "offline only heals");
+    }
+
+    #[test]
+    fn destroy_plan_table() {
+        use doco_docker::labels::SOURCE_NAME;
+        let owned = |owner: Option<&str>| {
+            let mut c = running_web();
+            if let Some(owner) = owner {
+                c.labels.insert(SOURCE_NAME.into(), owner.into());
+            }
+            c
+        };
+        let ours = "git.example.com/ops/stack";
+        let cases: Vec<(&str, Mode, Vec<ContainerInfo>, DestroyPlan)> = vec![
+            (
+                "ours",
+                Mode::Online,
+                vec![owned(Some(ours))],
+                DestroyPlan::Remove,
+            ),
+            (
+                "never offline",
+                Mode::Offline,
+                vec![owned(Some(ours))],
+                DestroyPlan::NotOffline,
+            ),
+            (
+                "already gone",
+                Mode::Online,
+                vec![],
+                DestroyPlan::NothingLeft,
+            ),
+            (
+                "another repository's",
+                Mode::Online,
+                vec![owned(Some(ours)), owned(Some("other/repo"))],
+                DestroyPlan::NotOurs("other/repo".into()),
+            ),
+            (
+                "unlabelled",
+                Mode::Online,
+                vec![owned(None)],
+                DestroyPlan::NotOurs("nobody (no doco-cd label)".into()),
+            ),
+        ];
+        for (what, mode, containers, expected) in cases {
+            assert_eq!(destroy_plan(mode, &containers, ours), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_is_skipped_only_when_its_reference_does_not_match_the_filter() {
+        let config = DeployConfig {
+            webhook_filter: "^refs/tags/v".into(),
+            ..DeployConfig::default()
+        };
+        assert!(skip(Trigger::Webhook, &config, "refs/heads/main").is_some());
+        assert!(skip(Trigger::Webhook, &config, "refs/tags/v1.2").is_none());
+        assert!(
+            skip(Trigger::Poll, &config, "refs/heads/main").is_none(),
+            "polls are not filtered"
+        );
+    }
+
+    #[test]
+    fn only_services_whose_live_inputs_changed_and_that_are_not_recreated_are_reloaded() {
+        let mut r = record();
+        r.services.get_mut("web").unwrap().live_hash = Some("l1".into());
+        let mut now = rendered("fw");
+        now.get_mut("web").unwrap().live_hash = Some("l2".into());
+        let none = BTreeSet::new();
+        assert_eq!(
+            live_reloads(&now, Some(&r), &none),
+            BTreeSet::from(["web".to_string()])
+        );
+        let recreated = BTreeSet::from(["web".to_string()]);
+        assert!(
+            live_reloads(&now, Some(&r), &recreated).is_empty(),
+            "recreated anyway"
+        );
+        now.get_mut("web").unwrap().live_hash = Some("l1".into());
+        assert!(live_reloads(&now, Some(&r), &none).is_empty(), "unchanged");
+        assert!(live_reloads(&now, None, &none).is_empty(), "first deploy");
+    }
+
+    #[test]
+    fn a_deploy_waits_for_running_and_where_checked_healthy_services() {
+        use doco_docker::Health;
+        let mut services = rendered("fw");
+        services.get_mut("web").unwrap().healthcheck = true;
+        let with_health = |health| ContainerInfo {
+            health,
+            ..running_web()
+        };
+        assert_eq!(
+            not_ready(&services, &[]),
+            Some(NotReady::NotRunning("web".into()))
+        );
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Starting)]),
+            Some(NotReady::NotHealthy("web".into(), "w1".into()))
+        );
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Unhealthy)]),
+            Some(NotReady::NotHealthy("web".into(), "w1".into()))
+        );
+        assert_eq!(not_ready(&services, &[with_health(Health::Healthy)]), None);
+        services.get_mut("web").unwrap().healthcheck = false;
+        assert_eq!(
+            not_ready(&services, &[with_health(Health::Starting)]),
+            None,
+            "no health check: running is enough"
+        );
+        let stopped_job = container("j1", "job", ContainerState::Exited, "hj");
+        assert_eq!(
+            not_ready(&services, &[running_web(), stopped_job]),
+            None,
+            "jobs are not waited for"
         );
     }
 
@@ -682,6 +993,9 @@ mod tests {
                     fingerprint: web_fp.into(),
                     must_run: true,
                     replicas: 1,
+                    healthcheck: false,
+                    build: false,
+                    live_hash: None,
                 },
             ),
             (
@@ -690,6 +1004,9 @@ mod tests {
                     fingerprint: "fj".into(),
                     must_run: false,
                     replicas: 1,
+                    healthcheck: false,
+                    build: false,
+                    live_hash: None,
                 },
             ),
         ])
@@ -728,6 +1045,7 @@ mod tests {
     const SWITCHES: Switches = Switches {
         remove_orphans: true,
         force_recreate: false,
+        force_image_pull: false,
     };
 
     #[test]
@@ -857,6 +1175,7 @@ mod tests {
         let switches = Switches {
             remove_orphans: true,
             force_recreate: true,
+            force_image_pull: false,
         };
         assert!(matches!(
             full_plan(

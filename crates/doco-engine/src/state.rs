@@ -98,6 +98,10 @@ pub struct ServiceRecord {
     pub replicas: u32,
     /// compose's `com.docker.compose.config-hash` of its containers after the deploy.
     pub compose_hash: Option<String>,
+    /// The content hash of its live inputs (`recreate.ignore`), when it has any: a change signals
+    /// the service instead of recreating it.
+    #[serde(default)]
+    pub live_hash: Option<String>,
 }
 
 /// The key of a repository and reference in [`State::repositories`]. A branch or tag is keyed by its
@@ -138,16 +142,34 @@ pub enum LoadOutcome {
     MovedAside(PathBuf, String),
 }
 
+/// How long a newer "last successful fetch" time may stay unwritten when nothing else changed: a
+/// quiet poll writes nothing to the data volume, and after a restart that time is at most this old.
+pub const SUCCESS_TIME_GRANULARITY: u64 = 600;
+
 /// The single owner of the state file.
 #[derive(Debug)]
 pub struct StateStore {
     path: PathBuf,
+    /// What the file holds now, to skip writes that would change nothing that matters.
+    written: std::sync::Mutex<Option<State>>,
+}
+
+/// Whether [`StateStore::save`] wrote the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// The file was replaced.
+    Written,
+    /// Nothing changed but fresher fetch times within [`SUCCESS_TIME_GRANULARITY`]: not written.
+    Unchanged,
 }
 
 impl StateStore {
     /// A store for the file at `path`.
     pub fn new(path: PathBuf) -> Self {
-        StateStore { path }
+        StateStore {
+            path,
+            written: std::sync::Mutex::new(None),
+        }
     }
 
     /// The state file's path.
@@ -165,7 +187,10 @@ impl StateStore {
             Err(e) => return self.move_aside(format!("unreadable: {e}")),
         };
         match serde_json::from_slice::<State>(&bytes) {
-            Ok(state) if state.version == STATE_VERSION => (state, LoadOutcome::Loaded),
+            Ok(state) if state.version == STATE_VERSION => {
+                *self.lock_written() = Some(state.clone());
+                (state, LoadOutcome::Loaded)
+            }
             Ok(state) => self.move_aside(format!(
                 "schema version {} is not {STATE_VERSION}",
                 state.version
@@ -187,8 +212,29 @@ impl StateStore {
         }
     }
 
-    /// Replaces the state file atomically with `state`.
-    pub fn save(&self, state: &State) -> Result<(), StateError> {
+    /// Replaces the state file atomically with `state`, unless it holds the same state already (fetch
+    /// times may be up to [`SUCCESS_TIME_GRANULARITY`] older in the file).
+    pub fn save(&self, state: &State) -> Result<Saved, StateError> {
+        if self
+            .lock_written()
+            .as_ref()
+            .is_some_and(|written| same_but_fresher(written, state))
+        {
+            return Ok(Saved::Unchanged);
+        }
+        self.write(state)?;
+        *self.lock_written() = Some(state.clone());
+        Ok(Saved::Written)
+    }
+
+    fn lock_written(&self) -> std::sync::MutexGuard<'_, Option<State>> {
+        // The value is replaced whole; a panicking holder cannot leave it half-written.
+        self.written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self, state: &State) -> Result<(), StateError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
                 path: dir.to_path_buf(),
@@ -208,6 +254,28 @@ impl StateStore {
         file.write_all(b"\n").map_err(write_err)?;
         file.commit().map_err(write_err)
     }
+}
+
+/// Whether `state` differs from `written` only by fetch times less than
+/// [`SUCCESS_TIME_GRANULARITY`] newer.
+fn same_but_fresher(written: &State, state: &State) -> bool {
+    if written.version != state.version || written.repositories.len() != state.repositories.len() {
+        return false;
+    }
+    written
+        .repositories
+        .iter()
+        .zip(&state.repositories)
+        .all(|((old_key, old), (key, new))| {
+            let fresher = new.last_success_unix >= old.last_success_unix
+                && new.last_success_unix - old.last_success_unix < SUCCESS_TIME_GRANULARITY;
+            old_key == key
+                && fresher
+                && RepositoryState {
+                    last_success_unix: old.last_success_unix,
+                    ..new.clone()
+                } == *old
+        })
 }
 
 fn empty() -> State {
@@ -247,6 +315,7 @@ mod tests {
                         must_run: true,
                         replicas: 1,
                         compose_hash: Some("c".into()),
+                        live_hash: None,
                     },
                 )]),
             },
@@ -309,6 +378,36 @@ mod tests {
         let (state, outcome) = StateStore::new(path).load();
         assert_eq!(state, empty());
         assert!(matches!(outcome, LoadOutcome::MovedAside(_, reason) if reason.contains("99")));
+    }
+
+    #[test]
+    fn a_state_that_only_has_a_fresher_fetch_time_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("state.json"));
+        let mut state = sample();
+        assert_eq!(store.save(&state).unwrap(), Saved::Written);
+        assert_eq!(store.save(&state).unwrap(), Saved::Unchanged);
+        let key = state.repositories.keys().next().unwrap().clone();
+        state.repositories.get_mut(&key).unwrap().last_success_unix += 60;
+        assert_eq!(
+            store.save(&state).unwrap(),
+            Saved::Unchanged,
+            "a quiet poll"
+        );
+        state.repositories.get_mut(&key).unwrap().last_success_unix += SUCCESS_TIME_GRANULARITY;
+        assert_eq!(
+            store.save(&state).unwrap(),
+            Saved::Written,
+            "fetch time too old on disk"
+        );
+        state.repositories.get_mut(&key).unwrap().commit = "b".repeat(40);
+        assert_eq!(store.save(&state).unwrap(), Saved::Written, "a new commit");
+        assert_eq!(store.load().0, state);
+
+        // A store that loaded the file knows what it holds.
+        let reopened = StateStore::new(dir.path().join("state.json"));
+        let (loaded, _) = reopened.load();
+        assert_eq!(reopened.save(&loaded).unwrap(), Saved::Unchanged);
     }
 
     #[test]

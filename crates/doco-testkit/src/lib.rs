@@ -8,6 +8,7 @@ pub mod github_api;
 pub mod http;
 pub mod smart_http;
 pub mod sshd;
+pub mod tls_proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

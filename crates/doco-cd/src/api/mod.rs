@@ -8,10 +8,12 @@
 //! | `GET /v1/api/projects` (`all`), `GET`/`DELETE /v1/api/project/{name}`, `POST /v1/api/project/{name}/{start\|stop\|restart}` | Compose projects ([`projects`]) |
 //! | `POST /v1/api/poll/run` (`wait`) | one-off polls through the poll path ([`poll`]) |
 //! | `GET /v1/api/repositories` | **this implementation's addition**: last good commit, last fetch, offline flag and deployments per repository |
-//! | `/v1/api/jobs`, `/v1/api/job/{jobName}/run`, `/v1/api/stacks`, `/v1/api/stack/…` | 501: the scheduler and Swarm are not built |
+//! | `GET /v1/api/jobs` (`stack`), `POST /v1/api/job/{jobName}/run` (`stack`, `wait`) | scheduled jobs ([`jobs`]) |
+//! | `/v1/api/stacks`, `/v1/api/stack/…` | 501: Swarm is not built |
 //!
 //! Methods, the order of checks (method or key first) and messages follow upstream's handlers.
 
+pub mod jobs;
 pub mod poll;
 pub mod projects;
 pub mod runs;
@@ -46,6 +48,7 @@ pub struct Api {
     reconciler: Arc<Reconciler>,
     scheduler: Scheduler,
     tracker: Arc<RunTracker>,
+    jobs: doco_engine::jobs::Jobs,
     min_interval: Duration,
 }
 
@@ -58,6 +61,7 @@ impl Api {
         reconciler: Arc<Reconciler>,
         scheduler: Scheduler,
         tracker: Arc<RunTracker>,
+        jobs: doco_engine::jobs::Jobs,
     ) -> Option<Self> {
         let secret = config.api_secret.as_ref()?.expose();
         if secret.is_empty() {
@@ -70,6 +74,7 @@ impl Api {
             reconciler,
             scheduler,
             tracker,
+            jobs,
             min_interval: config.min_poll_interval,
         })
     }
@@ -79,8 +84,8 @@ impl Api {
         Router::new()
             .route("/v1/api/runs", any(runs_handler))
             .route("/v1/api/run/{jobID}", any(run_handler))
-            .route("/v1/api/jobs", any(unavailable_get))
-            .route("/v1/api/job/{jobName}/run", any(unavailable_post))
+            .route("/v1/api/jobs", any(jobs::list))
+            .route("/v1/api/job/{jobName}/run", any(jobs::run))
             .route("/v1/api/projects", any(projects::list))
             .route("/v1/api/project/{projectName}", any(projects::one))
             .route(
@@ -303,29 +308,20 @@ async fn run_handler(
 }
 
 /// What this build answers for upstream routes whose feature it does not have.
-fn not_implemented(path: &str, job_id: &str) -> Response {
-    let (message, detail) = if path.starts_with("/v1/api/job") {
-        (
-            "scheduled jobs are not supported by this build",
-            "doco-cd (Rust) has no job scheduler yet (cd.doco.job.* labels are not run)",
-        )
-    } else {
-        (
-            "swarm stacks are not supported by this build",
-            "doco-cd (Rust) deploys with docker compose only; Docker Swarm stacks are not managed",
-        )
-    };
-    error(StatusCode::NOT_IMPLEMENTED, message, json!(detail), job_id)
+fn not_implemented(job_id: &str) -> Response {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "swarm stacks are not supported by this build",
+        json!(
+            "doco-cd (Rust) deploys with docker compose only; Docker Swarm stacks are not managed"
+        ),
+        job_id,
+    )
 }
 
-/// `/v1/api/jobs` and `/v1/api/stacks`: GET, method checked first (as upstream), then the key.
+/// `/v1/api/stacks`: GET, method checked first (as upstream), then the key.
 async fn unavailable_get(State(api): State<Api>, request: Request) -> Response {
     unavailable(api, request, Some(Method::GET))
-}
-
-/// `/v1/api/job/{jobName}/run`: POST, method checked first.
-async fn unavailable_post(State(api): State<Api>, request: Request) -> Response {
-    unavailable(api, request, Some(Method::POST))
 }
 
 /// `/v1/api/stack/…`: the key first; upstream checks the method after looking the stack up.
@@ -343,7 +339,7 @@ fn unavailable(api: Api, request: Request, method: Option<Method>) -> Response {
     if !api.authorized(request.headers()) {
         return unauthorized(&job_id);
     }
-    not_implemented(request.uri().path(), &job_id)
+    not_implemented(&job_id)
 }
 
 /// `GET /v1/api/repositories` (this implementation's addition): per repository and reference, the

@@ -53,6 +53,7 @@ fn fixture_with(secret: Option<&str>, prepare: impl FnOnce(&Path)) -> Fixture {
         reconciler.clone(),
         doco_engine::Scheduler::new().0,
         tracker.clone(),
+        jobs(&docker, &reconciler),
     );
     Fixture {
         router: crate::http::api_router(docker, reconciler, None, api),
@@ -298,8 +299,6 @@ async fn poll_run_runs_the_poll_path_and_reports_failures_in_the_run() {
 async fn unbuilt_features_answer_501_with_the_reason() {
     let f = fixture();
     for (method, path, what) in [
-        ("GET", "/v1/api/jobs", "scheduled jobs"),
-        ("POST", "/v1/api/job/backup/run", "scheduled jobs"),
         ("GET", "/v1/api/stacks", "swarm stacks"),
         ("GET", "/v1/api/stack/s", "swarm stacks"),
         ("DELETE", "/v1/api/stack/s", "swarm stacks"),
@@ -312,6 +311,36 @@ async fn unbuilt_features_answer_501_with_the_reason() {
             "{method} {path}: {body}"
         );
     }
+}
+
+fn jobs(docker: &doco_docker::Engine, reconciler: &Reconciler) -> doco_engine::jobs::Jobs {
+    doco_engine::jobs::Jobs::new(doco_engine::jobs::JobsParts {
+        engine: Arc::new(docker.clone()),
+        clock: doco_engine::jobs::Clock::System,
+        tz: jiff_utc(),
+        locks: reconciler.stack_locks(),
+        registry: reconciler.registry(),
+        metrics: doco_engine::Metrics::new().scheduled.clone(),
+        notifier: doco_engine::notify::Notifier::disabled(),
+        observer: None,
+    })
+}
+
+fn jiff_utc() -> doco_engine::jobs::runner::Zone {
+    doco_engine::jobs::runner::Zone::UTC
+}
+
+#[tokio::test]
+async fn job_routes_report_an_unreachable_engine_as_500() {
+    let f = fixture();
+    let (status, body) = f.get("/v1/api/jobs").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"], "failed to list scheduled jobs");
+    let (status, body) = f
+        .send("POST", "/v1/api/job/backup/run", Some(KEY), "")
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"], "failed to trigger scheduled job run");
 }
 
 #[tokio::test]

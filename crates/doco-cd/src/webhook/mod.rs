@@ -16,10 +16,15 @@
 //! | no `ref` in the payload (`?wait=true`; in the background the 202 was already sent) | 400 |
 //! | branch or tag deleted | 202, skipped |
 //! | `file://` clone URL not produced by `SOURCE_URL_REWRITES` | 403 |
-//! | body over `MAX_PAYLOAD_SIZE`, unreadable payload, failed deploy | 500 |
+//! | body over `MAX_PAYLOAD_SIZE` | 413 (upstream: 500) |
+//! | empty body, or not the provider's JSON | 400 (upstream: 500) |
+//! | unreadable body, failed deploy | 500 |
 //! | no `.doco-cd[.<target>].y(a)ml` for the target (`?wait=true`) | 404 (upstream: 500) |
 //!
-//! The 404 is a deliberate difference: upstream answers 500 "failed to get deploy configuration"
+//! The 413 and the 400 are deliberate differences: upstream answers 500 "failed to parse payload"
+//! to both, which tells a sender (and its retry logic, and an alert on 5xx) that the daemon failed,
+//! when it is the request that cannot be accepted; the error field is upstream's, so only the code
+//! differs. The 404 is a deliberate difference too: upstream answers 500 "failed to get deploy configuration"
 //! when the target's file is missing, but the request named something that does not exist (most
 //! often a typo in the `{customTarget}` of the URL), which is the client's to fix, not a fault of
 //! the daemon. The body names the files looked for and the directory.
@@ -203,20 +208,23 @@ impl Webhook {
                 return refuse(
                     "failed to parse payload",
                     "failed to parse payload: request body is empty".into(),
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_REQUEST,
                 );
             }
             Ok(body) => body,
             Err(e) => {
-                let reason = if is_length_limit(&e) {
-                    "http: request body too large".to_string()
+                let (reason, status) = if is_length_limit(&e) {
+                    (
+                        "http: request body too large".to_string(),
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                    )
                 } else {
-                    e.to_string()
+                    (e.to_string(), StatusCode::INTERNAL_SERVER_ERROR)
                 };
                 return refuse(
                     "failed to parse payload",
                     format!("failed to parse payload: {reason}"),
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    status,
                 );
             }
         };
@@ -248,7 +256,7 @@ impl Webhook {
                 return refuse(
                     "failed to parse payload",
                     e.to_string(),
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_REQUEST,
                 );
             }
         };

@@ -1,5 +1,7 @@
-//! The push payloads upstream understands, read into one shape: GitHub's (also sent by Gitea and
-//! Gogs) and GitLab's. Fields are read as upstream's decoder reads them: unknown keys are ignored, a
+//! The push payloads upstream understands, read into one shape: GitHub's (also sent by Gitea, Gogs
+//! and Forgejo) and GitLab's. A request signed only with Forgejo's own headers
+//! (`X-Forgejo-Signature`, `X-Forgejo-Event`) is read like Gitea's, whose payload Forgejo sends;
+//! upstream verifies it and then fails with 500 "failed to parse payload". Fields are read as upstream's decoder reads them: unknown keys are ignored, a
 //! missing or `null` field is empty. Also the deletion test: a push that deletes a branch or tag is
 //! answered 202 and skipped.
 //!
@@ -42,7 +44,7 @@ pub enum ParseError {
     /// The body is not the JSON the provider sends.
     #[error("{0}")]
     Json(#[from] serde_json::Error),
-    /// upstream parses no payload for this provider (a request signed only by `X-Forgejo-Signature`).
+    /// No payload of this provider is understood (OCI registry notifications).
     #[error("failed to parse payload")]
     Unsupported,
 }
@@ -90,7 +92,7 @@ struct GitlabProject {
 /// Reads `body` as `provider` sends it.
 pub fn parse(body: &[u8], provider: Provider) -> Result<Payload, ParseError> {
     match provider {
-        Provider::GitHub | Provider::Gitea | Provider::Gogs => {
+        Provider::GitHub | Provider::Gitea | Provider::Gogs | Provider::Forgejo => {
             let push: GithubPush = serde_json::from_slice(body)?;
             let repo = push.repository.unwrap_or_default();
             let after = push.after.unwrap_or_default();
@@ -125,7 +127,7 @@ pub fn parse(body: &[u8], provider: Provider) -> Result<Payload, ParseError> {
                 private: project.visibility_level.unwrap_or_default() == 0,
             })
         }
-        Provider::Forgejo | Provider::Oci => Err(ParseError::Unsupported),
+        Provider::Oci => Err(ParseError::Unsupported),
     }
 }
 
@@ -286,8 +288,14 @@ mod tests {
             parse(br#"{"ref":1}"#, Provider::Gitea),
             Err(ParseError::Json(_))
         ));
+        assert_eq!(
+            parse(br#"{"ref":"refs/heads/main"}"#, Provider::Forgejo)
+                .unwrap()
+                .reference,
+            "refs/heads/main"
+        );
         assert!(matches!(
-            parse(br#"{"ref":"refs/heads/main"}"#, Provider::Forgejo),
+            parse(br#"{"ref":"refs/heads/main"}"#, Provider::Oci),
             Err(ParseError::Unsupported)
         ));
     }

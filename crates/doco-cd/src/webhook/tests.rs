@@ -237,12 +237,12 @@ async fn non_post_is_405() {
 }
 
 #[tokio::test]
-async fn body_over_max_payload_size_is_refused_as_upstream_does() {
+async fn body_over_max_payload_size_is_413() {
     let h = harness_with(&[("MAX_PAYLOAD_SIZE", "64")], Ok(()));
     let body = good_push();
     assert!(body.len() > 64);
     let (status, json) = send(&h.router, signed("/v1/webhook?wait=true", &body)).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 413);
     assert_eq!(json["error"], "failed to parse payload");
     assert_eq!(
         json["content"],
@@ -256,24 +256,29 @@ async fn body_over_max_payload_size_is_refused_as_upstream_does() {
 }
 
 #[tokio::test]
-async fn empty_body_and_bad_json_are_500() {
+async fn empty_body_and_bad_json_are_400() {
     let h = harness();
     let (status, json) = send(&h.router, signed("/v1/webhook", b"")).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 400);
     assert_eq!(json["error"], "failed to parse payload");
     let (status, json) = send(&h.router, signed("/v1/webhook", b"[not json")).await;
-    assert_eq!(status, 500);
+    assert_eq!(status, 400);
     assert_eq!(json["error"], "failed to parse payload");
-    // Only Forgejo's own header: verified, then unparsable as upstream.
+    assert!(h.deployed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_push_with_only_forgejo_headers_deploys() {
+    let h = harness();
     let body = good_push();
-    let request = Request::post("/v1/webhook")
+    let request = Request::post("/v1/webhook?wait=true")
         .header("X-Forgejo-Signature", verify::sign(&body, SECRET))
         .header("X-Forgejo-Event", "push")
         .body(Body::from(body))
         .unwrap();
     let (status, _) = send(&h.router, request).await;
-    assert_eq!(status, 500);
-    assert!(h.deployed.lock().unwrap().is_empty());
+    assert_eq!(status, 201);
+    assert_eq!(h.deployed.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

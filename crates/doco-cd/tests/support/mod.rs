@@ -276,7 +276,7 @@ pub fn http_request(
     (status, json)
 }
 
-fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

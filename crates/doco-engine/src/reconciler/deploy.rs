@@ -2,59 +2,101 @@
 //! `docker compose up`, waiting for the services, and recording what was deployed. The decisions
 //! themselves are in `plan`; this module carries them out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{ComposeProject, ContainerEvent, ContainerInfo, PullPolicy, UpOptions};
+use doco_docker::{
+    BuildOptions, ComposeProject, ContainerEvent, ContainerInfo, LiveInput, MountOverride,
+    PullPolicy, UpOptions,
+};
 use tracing::{Instrument, info, info_span, warn};
 
+use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
 use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
+use crate::live::LiveStack;
 use crate::metrics;
-use crate::plan::{self, Desired, FullPlan, Mode, QuickPlan, Switches};
+use crate::plan::{self, Desired, DestroyPlan, FullPlan, NotReady, QuickPlan, Switches};
 use crate::registry::EventTarget;
 use crate::state::{DeploymentRecord, ServiceRecord};
 
+/// What applying a deployment did: its outcome, how its record changes, and the unhealthy containers
+/// it saw (for the event loop's restart budget).
+pub(super) struct Applied {
+    pub outcome: DeploymentOutcome,
+    pub record: RecordChange,
+    pub unhealthy: Vec<ContainerEvent>,
+}
+
+impl Applied {
+    fn new(outcome: DeploymentOutcome, record: RecordChange) -> Applied {
+        Applied {
+            outcome,
+            record,
+            unhealthy: Vec::new(),
+        }
+    }
+}
+
+/// When [`Reconciler::live_mounts`] updates the live copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LiveSync {
+    /// Every deploy: the copies follow the commit being deployed.
+    Always,
+    /// A heal: only make them when they are missing.
+    IfMissing,
+}
+
+/// What a deploy applies: the compose invocation, the planned services, the deploy config's hash,
+/// the mounts its override takes from the live copies, and the job services.
+struct DeployTarget<'a> {
+    project: &'a ComposeProject,
+    planned: &'a BTreeMap<String, plan::RenderedService>,
+    config_hash: &'a str,
+    mounts: &'a MountOverride,
+    /// The job services (`cd.doco.job.enabled`): created, never started, by a deploy.
+    jobs: &'a BTreeSet<String>,
+}
+
 impl Reconciler {
+    /// Applies one deployment of the poll: its change, or its removal with `destroy`.
     pub(super) async fn deploy_one(
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Entry {
         let name = &deployment.config.name;
         let span = info_span!("deployment", deployment = %name);
         async {
-            self.registry.set_target(
-                name,
-                EventTarget {
-                    poll: ctx.poll.clone(),
-                    reconciliation: deployment.config.reconciliation.clone(),
-                },
-            );
-            check_supported(deployment)?;
-            if ctx.kind == Trigger::Webhook
-                && !deployment.config.accepts_webhook_ref(&ctx.poll.reference)
-            {
-                info!(webhook_filter = %deployment.config.webhook_filter, reference = %ctx.poll.reference,
-                    "the webhook's reference does not match webhook_filter; skipped");
-                return Ok(DeploymentOutcome::UpToDate);
+            let mut entry = Entry::new(&ctx.key, name, plan::short(ctx.commit), Step::Change);
+            entry.target = Some(EventTarget {
+                poll: ctx.poll.clone(),
+                reconciliation: deployment.config.reconciliation.clone(),
+            });
+            if let Err(e) = check_supported(deployment) {
+                entry.outcome = Err(e);
+                return entry;
+            }
+            if let Some(reason) = plan::skip(ctx.kind, &deployment.config, &ctx.poll.reference) {
+                info!(%reason, "skipped");
+                return entry;
             }
             let labels = metrics::repo(ctx.repo_name);
             self.metrics.deployments_queued.get_or_create(&labels).inc();
             let slot = self.deploy_slots.acquire().await;
             self.metrics.deployments_queued.get_or_create(&labels).dec();
             self.metrics.deployments_active.get_or_create(&labels).inc();
-            let outcome = self.deploy_in_slot(ctx, deployment, observed).await;
+            let entry = self.deploy_in_slot(ctx, deployment, observed, entry).await;
             self.metrics.deployments_active.get_or_create(&labels).dec();
             drop(slot);
-            outcome
+            entry
         }
         .instrument(span)
         .await
@@ -66,9 +108,12 @@ impl Reconciler {
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Result<DeploymentOutcome, DeployError> {
+        mut entry: Entry,
+    ) -> Entry {
         let name = &deployment.config.name;
         let started = Instant::now();
+        // Shared with the job scheduler: a deploy and a job run of one stack never overlap.
+        let _stack = self.stack_locks.lock(name).await;
         let record = self
             .state
             .lock()
@@ -79,57 +124,39 @@ impl Reconciler {
             .cloned();
         let empty = Vec::new();
         let containers = observed.get(name).unwrap_or(&empty);
-        if deployment.config.destroy.enabled {
-            return self.destroy(ctx, deployment, containers).await;
-        }
-        let config_hash = deployment.config.hash();
-        let desired = Desired {
-            commit: ctx.commit,
-            config_hash: &config_hash,
-            force_recreate: deployment.config.force_recreate,
-        };
-        let id = (ctx.key.clone(), name.clone());
-        let wanted = backoff::Desired {
-            commit: ctx.commit.to_string(),
-            config_hash: config_hash.clone(),
-        };
-        let now = Instant::now();
-        if let Some(wait) = lock(&self.backoffs).wait(&id, &wanted, now) {
-            return Ok(DeploymentOutcome::Waiting(wait));
-        }
-        let outcome = self
-            .change(ctx, deployment, &desired, record.as_ref(), containers)
-            .await;
-        match &outcome {
-            Err(e) => {
-                let delay = lock(&self.backoffs).failed(id, wanted, e.to_string(), now);
-                self.metrics
-                    .deployment_backoff
-                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
-                    .set(delay.as_secs() as i64);
-                warn!(
-                    retry_in_secs = delay.as_secs(),
-                    "the change failed; the last known good state stays enforced and the change is retried after a backoff"
-                );
+        let applied = if deployment.config.destroy.enabled {
+            entry.step = Step::Remove;
+            self.destroy(ctx, deployment, containers).await
+        } else {
+            let config_hash = deployment.config.hash();
+            let attempt = backoff::Desired {
+                commit: ctx.commit.to_string(),
+                config_hash: config_hash.clone(),
+            };
+            let id = (ctx.key.clone(), name.clone());
+            if let Some(wait) = lock(&self.backoffs).wait(&id, &attempt, Instant::now()) {
+                entry.outcome = Ok(DeploymentOutcome::Waiting(wait));
+                return entry;
             }
-            Ok(_) => {
-                lock(&self.backoffs).succeeded(&id);
-                self.metrics
-                    .deployment_backoff
-                    .get_or_create(&metrics::deployment(ctx.repo_name, name))
-                    .set(0);
+            entry.attempt = Some(attempt);
+            let desired = Desired {
+                commit: ctx.commit,
+                config_hash: &config_hash,
+                force_recreate: deployment.config.force_recreate,
+            };
+            self.change(ctx, deployment, &desired, record.as_ref(), containers)
+                .await
+        };
+        match applied {
+            Ok(applied) => {
+                entry.outcome = Ok(applied.outcome);
+                entry.record = applied.record;
+                entry.unhealthy = applied.unhealthy;
             }
+            Err(e) => entry.outcome = Err(e),
         }
-        let outcome = outcome?;
-        if outcome != DeploymentOutcome::UpToDate {
-            let labels = metrics::deployment(ctx.repo_name, name);
-            self.metrics.deployments.get_or_create(&labels).inc();
-            self.metrics
-                .deployment_duration
-                .get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
-        }
-        Ok(outcome)
+        entry.elapsed = started.elapsed();
+        entry
     }
 
     /// The change step: the quick check, then rendering and deploying when something changed.
@@ -140,23 +167,28 @@ impl Reconciler {
         desired: &Desired<'_>,
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let config_hash = desired.config_hash;
-        let outcome = match plan::quick_plan(desired, record, containers, ctx.mode) {
+        match plan::quick_plan(desired, record, containers, ctx.mode) {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
                 tracing::debug!("up to date");
-                self.report_unhealthy(deployment, containers);
-                DeploymentOutcome::UpToDate
+                Ok(Applied {
+                    unhealthy: unhealthy(deployment, containers),
+                    ..Applied::new(DeploymentOutcome::UpToDate, RecordChange::Keep)
+                })
             }
             QuickPlan::Start(ids) => {
                 info!(
                     containers = ids.len(),
                     "starting stopped containers of unchanged services"
                 );
-                self.report_unhealthy(deployment, containers);
-                self.start(&ids).await?
+                let outcome = self.start(&ids).await?;
+                Ok(Applied {
+                    unhealthy: unhealthy(deployment, containers),
+                    ..Applied::new(outcome, RecordChange::Keep)
+                })
             }
             QuickPlan::Render(reason) => {
                 info!(%reason, "rendering the project to decide");
@@ -164,70 +196,46 @@ impl Reconciler {
                     warn!(%warning, "deploy configuration");
                 }
                 self.render_and_apply(ctx, deployment, record, containers, config_hash)
-                    .await?
+                    .await
             }
-        };
-        Ok(outcome)
-    }
-
-    /// Hands the deployment's unhealthy containers to the event loop when it subscribed to
-    /// `unhealthy` (the default), as if their health event had just arrived.
-    fn report_unhealthy(&self, deployment: &ResolvedDeployment, containers: &[ContainerInfo]) {
-        let settings = &deployment.config.reconciliation;
-        if !settings.enabled || !settings.events.iter().any(|e| e == "unhealthy") {
-            return;
-        }
-        for container in containers.iter().filter(|c| c.unhealthy && !c.oneoff) {
-            let report = ContainerEvent {
-                action: "health_status: unhealthy".to_string(),
-                id: container.id.clone(),
-                project: Some(container.project.clone()),
-                service: Some(container.service.clone()),
-                time: unix_now() as i64,
-                time_nano: crate::registry::unix_nanos(),
-            };
-            // Without an event loop (tests, tools) nobody listens; nothing to do then.
-            let _ = self.unhealthy_tx.send(report);
         }
     }
 
     /// upstream's `destroy`: removes the stack (and, as configured, its volumes and images) when its
-    /// containers carry this repository's `cd.doco.source.name`. Never while offline: a repository
-    /// that cannot be read is not a reason to remove anything.
+    /// containers carry this repository's `cd.doco.source.name`; see [`plan::destroy_plan`].
     async fn destroy(
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         containers: &[ContainerInfo],
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let name = &deployment.config.name;
-        if ctx.mode == Mode::Offline {
-            info!("destroy is set, but nothing is removed while the repository is unreachable");
-            return Ok(DeploymentOutcome::UpToDate);
-        }
-        self.forget_record(&ctx.key, name).await;
-        if containers.is_empty() {
-            return Ok(DeploymentOutcome::UpToDate);
-        }
         let ours = doco_git::full_name(&ctx.poll.url);
-        let foreign = containers.iter().find_map(|c| {
-            let owner = c.labels.get(doco_docker::labels::SOURCE_NAME);
-            (owner != Some(&ours)).then(|| {
-                owner
-                    .cloned()
-                    .unwrap_or_else(|| "nobody (no doco-cd label)".into())
-            })
-        });
-        if let Some(owner) = foreign {
-            return Err(DeployError::NotOurs {
+        match plan::destroy_plan(ctx.mode, containers, &ours) {
+            DestroyPlan::NotOffline => {
+                info!("destroy is set, but nothing is removed while the repository is unreachable");
+                Ok(Applied::new(
+                    DeploymentOutcome::UpToDate,
+                    RecordChange::Keep,
+                ))
+            }
+            DestroyPlan::NothingLeft => Ok(Applied::new(
+                DeploymentOutcome::UpToDate,
+                RecordChange::Forget,
+            )),
+            DestroyPlan::NotOurs(owner) => Err(DeployError::NotOurs {
                 project: name.clone(),
                 owner,
                 ours,
-            });
+            }),
+            DestroyPlan::Remove => {
+                let options = &deployment.config.destroy;
+                let outcome = self
+                    .remove_stack(name, options.remove_volumes, options.remove_images)
+                    .await?;
+                Ok(Applied::new(outcome, RecordChange::Forget))
+            }
         }
-        let options = &deployment.config.destroy;
-        self.remove_stack(name, options.remove_volumes, options.remove_images)
-            .await
     }
 
     /// `docker compose down` of `project`, its engine events taken as doco-cd's own.
@@ -244,15 +252,8 @@ impl Reconciler {
             .await;
         drop(own);
         down?;
-        self.registry.remove_target(project);
         info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
-    }
-
-    pub(super) async fn forget_record(&self, key: &str, name: &str) {
-        if let Some(repo) = self.state.lock().await.repositories.get_mut(key) {
-            repo.deployments.remove(name);
-        }
     }
 
     async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
@@ -272,7 +273,7 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
         config_hash: &str,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
         let project = self.compose_project(deployment);
         let rendered = crate::sops::render_decrypted(
             self.runtime.as_ref(),
@@ -282,10 +283,20 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
-        let planned = self.plan_services(ctx, &rendered);
+        // Job labels are checked, and running jobs of the stack waited for, before anything changes.
+        let jobs = crate::jobs::deploy::before_deploy(self.runtime.as_ref(), &rendered, deployment)
+            .await?;
+        let (live_inputs, mounts) = self.live_mounts(
+            &deployment.config.name,
+            &rendered,
+            ctx.checkout,
+            LiveSync::Always,
+        )?;
+        let planned = self.plan_services(ctx, &rendered, &live_inputs);
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
             force_recreate: deployment.config.force_recreate,
+            force_image_pull: deployment.config.force_image_pull,
         };
         let adoptable = adoptable_labels(containers, ctx.commit);
         let unchanged =
@@ -296,9 +307,19 @@ impl Reconciler {
         match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
             FullPlan::UpToDate => {
                 info!("stack unchanged by the new commit; nothing to do");
-                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
-                    .await;
-                Ok(DeploymentOutcome::UpToDate)
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &BTreeSet::new(),
+                )
+                .await?;
+                let record = unchanged(&recorded_labels, &recorded_hashes);
+                Ok(Applied::new(
+                    DeploymentOutcome::UpToDate,
+                    RecordChange::Store(record),
+                ))
             }
             FullPlan::Start(ids) => {
                 info!(
@@ -306,15 +327,127 @@ impl Reconciler {
                     "stack unchanged; starting stopped containers"
                 );
                 let outcome = self.start(&ids).await?;
-                self.store_record(&ctx.key, unchanged(&recorded_labels, &recorded_hashes))
-                    .await;
-                Ok(outcome)
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &BTreeSet::new(),
+                )
+                .await?;
+                let record = unchanged(&recorded_labels, &recorded_hashes);
+                Ok(Applied::new(outcome, RecordChange::Store(record)))
             }
             FullPlan::Deploy(deploy) => {
-                self.deploy(ctx, deployment, &project, &planned, config_hash, deploy)
-                    .await
+                let changed = deploy.changed.clone();
+                let target = DeployTarget {
+                    project: &project,
+                    planned: &planned,
+                    config_hash,
+                    mounts: &mounts,
+                    jobs: &jobs,
+                };
+                let applied = self.deploy(ctx, deployment, target, deploy).await?;
+                self.reload(
+                    &deployment.config.name,
+                    &planned,
+                    record,
+                    &rendered,
+                    &changed,
+                )
+                .await?;
+                Ok(applied)
             }
         }
+    }
+
+    /// The live copies of `rendered`'s inputs excluded from recreation (sources under `tree`), made
+    /// or updated as `sync` says, and the override that mounts them; also each service's live
+    /// inputs.
+    pub(super) fn live_mounts(
+        &self,
+        stack: &str,
+        rendered: &doco_docker::RenderedProject,
+        tree: &Path,
+        sync: LiveSync,
+    ) -> Result<(BTreeMap<String, Vec<LiveInput>>, MountOverride), DeployError> {
+        let live_inputs = self.live_inputs(rendered);
+        let live = LiveStack::new(&self.paths, stack);
+        if sync == LiveSync::Always || !live.exists() {
+            let sources: Vec<PathBuf> = live_inputs
+                .values()
+                .flatten()
+                .map(|i| i.source.clone())
+                .collect();
+            live.sync(tree, &sources)?;
+        }
+        let mounts = live.override_for(
+            live_inputs
+                .iter()
+                .map(|(name, inputs)| (name, inputs.as_slice())),
+            tree,
+            |p| self.paths.to_host(p),
+        );
+        Ok((live_inputs, mounts))
+    }
+
+    /// Each service's inputs excluded from recreation (`recreate.ignore`), as doco-cd's paths.
+    fn live_inputs(
+        &self,
+        rendered: &doco_docker::RenderedProject,
+    ) -> BTreeMap<String, Vec<LiveInput>> {
+        rendered
+            .services
+            .iter()
+            .filter(|(_, service)| !service.live_inputs.is_empty())
+            .map(|(name, service)| {
+                let inputs = service
+                    .live_inputs
+                    .iter()
+                    .map(|input| LiveInput {
+                        source: self.paths.to_mount(&input.source),
+                        kind: input.kind.clone(),
+                    })
+                    .collect();
+                (name.clone(), inputs)
+            })
+            .collect()
+    }
+
+    /// Sends each service whose live inputs changed (and that was not recreated) its
+    /// `recreate.ignore.signal`; the files were updated in place already.
+    async fn reload(
+        &self,
+        project: &str,
+        planned: &BTreeMap<String, plan::RenderedService>,
+        record: Option<&DeploymentRecord>,
+        rendered: &doco_docker::RenderedProject,
+        recreated: &BTreeSet<String>,
+    ) -> Result<(), DeployError> {
+        let reloads = plan::live_reloads(planned, record, recreated);
+        if reloads.is_empty() {
+            return Ok(());
+        }
+        let all = self.runtime.containers().await?;
+        let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
+        for service in reloads {
+            let Some(signal) = rendered
+                .services
+                .get(&service)
+                .and_then(|s| s.reload_signal.as_deref())
+            else {
+                info!(%service, "files excluded from recreation changed; updated in place");
+                continue;
+            };
+            for container in containers
+                .iter()
+                .filter(|c| c.service == service && c.state == doco_docker::ContainerState::Running)
+            {
+                info!(%service, signal, "files excluded from recreation changed; signalling");
+                self.runtime.signal(&container.id, signal).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Each rendered service as the plan sees it: its fingerprint (configuration plus the content of
@@ -323,20 +456,33 @@ impl Reconciler {
         &self,
         ctx: &PollContext<'_>,
         rendered: &doco_docker::RenderedProject,
+        live_inputs: &BTreeMap<String, Vec<LiveInput>>,
     ) -> BTreeMap<String, plan::RenderedService> {
         rendered
             .services
             .iter()
             .map(|(name, service)| {
+                let live: Vec<PathBuf> = live_inputs
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i.source.clone())
+                    .collect();
+                // Live inputs change in place: their content is not part of the fingerprint.
                 let inputs: Vec<PathBuf> = service
                     .local_inputs
                     .iter()
                     .map(|p| self.paths.to_mount(p))
+                    .filter(|p| !live.contains(p))
                     .collect();
                 let planned = plan::RenderedService {
+                    live_hash: (!live.is_empty())
+                        .then(|| crate::live::content_hash(&live, ctx.checkout)),
                     fingerprint: service_fingerprint(&service.spec, &inputs, ctx.checkout),
                     must_run: service.must_run(),
                     replicas: service.replicas,
+                    healthcheck: service.has_healthcheck,
+                    build: service.has_build,
                 };
                 (name.clone(), planned)
             })
@@ -349,11 +495,16 @@ impl Reconciler {
         &self,
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
-        project: &ComposeProject,
-        planned: &BTreeMap<String, plan::RenderedService>,
-        config_hash: &str,
+        target: DeployTarget<'_>,
         plan: plan::DeployPlan,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<Applied, DeployError> {
+        let DeployTarget {
+            project,
+            planned,
+            config_hash,
+            mounts,
+            jobs,
+        } = target;
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
         let fresh = self.fresh_labels(ctx, deployment, planned, config_hash);
@@ -361,33 +512,55 @@ impl Reconciler {
         for service in &plan.changed {
             labels.insert(service.clone(), fresh.clone());
         }
+        let to_build = plan::services_to_build(planned, &plan.changed);
+        if !to_build.is_empty() {
+            let build = &deployment.config.build;
+            let options = BuildOptions {
+                services: to_build,
+                no_cache: build.no_cache,
+                pull: plan::pull_policy(ctx.mode, build.force_image_pull) == PullPolicy::Always,
+                quiet: build.quiet,
+                args: build.args.clone(),
+                timeout: Duration::from_secs(deployment.config.timeout.max(1) + 600),
+            };
+            info!(services = ?options.services, "building the changed services");
+            self.runtime.build(project, &options).await?;
+        }
         let override_path = self.override_path(name);
-        write_override(&override_path, &labels)?;
+        write_override(&override_path, &labels, mounts)?;
         let options = UpOptions {
             remove_orphans: plan.remove_orphans,
             force_recreate: plan.force_recreate,
-            pull: if ctx.mode == Mode::Online && deployment.config.force_image_pull {
-                PullPolicy::Always
-            } else {
-                PullPolicy::Missing
-            },
+            pull: plan.pull,
             timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
             services: Vec::new(),
         };
         let own = self.registry.begin_project(name);
-        let up = self
-            .runtime
-            .up(project, &self.paths.to_host(&override_path), &options)
-            .await;
+        let all: Vec<String> = planned.keys().cloned().collect();
+        let labels_file = self.paths.to_host(&override_path);
+        let up = crate::jobs::deploy::up(
+            self.runtime.as_ref(),
+            project,
+            &labels_file,
+            &options,
+            &all,
+            jobs,
+        )
+        .await;
         drop(own);
         up?;
         let hashes = self
-            .wait_running(name, planned, deployment.config.timeout)
+            .wait_ready(name, planned, deployment.config.timeout)
             .await?;
+        if plan::prunes_images(ctx.mode, deployment.config.prune_images) {
+            self.prune_images(name, &plan.images_before).await?;
+        }
         info!(changed = ?plan.changed, "deployed");
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
-        self.store_record(&ctx.key, record).await;
-        Ok(DeploymentOutcome::Deployed(plan.changed))
+        Ok(Applied::new(
+            DeploymentOutcome::Deployed(plan.changed),
+            RecordChange::Store(record),
+        ))
     }
 
     /// upstream's labels for a service deployed now, from this commit and configuration.
@@ -429,9 +602,9 @@ impl Reconciler {
         })
     }
 
-    /// Waits until every service that must run has a running container; returns compose's config
-    /// hash per service.
-    async fn wait_running(
+    /// Waits until every service that must run has a running container and, where it has a health
+    /// check, a healthy one ([`plan::not_ready`]); returns compose's config hash per service.
+    async fn wait_ready(
         &self,
         project: &str,
         services: &BTreeMap<String, plan::RenderedService>,
@@ -441,15 +614,8 @@ impl Reconciler {
         loop {
             let all = self.runtime.containers().await?;
             let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
-            let not_running = services.iter().find(|(name, service)| {
-                service.must_run
-                    && !containers.iter().any(|c| {
-                        &c.service == *name
-                            && !c.oneoff
-                            && c.state == doco_docker::ContainerState::Running
-                    })
-            });
-            match not_running {
+            let waiting = plan::not_ready(services, containers);
+            match waiting {
                 None => {
                     return Ok(containers
                         .iter()
@@ -457,15 +623,46 @@ impl Reconciler {
                         .filter_map(|c| c.config_hash.clone().map(|h| (c.service.clone(), h)))
                         .collect());
                 }
-                Some((name, _)) if Instant::now() >= deadline => {
+                Some(NotReady::NotRunning(service)) if Instant::now() >= deadline => {
                     return Err(DeployError::NotRunning {
-                        service: name.clone(),
+                        service,
                         seconds: timeout_secs,
+                    });
+                }
+                Some(NotReady::NotHealthy(service, id)) if Instant::now() >= deadline => {
+                    let output = self.runtime.last_health_output(&id).await?;
+                    return Err(DeployError::NotHealthy {
+                        service,
+                        seconds: timeout_secs,
+                        output: output.unwrap_or_else(|| "(no health check output yet)".into()),
                     });
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
+    }
+
+    /// `prune_images`: removes the images the deployment's containers used before this deploy that
+    /// no container (of any stack) uses now.
+    async fn prune_images(
+        &self,
+        project: &str,
+        before: &BTreeSet<String>,
+    ) -> Result<(), DeployError> {
+        let all = self.runtime.containers().await?;
+        let now: BTreeSet<&String> = all
+            .get(project)
+            .into_iter()
+            .flatten()
+            .map(|c| &c.image_id)
+            .collect();
+        for image in before
+            .iter()
+            .filter(|image| !image.is_empty() && !now.contains(image))
+        {
+            self.runtime.remove_unused_image(image).await?;
+        }
+        Ok(())
     }
 
     /// The label override file of compose project `name`.
@@ -487,16 +684,8 @@ impl Reconciler {
             environment: deployment.config.environment.clone(),
         }
     }
-
-    async fn store_record(&self, key: &str, record: DeploymentRecord) {
-        let mut state = self.state.lock().await;
-        if let Some(repo) = state.repositories.get_mut(key) {
-            repo.deployments.insert(record.project.clone(), record);
-        }
-    }
 }
 
-/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
 /// What the state file records for a deployment of `planned` with these labels and compose hashes.
 fn new_record(
     ctx: &PollContext<'_>,
@@ -510,6 +699,7 @@ fn new_record(
         .iter()
         .map(|(name, service)| {
             let record = ServiceRecord {
+                live_hash: service.live_hash.clone(),
                 fingerprint: service.fingerprint.clone(),
                 labels: labels.get(name).cloned().unwrap_or_default(),
                 must_run: service.must_run,
@@ -529,6 +719,28 @@ fn new_record(
     }
 }
 
+/// The deployment's unhealthy containers, when it subscribed to `unhealthy` (the default), as if
+/// their health event had just arrived.
+fn unhealthy(deployment: &ResolvedDeployment, containers: &[ContainerInfo]) -> Vec<ContainerEvent> {
+    let settings = &deployment.config.reconciliation;
+    if !settings.enabled || !settings.events.iter().any(|e| e == "unhealthy") {
+        return Vec::new();
+    }
+    containers
+        .iter()
+        .filter(|c| c.health == doco_docker::Health::Unhealthy && !c.oneoff)
+        .map(|container| ContainerEvent {
+            action: "health_status: unhealthy".to_string(),
+            id: container.id.clone(),
+            project: Some(container.project.clone()),
+            service: Some(container.service.clone()),
+            time: unix_now() as i64,
+            time_nano: crate::registry::unix_nanos(),
+        })
+        .collect()
+}
+
+/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
 fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     let config = &deployment.config;
     if config
@@ -547,6 +759,7 @@ fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
 pub(super) fn write_override(
     path: &Path,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
+    mounts: &MountOverride,
 ) -> Result<(), DeployError> {
     let wrap = |source| DeployError::Override {
         path: path.to_path_buf(),
@@ -555,5 +768,5 @@ pub(super) fn write_override(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(wrap)?;
     }
-    doco_docker::write_label_override(path, labels).map_err(wrap)
+    doco_docker::write_override(path, labels, mounts).map_err(wrap)
 }

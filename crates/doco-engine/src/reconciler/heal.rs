@@ -15,6 +15,8 @@ use doco_config::PollConfig;
 use doco_docker::{ContainerInfo, PullPolicy, UpOptions};
 use tracing::{info, warn};
 
+use super::deploy::LiveSync;
+use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, Reconciler};
 use crate::plan::{self, HealPlan};
 use crate::registry::EventTarget;
@@ -24,16 +26,13 @@ use crate::state::{DeploymentRecord, RepositoryState};
 /// policy (a subscribed `die` or `destroy`).
 pub(super) type Forced = BTreeMap<String, BTreeSet<String>>;
 
-/// One deployment's heal, for the report.
-pub(super) type Healed = (String, Result<DeploymentOutcome, String>);
-
 /// The engine's containers per compose project.
 pub(super) type Observed = BTreeMap<String, Vec<ContainerInfo>>;
 
-/// What the heal step did, and the engine's view when it changed nothing (the change step reuses it,
-/// so a quiet poll asks the engine once).
+/// What the heal step did (an entry per recorded deployment), and the engine's view when it
+/// changed nothing (the change step reuses it, so a quiet poll asks the engine once).
 pub(super) struct HealReport {
-    pub healed: Vec<Healed>,
+    pub entries: Vec<Entry>,
     pub untouched: Option<Observed>,
 }
 
@@ -46,7 +45,7 @@ impl Reconciler {
         repo_name: &str,
         held: Option<&Path>,
         forced: &Forced,
-    ) -> Result<HealReport, DeployError> {
+    ) -> Result<HealReport, doco_docker::DockerError> {
         let prefix = format!("{repo_name}#");
         let repositories: Vec<(String, RepositoryState)> = self
             .state
@@ -59,12 +58,13 @@ impl Reconciler {
             .collect();
         if repositories.iter().all(|(_, r)| r.deployments.is_empty()) {
             return Ok(HealReport {
-                healed: Vec::new(),
+                entries: Vec::new(),
                 untouched: None,
             });
         }
         let observed = self.runtime.containers().await?;
-        let mut healed = Vec::new();
+        let mut entries = Vec::new();
+        let mut acted = false;
         for (key, repository) in repositories {
             let lock = self.checkout_lock(&repository.checkout);
             let _held = match held {
@@ -72,40 +72,41 @@ impl Reconciler {
                 _ => Some(lock.lock().await),
             };
             for record in repository.deployments.values() {
-                self.register_target(poll, record);
+                let at = crate::plan::short(&record.commit);
+                let mut entry = Entry::new(&key, &record.project, at, Step::Heal);
+                entry.target = record
+                    .reconciliation
+                    .clone()
+                    .map(|reconciliation| EventTarget {
+                        poll: poll.clone(),
+                        reconciliation,
+                    });
                 let empty = Vec::new();
                 let containers = observed.get(&record.project).unwrap_or(&empty);
                 let none = BTreeSet::new();
                 let wanted = forced.get(&record.project).unwrap_or(&none);
                 let plan = plan::heal_plan(record, containers, wanted);
-                if plan.is_empty() {
-                    continue;
+                if !plan.is_empty() {
+                    acted = true;
+                    let started = tokio::time::Instant::now();
+                    match self.heal_one(poll, &key, &repository, record, plan).await {
+                        Ok((outcome, hashes)) => {
+                            entry.outcome = Ok(outcome);
+                            entry.record = hashes.map_or(RecordChange::Keep, RecordChange::Hashes);
+                        }
+                        Err(e) => entry.outcome = Err(e),
+                    }
+                    entry.elapsed = started.elapsed();
                 }
-                let result = self
-                    .heal_one(poll, &key, &repository, record, plan)
-                    .await
-                    .map_err(|e| e.to_string());
-                healed.push((record.project.clone(), result));
+                entries.push(entry);
             }
         }
-        let untouched = healed.is_empty().then_some(observed);
-        Ok(HealReport { healed, untouched })
+        let untouched = (!acted).then_some(observed);
+        Ok(HealReport { entries, untouched })
     }
 
-    /// Lets the event loop know the deployment, also when it was only read from the state file.
-    fn register_target(&self, poll: &PollConfig, record: &DeploymentRecord) {
-        if self.registry.target(&record.project).is_some() {
-            return;
-        }
-        if let Some(reconciliation) = &record.reconciliation {
-            let target = EventTarget {
-                poll: poll.clone(),
-                reconciliation: reconciliation.clone(),
-            };
-            self.registry.set_target(&record.project, target);
-        }
-    }
-
+    /// Carries out one deployment's heal; returns the outcome and, when services were recreated,
+    /// their new compose hashes.
     async fn heal_one(
         &self,
         poll: &PollConfig,
@@ -113,7 +114,7 @@ impl Reconciler {
         repository: &RepositoryState,
         record: &DeploymentRecord,
         plan: HealPlan,
-    ) -> Result<DeploymentOutcome, DeployError> {
+    ) -> Result<(DeploymentOutcome, Option<BTreeMap<String, String>>), DeployError> {
         let project = &record.project;
         if !plan.start.is_empty() {
             info!(%project, containers = plan.start.len(), "starting stopped containers of the last known good state");
@@ -122,20 +123,24 @@ impl Reconciler {
                 self.runtime.start(id).await?;
             }
         }
+        let mut hashes = None;
         if !plan.recreate.is_empty() {
             info!(%project, services = ?plan.recreate, commit = %crate::plan::short(&record.commit),
                 "recreating services as last deployed");
-            self.recreate(poll, key, repository, record, &plan.recreate)
-                .await?;
+            hashes = Some(
+                self.recreate(poll, key, repository, record, &plan.recreate)
+                    .await?,
+            );
         }
-        Ok(DeploymentOutcome::Healed {
+        let outcome = DeploymentOutcome::Healed {
             started: plan.start.len(),
             recreated: plan.recreate,
-        })
+        };
+        Ok((outcome, hashes))
     }
 
     /// `docker compose up --no-deps` of `services` from the recorded commit's files with the
-    /// recorded labels; then records the new containers' compose hashes.
+    /// recorded labels; returns the new containers' compose hashes.
     async fn recreate(
         &self,
         poll: &PollConfig,
@@ -143,7 +148,7 @@ impl Reconciler {
         repository: &RepositoryState,
         record: &DeploymentRecord,
         services: &BTreeSet<String>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<BTreeMap<String, String>, DeployError> {
         let tree = self.good_tree(repository, key, &record.commit).await?;
         let resolved = doco_config::resolve_deployments(
             &poll.deployments,
@@ -163,7 +168,7 @@ impl Reconciler {
                 ))
             })?;
         let project = self.compose_project(&deployment);
-        crate::sops::render_decrypted(
+        let rendered = crate::sops::render_decrypted(
             self.runtime.as_ref(),
             &project,
             &deployment,
@@ -171,8 +176,11 @@ impl Reconciler {
             &self.paths,
         )
         .await?;
+        // The live copies keep their current content; they are made only if they are missing.
+        let (_, mounts) =
+            self.live_mounts(&record.project, &rendered, &tree, LiveSync::IfMissing)?;
         let override_path = self.override_path(&record.project);
-        super::deploy::write_override(&override_path, &record.labels())?;
+        super::deploy::write_override(&override_path, &record.labels(), &mounts)?;
         let options = UpOptions {
             remove_orphans: false,
             force_recreate: false,
@@ -189,9 +197,7 @@ impl Reconciler {
         up?;
         let observed = self.runtime.containers().await?;
         let containers = observed.get(&record.project).cloned().unwrap_or_default();
-        self.update_compose_hashes(key, record, services, &containers)
-            .await;
-        Ok(())
+        Ok(compose_hashes(services, &containers))
     }
 
     /// The recorded commit's files: the checkout when it is at that commit, else an export of the
@@ -224,35 +230,17 @@ impl Reconciler {
             .await?;
         Ok(tree)
     }
+}
 
-    /// Records the compose hashes of the containers a heal created, so the next look finds them as
-    /// deployed.
-    async fn update_compose_hashes(
-        &self,
-        key: &str,
-        record: &DeploymentRecord,
-        services: &BTreeSet<String>,
-        containers: &[ContainerInfo],
-    ) {
-        let mut state = self.state.lock().await;
-        let Some(stored) = state
-            .repositories
-            .get_mut(key)
-            .and_then(|r| r.deployments.get_mut(&record.project))
-        else {
-            return;
-        };
-        for (name, service) in stored.services.iter_mut() {
-            if !services.contains(name) {
-                continue;
-            }
-            if let Some(hash) = containers
-                .iter()
-                .filter(|c| !c.oneoff && &c.service == name)
-                .find_map(|c| c.config_hash.clone())
-            {
-                service.compose_hash = Some(hash);
-            }
-        }
-    }
+/// The compose hashes of `services`' containers (those a heal created), so the next look finds them
+/// as deployed.
+fn compose_hashes(
+    services: &BTreeSet<String>,
+    containers: &[ContainerInfo],
+) -> BTreeMap<String, String> {
+    containers
+        .iter()
+        .filter(|c| !c.oneoff && services.contains(&c.service))
+        .filter_map(|c| c.config_hash.clone().map(|h| (c.service.clone(), h)))
+        .collect()
 }

@@ -1,21 +1,25 @@
-//! One poll of one repository, end to end: sync the checkout, resolve the deployments, look at the
-//! engine once, decide per deployment with `plan`, apply, and record the outcome in the state file,
-//! the metrics and the log.
+//! One reconcile of one repository, end to end, for every trigger the scheduler merges into a
+//! [`Run`]: sync the checkout (when the run reads its source), **heal** every deployment's last known
+//! good state ([`heal`]), then **change**: resolve the deployments, look at the engine once, decide
+//! per deployment with `plan` and apply ([`deploy`]). Each step describes what it did in a
+//! [`report::Report`], which one step records ([`report`]).
 //!
 //! This is where the offline semantics live. When the fetch fails with a transport error and
-//! `DOCO_CD_MAINTAIN_OFFLINE_STATE` is on, the poll goes on from the checkout on the data volume (the
-//! last commit fetched) in [`Mode::Offline`]: services are started or recreated as last deployed, and
-//! nothing is removed, pulled or force-recreated. A fetch that failed is never read as an empty desired
-//! state.
+//! `DOCO_CD_MAINTAIN_OFFLINE_STATE` is on, the run goes on in [`Mode::Offline`]: it heals from the
+//! last successful deploys and applies nothing new. A fetch that failed is never read as an empty
+//! desired state, and a commit that did not deploy is never the state enforced.
 
 mod deploy;
 mod heal;
+mod report;
 mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
 use doco_docker::{ContainerEvent, ContainerInfo};
@@ -32,6 +36,7 @@ use crate::plan::{self, Mode};
 use crate::registry::Registry;
 use crate::scheduler::{Action, Reason, Run, RunResult};
 use crate::state::{State, StateStore, repository_key};
+use report::{Entry, Fetch, RecordChange, Report, Step};
 
 /// Why a poll failed. Deployment failures are reported per deployment and summarised here.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +116,18 @@ pub enum DeployError {
         /// The deploy config's timeout.
         seconds: u64,
     },
+    /// A service's health check did not pass within the deploy config's `timeout`.
+    #[error(
+        "service {service} is not healthy {seconds}s after the deploy; its last health check said: {output}"
+    )]
+    NotHealthy {
+        /// The service.
+        service: String,
+        /// The deploy config's timeout.
+        seconds: u64,
+        /// The last health check's output.
+        output: String,
+    },
     /// `destroy` is set, but the stack's containers were deployed from another repository.
     #[error("not destroying {project}: its containers belong to {owner}, not to {ours}")]
     NotOurs {
@@ -124,6 +141,9 @@ pub enum DeployError {
     /// The deployment uses a feature this build does not have yet.
     #[error("{0}")]
     Unsupported(String),
+    /// A scheduled job's labels are invalid, or its running jobs did not finish in time.
+    #[error("{0}")]
+    Job(String),
     /// A SOPS-encrypted file of the deployment could not be decrypted.
     #[error("{0}")]
     Sops(#[from] crate::sops::SopsError),
@@ -133,6 +153,17 @@ pub enum DeployError {
     /// The last good commit's files could not be exported.
     #[error("{0}")]
     Git(#[from] GitError),
+    /// A live copy (`recreate.ignore`) could not be updated.
+    #[error("{0}")]
+    Live(#[from] crate::live::LiveError),
+    /// The checkout of the deployment's own `reference` could not be brought up to date.
+    #[error("reference {reference}: {detail}")]
+    Reference {
+        /// The deployment's reference.
+        reference: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 /// What started a run (upstream's job trigger).
@@ -197,6 +228,8 @@ pub struct Reconciler {
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
+    /// Per-stack locks shared with the job scheduler.
+    stack_locks: crate::jobs::StackLocks,
 }
 
 /// The revision a poll works from.
@@ -205,6 +238,8 @@ struct Revision {
     mode: Mode,
     /// An error to report after enforcing (authentication failures).
     deferred_error: Option<PollError>,
+    /// What the fetch did, for the report.
+    fetch: Option<Fetch>,
 }
 
 /// The facts of one poll that every deployment of it shares.
@@ -302,6 +337,7 @@ impl Reconciler {
             backoffs: Mutex::new(Backoffs::default()),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
+            stack_locks: crate::jobs::StackLocks::default(),
         }
     }
 
@@ -333,6 +369,11 @@ impl Reconciler {
     /// repositories.
     pub async fn state_snapshot(&self) -> State {
         self.state.lock().await.clone()
+    }
+
+    /// The per-stack locks deploys hold, for the job scheduler to share.
+    pub fn stack_locks(&self) -> crate::jobs::StackLocks {
+        self.stack_locks.clone()
     }
 
     /// The unhealthy containers polls find (once: the event loop takes it). A poll reports them so
@@ -384,51 +425,39 @@ impl Reconciler {
         self.run(&run).await
     }
 
-    /// Runs `run` (its URL already rewritten): the same path for every trigger (heal, then sync, resolve, plan, apply, record).
-    /// Only a run that reads its source counts in the poll metrics; the webhook handler keeps its own.
+    /// Runs `run` (its URL already rewritten): the same path for every trigger. It heals, then
+    /// (when the run reads its source and Git answers) syncs, resolves, plans and applies; the
+    /// report of all that is then recorded in one place ([`Reconciler::record`]).
     async fn run(&self, run: &Run) -> Result<(), PollError> {
-        let trigger = run.trigger();
         let poll = &run.poll;
         let repo_name = doco_git::repo_name(&poll.url);
-        let span = info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str());
+        let trigger = run.trigger();
+        let span = if run.reads_source() {
+            info_span!("poll", repository = %repo_name, reference = %poll.reference, trigger = trigger.as_str())
+        } else {
+            info_span!("heal", repository = %repo_name, reference = %poll.reference)
+        };
         async {
             let started = Instant::now();
-            let counted = trigger == Trigger::Poll && run.reads_source();
-            let result = if run.reads_source() {
-                info!(url = %doco_git::redact_url(&poll.url), "polling repository");
-                self.poll_inner(poll, &repo_name, trigger, &forced_services(run))
-                    .await
-            } else {
-                self.heal_only(poll, &repo_name, &forced_services(run)).await
+            let mut report = Report {
+                repository: repo_name.clone(),
+                trigger,
+                reads_source: run.reads_source(),
+                fetches: Vec::new(),
+                entries: Vec::new(),
+                error: None,
+                elapsed: Duration::ZERO,
             };
-            let labels = metrics::repo(&repo_name);
-            if counted {
-                self.metrics.polls.get_or_create(&labels).inc();
-                self.metrics
-                    .poll_duration
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
+            let forced = forced_services(run);
+            if run.reads_source() {
+                info!(url = %doco_git::redact_url(&poll.url), "polling repository");
+                self.poll_inner(poll, &forced, &mut report).await;
+            } else {
+                self.heal_only(poll, &forced, &mut report).await;
             }
-            match &result {
-                Ok(()) => info!(elapsed_ms = started.elapsed().as_millis() as u64, "poll completed"),
-                Err(e) => {
-                    if counted {
-                        self.metrics.poll_errors.get_or_create(&labels).inc();
-                    }
-                    error!(error = %e, elapsed_ms = started.elapsed().as_millis() as u64, "poll failed");
-                    // Failed deployments were notified one by one.
-                    if !matches!(e, PollError::Deployments { .. }) {
-                        let title = match trigger {
-                            Trigger::Poll => "Poll Job failed",
-                            Trigger::Webhook => "Deployment Failed",
-                        };
-                        self.notifier
-                            .send(Level::Failure, &repo_name, title, &e.to_string())
-                            .await;
-                    }
-                }
-            }
-            result
+            report.elapsed = started.elapsed();
+            self.record(&report).await;
+            report.result()
         }
         .instrument(span)
         .await
@@ -436,89 +465,59 @@ impl Reconciler {
 
     /// A run that only enforces the last known good state (engine events, a cut event stream, a
     /// repository no poll follows after a restart): no Git, no new commit.
-    async fn heal_only(
-        &self,
-        poll: &PollConfig,
-        repo_name: &str,
-        forced: &heal::Forced,
-    ) -> Result<(), PollError> {
-        let healed = self.heal_all(poll, repo_name, None, forced).await;
-        let result = self.report_heals(repo_name, healed.map(|h| h.healed)).await;
-        self.save_state().await;
-        result
+    async fn heal_only(&self, poll: &PollConfig, forced: &heal::Forced, report: &mut Report) {
+        match self.heal_all(poll, &report.repository, None, forced).await {
+            Ok(healed) => report.entries.extend(healed.entries),
+            Err(e) => report.error = Some(PollError::Engine(e)),
+        }
     }
 
-    async fn poll_inner(
-        &self,
-        poll: &PollConfig,
-        repo_name: &str,
-        kind: Trigger,
-        forced: &heal::Forced,
-    ) -> Result<(), PollError> {
-        let checkout = self.paths.checkout(repo_name);
+    /// A run that reads its source: sync, heal, then (online) apply what changed.
+    async fn poll_inner(&self, poll: &PollConfig, forced: &heal::Forced, report: &mut Report) {
+        let repo_name = report.repository.clone();
+        let checkout = self.paths.checkout(&repo_name);
         let lock = self.checkout_lock(&checkout);
         let _held = lock.lock().await;
         let url = doco_git::redact_url(&poll.url);
 
-        let revision = self.sync(poll, repo_name, &checkout, &url, None).await?;
-        let healed = self
-            .heal_all(poll, repo_name, Some(&checkout), forced)
-            .await;
-        let unchanged = healed.as_ref().ok().and_then(|h| h.untouched.clone());
-        let mut result = self.report_heals(repo_name, healed.map(|h| h.healed)).await;
+        let revision = match self.sync(poll, &repo_name, &checkout, &url, None).await {
+            Ok(revision) => revision,
+            Err(e) => {
+                report.error = Some(e);
+                return;
+            }
+        };
+        report.fetches.extend(revision.fetch);
+        let untouched = match self
+            .heal_all(poll, &repo_name, Some(&checkout), forced)
+            .await
+        {
+            Ok(healed) => {
+                report.entries.extend(healed.entries);
+                healed.untouched
+            }
+            Err(e) => {
+                report.error = Some(PollError::Engine(e));
+                return;
+            }
+        };
         if plan::applies_changes(revision.mode) {
             let ctx = PollContext {
                 poll,
-                kind,
-                key: repository_key(repo_name, &poll.reference),
-                repo_name,
+                kind: report.trigger,
+                key: repository_key(&repo_name, &poll.reference),
+                repo_name: &repo_name,
                 url: &url,
                 checkout: &checkout,
                 commit: &revision.commit,
                 mode: revision.mode,
             };
-            let changed = self.deploy_all(&ctx, unchanged).await;
-            result = result.and(changed);
-        }
-        self.save_state().await;
-        match revision.deferred_error {
-            Some(e) => Err(e),
-            None => result,
-        }
-    }
-
-    /// Logs and notifies each heal; an engine that cannot be read fails the run.
-    async fn report_heals(
-        &self,
-        repo_name: &str,
-        healed: Result<Vec<heal::Healed>, DeployError>,
-    ) -> Result<(), PollError> {
-        let healed = match healed {
-            Ok(healed) => healed,
-            Err(DeployError::Engine(e)) => return Err(PollError::Engine(e)),
-            Err(e) => {
-                error!(error = %e, "could not enforce the last known good state");
-                return Ok(());
-            }
-        };
-        let total = healed.len();
-        let mut failed = Vec::new();
-        for (name, result) in healed {
-            if !self
-                .report(repo_name, &name, "its last good commit", result)
-                .await
-            {
-                failed.push(name);
+            if let Err(e) = self.deploy_all(&ctx, untouched, report).await {
+                report.error = Some(e);
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(PollError::Deployments {
-                failed: failed.len(),
-                total,
-                names: failed.join(", "),
-            })
+        if let Some(e) = revision.deferred_error {
+            report.error.get_or_insert(e);
         }
     }
 
@@ -530,12 +529,13 @@ impl Reconciler {
         locks.entry(checkout.to_path_buf()).or_default().clone()
     }
 
-    /// Resolves and applies every deployment of the poll. Deployments that follow another reference
-    /// (their `reference` key) are applied from a checkout of that reference.
+    /// Resolves and applies every deployment of the poll into `report`. Deployments that follow
+    /// another reference (their `reference` key) are applied from a checkout of that reference.
     async fn deploy_all(
         &self,
         ctx: &PollContext<'_>,
         observed: Option<heal::Observed>,
+        report: &mut Report,
     ) -> Result<(), PollError> {
         let resolved = doco_config::resolve_deployments(
             &ctx.poll.deployments,
@@ -548,7 +548,6 @@ impl Reconciler {
             Some(observed) => observed,
             None => self.runtime.containers().await?,
         };
-        let total = resolved.len();
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
         let mut here = Vec::new();
         for item in resolved {
@@ -560,47 +559,33 @@ impl Reconciler {
                 other => here.push(other),
             }
         }
-        let mut results = self
-            .remove_obsolete(ctx, &here, &elsewhere, &observed)
-            .await;
-        results.extend(self.deploy_resolved(ctx, here, &observed).await);
+        report.entries.extend(
+            self.remove_obsolete(ctx, &here, &elsewhere, &observed)
+                .await,
+        );
+        report
+            .entries
+            .extend(self.deploy_resolved(ctx, here, &observed).await);
         for (reference, deployments) in elsewhere {
-            results.extend(
-                self.deploy_other_reference(ctx, &reference, deployments, &observed)
-                    .await,
-            );
+            let (entries, fetch) = self
+                .deploy_other_reference(ctx, &reference, deployments, &observed)
+                .await;
+            report.fetches.extend(fetch);
+            report.entries.extend(entries);
         }
-        let mut failed = Vec::new();
-        for (name, result) in results {
-            let at = plan::short(ctx.commit);
-            if !self.report(ctx.repo_name, &name, at, result).await {
-                failed.push(name);
-            }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(PollError::Deployments {
-                failed: failed.len(),
-                total,
-                names: failed.join(", "),
-            })
-        }
+        Ok(())
     }
 
     /// `auto_discovery.delete`: removes the auto-discovered stacks of this repository whose directory
-    /// is gone. Online only, and only when every deployment could be named (a broken file hides
-    /// nothing from this check).
+    /// is gone, when every deployment could be named (a broken file hides nothing from this check);
+    /// [`plan::obsolete_auto_discovered`] decides.
     async fn remove_obsolete(
         &self,
         ctx: &PollContext<'_>,
         here: &[Result<ResolvedDeployment, DeployConfigError>],
         elsewhere: &BTreeMap<String, Vec<ResolvedDeployment>>,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
-        if ctx.mode != Mode::Online {
-            return Vec::new();
-        }
+    ) -> Vec<Entry> {
         let mut present = BTreeSet::new();
         for item in here {
             match item {
@@ -613,23 +598,25 @@ impl Reconciler {
         }
         present.extend(elsewhere.values().flatten().map(|d| d.config.name.clone()));
         let obsolete = plan::obsolete_auto_discovered(
+            ctx.mode,
             observed,
             &present,
             ctx.repo_name,
             &ctx.poll.target,
             &ctx.poll.reference,
         );
-        let mut results = Vec::new();
+        let mut entries = Vec::new();
         for stack in obsolete {
             info!(project = %stack.project, "its auto-discovered directory is gone and auto_discovery.delete is set: removing the stack");
-            self.forget_record(&ctx.key, &stack.project).await;
-            let result = self
+            let at = plan::short(ctx.commit);
+            let mut entry = Entry::new(&ctx.key, &stack.project, at, Step::Remove);
+            entry.record = RecordChange::Forget;
+            entry.outcome = self
                 .remove_stack(&stack.project, stack.remove_volumes, stack.remove_images)
-                .await
-                .map_err(|e| e.to_string());
-            results.push((stack.project, result));
+                .await;
+            entries.push(entry);
         }
-        results
+        entries
     }
 
     /// Applies resolved deployments concurrently (bounded by `MAX_CONCURRENT_DEPLOYMENTS`).
@@ -638,23 +625,19 @@ impl Reconciler {
         ctx: &PollContext<'_>,
         resolved: Vec<Result<ResolvedDeployment, DeployConfigError>>,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
+    ) -> Vec<Entry> {
         let jobs = resolved
             .into_iter()
             .enumerate()
             .map(|(index, item)| async move {
                 match item {
-                    Ok(deployment) => {
-                        let name = deployment.config.name.clone();
-                        let result = self.deploy_one(ctx, &deployment, observed).await;
-                        (name, result.map_err(|e| e.to_string()))
-                    }
+                    Ok(deployment) => self.deploy_one(ctx, &deployment, observed).await,
                     Err(e) => {
                         let name = e
                             .location()
                             .and_then(|l| l.name.clone())
                             .unwrap_or_else(|| format!("deployment #{}", index + 1));
-                        (name, Err(e.to_string()))
+                        Entry::failed(&ctx.key, &name, plan::short(ctx.commit), e.into())
                     }
                 }
             });
@@ -662,18 +645,19 @@ impl Reconciler {
     }
 
     /// Syncs a checkout of `reference` (beside the poll's) and applies the deployments that follow it,
-    /// with the same offline rules as the poll's own reference.
+    /// with the same offline rules as the poll's own reference (their heal ran with the poll's).
     async fn deploy_other_reference(
         &self,
         ctx: &PollContext<'_>,
         reference: &str,
         deployments: Vec<ResolvedDeployment>,
         observed: &BTreeMap<String, Vec<ContainerInfo>>,
-    ) -> Vec<(String, Result<DeploymentOutcome, String>)> {
+    ) -> (Vec<Entry>, Option<Fetch>) {
         let poll = PollConfig {
             reference: reference.to_string(),
             ..ctx.poll.clone()
         };
+        let key = repository_key(ctx.repo_name, reference);
         let checkout = self.paths.reference_checkout(ctx.repo_name, reference);
         let lock = self.checkout_lock(&checkout);
         let _held = lock.lock().await;
@@ -688,19 +672,29 @@ impl Reconciler {
         {
             Ok(revision) => revision,
             Err(e) => {
-                return deployments
+                let entries = deployments
                     .into_iter()
-                    .map(|d| (d.config.name, Err(format!("reference {reference}: {e}"))))
+                    .map(|d| {
+                        let error = DeployError::Reference {
+                            reference: reference.to_string(),
+                            detail: e.to_string(),
+                        };
+                        Entry::failed(&key, &d.config.name, reference, error)
+                    })
                     .collect();
+                return (entries, None);
             }
         };
         if let Some(e) = &revision.deferred_error {
-            error!(%reference, error = %e, "enforcing the last known state of this reference");
+            error!(%reference, error = %e, "enforcing the last known good state of this reference");
+        }
+        if !plan::applies_changes(revision.mode) {
+            return (Vec::new(), revision.fetch);
         }
         let sub = PollContext {
             poll: &poll,
             kind: ctx.kind,
-            key: repository_key(ctx.repo_name, reference),
+            key,
             repo_name: ctx.repo_name,
             url: ctx.url,
             checkout: &checkout,
@@ -711,85 +705,8 @@ impl Reconciler {
             .into_iter()
             .map(|d| doco_config::resolve_deployment(d.config, &checkout, d.source_file))
             .collect();
-        self.deploy_resolved(&sub, resolved, observed).await
-    }
-
-    /// Logs, counts and notifies one deployment's outcome (`at` names the commit it worked from);
-    /// false when it failed.
-    async fn report(
-        &self,
-        repo_name: &str,
-        name: &str,
-        at: &str,
-        result: Result<DeploymentOutcome, String>,
-    ) -> bool {
-        let subject = format!("{repo_name}/{name}");
-        let (level, title, body) = match result {
-            Err(reason) => {
-                error!(deployment = %name, error = %reason, "deployment failed");
-                self.metrics
-                    .deployment_errors
-                    .get_or_create(&metrics::deployment(repo_name, name))
-                    .inc();
-                let body = format!("{name} from {repo_name} at {at}: {reason}");
-                self.notifier
-                    .send(Level::Failure, &subject, "Deployment failed", &body)
-                    .await;
-                return false;
-            }
-            Ok(DeploymentOutcome::UpToDate) => return true,
-            Ok(DeploymentOutcome::Waiting(wait)) => {
-                tracing::debug!(deployment = %name, retry_in_secs = wait.as_secs(), "its last change failed; waiting for the backoff before trying again");
-                return true;
-            }
-            Ok(DeploymentOutcome::Deployed(changed)) => {
-                let services: Vec<&str> = changed.iter().map(String::as_str).collect();
-                let recreated = if services.is_empty() {
-                    "none".to_string()
-                } else {
-                    services.join(", ")
-                };
-                (
-                    Level::Success,
-                    "Deployment completed",
-                    format!("{name} from {repo_name} at {at}; recreated: {recreated}"),
-                )
-            }
-            Ok(DeploymentOutcome::Destroyed) => (
-                Level::Success,
-                "Stack destroyed",
-                format!("{name} was removed, as its deploy configuration asks (`destroy`)"),
-            ),
-            Ok(DeploymentOutcome::Started(count)) => (
-                Level::Success,
-                "Stopped services started",
-                format!("{name} from {repo_name}: started {count} stopped container(s)"),
-            ),
-            Ok(DeploymentOutcome::Healed { started, recreated }) => {
-                let recreated: Vec<&str> = recreated.iter().map(String::as_str).collect();
-                (
-                    Level::Success,
-                    "Last known good state enforced",
-                    format!(
-                        "{name} from {repo_name} at {at}: started {started} stopped container(s); recreated: {}",
-                        if recreated.is_empty() {
-                            "none".to_string()
-                        } else {
-                            recreated.join(", ")
-                        }
-                    ),
-                )
-            }
-        };
-        self.notifier.send(level, &subject, title, &body).await;
-        true
-    }
-
-    async fn save_state(&self) {
-        let state = self.state.lock().await;
-        if let Err(e) = self.store.save(&state) {
-            error!(error = %e, "could not save the state; the previous state file is unchanged");
-        }
+        let entries = self.deploy_resolved(&sub, resolved, observed).await;
+        (entries, revision.fetch)
     }
 }
 

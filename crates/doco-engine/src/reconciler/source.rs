@@ -1,7 +1,7 @@
 //! The source side of a poll: bringing the checkout to the remote's commit, and, when the remote
-//! cannot be read, deciding whether to enforce the last known state (offline mode) or to fail. Also
-//! the bookkeeping of both: the last successful fetch in the state file, and the offline gauge, log
-//! line and notification on each transition.
+//! cannot be read, deciding whether to enforce the last known good state (offline mode) or to fail.
+//! What happened goes into the run's report as a [`Fetch`]; the offline gauge, log line and
+//! notification on each transition are written when the report is recorded ([`Reconciler::set_offline`]).
 
 use std::path::Path;
 
@@ -9,11 +9,12 @@ use doco_config::PollConfig;
 use doco_git::GitError;
 use tracing::{info, warn};
 
-use super::{PollError, Reconciler, Revision, unix_now};
+use super::report::Fetch;
+use super::{PollError, Reconciler, Revision};
 use crate::metrics;
 use crate::notify::Level;
 use crate::plan::Mode;
-use crate::state::{RepositoryState, repository_key};
+use crate::state::repository_key;
 
 impl Reconciler {
     /// Brings the checkout to the remote's commit, or decides to enforce the last known one.
@@ -32,29 +33,35 @@ impl Reconciler {
             .await
         {
             Ok(outcome) => {
-                self.record_fetch(poll, repo_name, checkout, url, &outcome.commit)
-                    .await;
-                self.set_offline(repo_name, None).await;
                 if outcome.fetched {
                     info!(commit = %outcome.commit, cloned = outcome.cloned, "fetched new commit");
                 }
+                let fetch = Fetch::Fetched {
+                    key: repository_key(repo_name, &poll.reference),
+                    url: url.to_string(),
+                    reference: poll.reference.clone(),
+                    target: poll.target.clone(),
+                    checkout: checkout.to_path_buf(),
+                    commit: outcome.commit.clone(),
+                };
                 Ok(Revision {
                     commit: outcome.commit,
                     mode: Mode::Online,
                     deferred_error: None,
+                    fetch: Some(fetch),
                 })
             }
             Err(e) if e.is_transport() && self.config.maintain_offline_state => {
                 let (commit, reason) = self.last_known_commit(checkout, url, e)?;
-                self.set_offline(repo_name, Some((&commit, &reason))).await;
-                self.metrics
-                    .offline_enforcements
-                    .get_or_create(&metrics::repo(repo_name))
-                    .inc();
+                let fetch = Fetch::Offline {
+                    commit: commit.clone(),
+                    reason,
+                };
                 Ok(Revision {
                     commit,
                     mode: Mode::Offline,
                     deferred_error: None,
+                    fetch: Some(fetch),
                 })
             }
             Err(e) if e.is_auth() && self.config.maintain_offline_state => {
@@ -71,6 +78,7 @@ impl Reconciler {
                             detail: message,
                         },
                     }),
+                    fetch: None,
                 })
             }
             Err(e) if e.is_auth() => Err(PollError::Auth {
@@ -97,35 +105,9 @@ impl Reconciler {
         }
     }
 
-    async fn record_fetch(
-        &self,
-        poll: &PollConfig,
-        repo_name: &str,
-        checkout: &Path,
-        url: &str,
-        commit: &str,
-    ) {
-        let now = unix_now();
-        let mut state = self.state.lock().await;
-        let entry = state
-            .repositories
-            .entry(repository_key(repo_name, &poll.reference))
-            .or_insert_with(RepositoryState::default);
-        entry.url = url.to_string();
-        entry.reference = poll.reference.clone();
-        entry.target = poll.target.clone();
-        entry.checkout = checkout.to_path_buf();
-        entry.commit = commit.to_string();
-        entry.last_success_unix = now;
-        self.metrics
-            .source_last_success
-            .get_or_create(&metrics::repo(repo_name))
-            .set(now as i64);
-    }
-
     /// Records entering or leaving offline mode: the gauge always; one log line and one notification
     /// on transitions only.
-    async fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
+    pub(super) async fn set_offline(&self, repo_name: &str, offline: Option<(&str, &str)>) {
         self.metrics
             .repository_offline
             .get_or_create(&metrics::repo(repo_name))

@@ -1,0 +1,326 @@
+//! End-to-end scenarios of the deploy engine's settings (issue 10): the built binary against a local
+//! Git server and the real engine. Each setting a user writes must have its effect: `prune_images`
+//! removes what no container uses any more and keeps what another stack uses; `timeout` waits for
+//! health checks and fails naming the service and its last health output; `build` options reach
+//! the build.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+#[allow(dead_code)] // Each test binary uses part of the shared harness.
+mod support;
+
+use std::time::Duration;
+
+use doco_testkit::docker::{ProjectGuard, docker, require_docker, test_image};
+use doco_testkit::unique_name;
+use support::{Daemon, HttpRepo, running_container};
+
+fn poll_config(url: &str) -> String {
+    format!("- url: {url}\n  reference: main\n  interval: 1s\n")
+}
+
+/// A local image of its own (a distinct id) built from the offline test image, removed on drop.
+struct LocalImage(String);
+
+impl LocalImage {
+    fn build(name: &str) -> LocalImage {
+        let tag = format!("doco-test/{}:1", unique_name(name));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {}\nLABEL doco.test.image={tag}\n", test_image()),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, &dir.path().display().to_string()]);
+        LocalImage(tag)
+    }
+
+    fn exists(&self) -> bool {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", &self.0])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+fn service(name: &str, image: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n"
+    )
+}
+
+#[test]
+fn prune_images_removes_what_no_container_uses_and_keeps_a_shared_image() {
+    if !require_docker() {
+        return;
+    }
+    let (old, shared, new) = (
+        LocalImage::build("prune-old"),
+        LocalImage::build("prune-shared"),
+        LocalImage::build("prune-new"),
+    );
+    let project = unique_name("e2e-prune");
+    let other = unique_name("e2e-prune-other");
+    let _guards = (ProjectGuard::new(&project), ProjectGuard::new(&other));
+    // Another stack, not doco-cd's, uses the shared image.
+    docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("com.docker.compose.project={other}"),
+        "--network",
+        "none",
+        &shared.0,
+        "sleep",
+        "3600",
+    ]);
+    let compose = format!(
+        "services:\n{}{}",
+        service("web", &old.0),
+        service("job", &shared.0)
+    );
+    let (repo, _) = HttpRepo::with_stack(&project, &compose);
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    running_container(&daemon, &project, "web");
+
+    let moved = format!(
+        "services:\n{}{}",
+        service("web", &new.0),
+        service("job", &new.0)
+    );
+    repo.work.write("compose.yml", &moved);
+    repo.push("both services move to a new image");
+    daemon.wait_for("the old image pruned", Duration::from_secs(60), || {
+        !old.exists()
+    });
+    assert!(shared.exists(), "an image another stack uses is kept");
+    assert!(new.exists());
+}
+
+#[test]
+fn a_health_check_that_never_passes_fails_the_deploy_naming_the_service_and_its_output() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-health");
+    let _guard = ProjectGuard::new(&project);
+    let compose = format!(
+        "services:\n  db:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"echo db is not ready yet; exit 1\"]\n      interval: 1s\n      retries: 1\n"
+    );
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\ntimeout: 4\n"));
+    repo.work.write("compose.yml", &compose);
+    repo.push("a service that never turns healthy");
+    let data = tempfile::tempdir().unwrap();
+    let key = "e2e-api-key";
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("API_SECRET", key.to_string()),
+        ],
+    );
+    let mut error = String::new();
+    daemon.wait_for(
+        "the deploy reported as failing",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = support::http_request(
+                daemon.http_port,
+                "GET",
+                "/v1/api/repositories",
+                &[("x-api-key", key)],
+                "",
+            );
+            error = body["content"][0]["failing"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            !error.is_empty()
+        },
+    );
+    assert!(
+        error.contains("service db is not healthy 4s after the deploy"),
+        "{error}"
+    );
+    assert!(error.contains("db is not ready yet"), "{error}");
+    assert!(daemon.metric("doco_cd_deployment_errors_total", &[]) >= 1.0);
+}
+
+#[test]
+fn build_args_reach_the_image_a_changed_context_rebuilds_only_its_service_and_a_failed_build_changes_nothing()
+ {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-build");
+    let _guard = ProjectGuard::new(&project);
+    let built = format!("{project}-web");
+    let _built_image = BuiltImage(built.clone());
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {project}\nbuild:\n  args:\n    GREETING: hello-from-build\n  no_cache: true\n"
+        ),
+    );
+    repo.work.write(
+        "app/Dockerfile",
+        &format!("FROM {image}\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n"),
+    );
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n  web:\n    build: ./app\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n{}",
+            service("sidecar", &image)
+        ),
+    );
+    repo.push("a service built from the repository");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let web = running_container(&daemon, &project, "web");
+    let sidecar = running_container(&daemon, &project, "sidecar");
+    assert_eq!(
+        docker(&["exec", &web, "cat", "/greeting"]).trim(),
+        "hello-from-build"
+    );
+
+    // A changed Dockerfile rebuilds and recreates web only.
+    repo.work.write(
+        "app/Dockerfile",
+        &format!("FROM {image}\nARG GREETING\nRUN echo \"$GREETING, again\" > /greeting\n"),
+    );
+    repo.push("the Dockerfile changes");
+    let mut rebuilt = String::new();
+    daemon.wait_for("web rebuilt and recreated", Duration::from_secs(90), || {
+        rebuilt = doco_testkit::docker::container_ids(&project, "web")
+            .pop()
+            .unwrap_or_default();
+        !rebuilt.is_empty()
+            && rebuilt != web
+            && doco_testkit::docker::container_state(&rebuilt) == "running"
+    });
+    assert_eq!(
+        docker(&["exec", &rebuilt, "cat", "/greeting"]).trim(),
+        "hello-from-build, again"
+    );
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "sidecar"),
+        vec![sidecar.clone()]
+    );
+
+    // A build that fails leaves the running containers as they are.
+    repo.work
+        .write("app/Dockerfile", &format!("FROM {image}\nRUN exit 3\n"));
+    repo.push("a Dockerfile that cannot build");
+    let errors = daemon.metric("doco_cd_deployment_errors_total", &[]);
+    daemon.wait_for("the failed build reported", Duration::from_secs(90), || {
+        daemon.metric("doco_cd_deployment_errors_total", &[]) > errors
+    });
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "web"),
+        vec![rebuilt.clone()]
+    );
+    assert_eq!(doco_testkit::docker::container_state(&rebuilt), "running");
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "sidecar"),
+        vec![sidecar]
+    );
+}
+
+/// An image compose built for a test, removed on drop.
+struct BuiltImage(String);
+
+impl Drop for BuiltImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn files_excluded_from_recreation_are_updated_in_place_and_the_service_is_signalled() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-live");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    // On SIGHUP the service records the content of its ignored files as it sees them.
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            r#"services:
+  proxy:
+    image: {image}
+    command: ["sh", "-c", "trap 'cat /conf/app.conf /single.conf /app-config > /tmp/reloaded' HUP; while true; do sleep 0.2 & wait $$!; done"]
+    restart: unless-stopped
+    network_mode: none
+    stop_signal: SIGKILL
+    labels:
+      cd.doco.deployment.recreate.ignore: "{{bindMounts: [/conf, /single.conf], configs: [app]}}"
+      cd.doco.deployment.recreate.ignore.signal: SIGHUP
+    volumes:
+      - ./conf:/conf:ro
+      - ./single.conf:/single.conf:ro
+    configs:
+      - source: app
+        target: /app-config
+configs:
+  app:
+    file: ./app.conf
+"#
+        ),
+    );
+    repo.work.write("conf/app.conf", "dir-v1\n");
+    repo.work.write("single.conf", "single-v1\n");
+    repo.work.write("app.conf", "config-v1\n");
+    repo.push("a proxy that reloads its configuration on SIGHUP");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let proxy = running_container(&daemon, &project, "proxy");
+    assert_eq!(
+        docker(&["exec", &proxy, "cat", "/single.conf"]).trim(),
+        "single-v1"
+    );
+
+    repo.work.write("conf/app.conf", "dir-v2\n");
+    repo.work.write("single.conf", "single-v2\n");
+    repo.work.write("app.conf", "config-v2\n");
+    repo.push("change every ignored file");
+    daemon.wait_for(
+        "the proxy signalled with the new files",
+        Duration::from_secs(60),
+        || {
+            std::process::Command::new("docker")
+                .args(["exec", &proxy, "cat", "/tmp/reloaded"])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout) == "dir-v2\nsingle-v2\nconfig-v2\n"
+                })
+        },
+    );
+    assert_eq!(
+        doco_testkit::docker::container_ids(&project, "proxy"),
+        vec![proxy],
+        "not recreated"
+    );
+}
