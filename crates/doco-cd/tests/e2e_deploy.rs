@@ -324,3 +324,55 @@ configs:
         "not recreated"
     );
 }
+
+#[test]
+fn a_deployment_with_a_docker_context_is_deployed_and_healed_on_that_contexts_engine() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-context");
+    let _guard = ProjectGuard::new(&project);
+    // The context's engine: the local one, reached only through a proxy socket of its own.
+    let proxy = doco_testkit::docker_proxy::DockerProxy::start();
+    let docker_config = tempfile::tempdir().unwrap();
+    let created = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["context", "create", "elsewhere", "--docker"])
+        .arg(format!("host={}", proxy.docker_host()))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\ncontext: elsewhere\n"),
+    );
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service("web", &image)),
+    );
+    repo.push("a stack for another Docker context");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("DOCKER_CONFIG", docker_config.path().display().to_string()),
+        ],
+    );
+    let web = running_container(&daemon, &project, "web");
+    // doco-cd follows that engine's events through the context's socket.
+    daemon.wait_for(
+        "an event stream through the context",
+        Duration::from_secs(30),
+        || proxy.open_connections() > 0,
+    );
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for(
+        "web started again on its context",
+        Duration::from_secs(30),
+        || doco_testkit::docker::container_state(&web) == "running",
+    );
+    assert!(daemon.log().contains("deploying to another Docker context"));
+}
