@@ -334,65 +334,53 @@ impl Reconciler {
         let (recorded_labels, recorded_hashes) = record
             .map(|r| (r.labels(), r.compose_hashes()))
             .unwrap_or_default();
-        match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
-            FullPlan::UpToDate => {
-                info!("stack unchanged by the new commit; nothing to do");
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &BTreeSet::new(),
-                    rt,
-                )
-                .await?;
-                let record = unchanged(&recorded_labels, &recorded_hashes);
-                Ok(Applied::new(
-                    DeploymentOutcome::UpToDate,
-                    RecordChange::Store(record),
-                ))
-            }
-            FullPlan::Start(ids) => {
-                info!(
-                    containers = ids.len(),
-                    "stack unchanged; starting stopped containers"
-                );
-                let outcome = self.start(&ids, rt).await?;
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &BTreeSet::new(),
-                    rt,
-                )
-                .await?;
-                let record = unchanged(&recorded_labels, &recorded_hashes);
-                Ok(Applied::new(outcome, RecordChange::Store(record)))
-            }
-            FullPlan::Deploy(deploy) => {
-                let changed = deploy.changed.clone();
-                let target = DeployTarget {
-                    project: &project,
-                    planned: &planned,
-                    config_hash,
-                    mounts: &mounts,
-                    jobs: &jobs,
-                    rt,
-                };
-                let applied = self.deploy(ctx, deployment, target, deploy).await?;
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &changed,
-                    rt,
-                )
-                .await?;
-                Ok(applied)
-            }
-        }
+        let outcome =
+            match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
+                FullPlan::UpToDate => {
+                    info!("stack unchanged by the new commit; nothing to do");
+                    DeploymentOutcome::UpToDate
+                }
+                FullPlan::Start(ids) => {
+                    info!(
+                        containers = ids.len(),
+                        "stack unchanged; starting stopped containers"
+                    );
+                    self.start(&ids, rt).await?
+                }
+                FullPlan::Deploy(deploy) => {
+                    let changed = deploy.changed.clone();
+                    let target = DeployTarget {
+                        project: &project,
+                        planned: &planned,
+                        config_hash,
+                        mounts: &mounts,
+                        jobs: &jobs,
+                        rt,
+                    };
+                    let applied = self.deploy(ctx, deployment, target, deploy).await?;
+                    self.reload(
+                        &deployment.config.name,
+                        &planned,
+                        record,
+                        &rendered,
+                        &changed,
+                        rt,
+                    )
+                    .await?;
+                    return Ok(applied);
+                }
+            };
+        self.reload(
+            &deployment.config.name,
+            &planned,
+            record,
+            &rendered,
+            &BTreeSet::new(),
+            rt,
+        )
+        .await?;
+        let record = unchanged(&recorded_labels, &recorded_hashes);
+        Ok(Applied::new(outcome, RecordChange::Store(record)))
     }
 
     /// The live copies of `rendered`'s inputs excluded from recreation (sources under `tree`), made
