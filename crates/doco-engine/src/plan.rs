@@ -308,6 +308,12 @@ pub fn services_to_build(
         .collect()
 }
 
+/// Whether a deploy whose single `up` failed is retried service by service: when it changes more
+/// than one service (one broken service must not hold the others back).
+pub fn deploys_service_by_service(changed: &BTreeSet<String>) -> bool {
+    changed.len() > 1
+}
+
 /// Whether a deploy config's `context` is the daemon's own engine (empty or `default`).
 pub fn is_default_context(context: &str) -> bool {
     let context = context.trim();

@@ -54,8 +54,17 @@ pub(super) enum LiveSync {
     IfMissing,
 }
 
+/// A `docker compose up` as a deploy made it: the labels, their override file, the options.
+#[derive(Clone, Copy)]
+struct UpCall<'a> {
+    labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    labels_file: &'a Path,
+    options: &'a UpOptions,
+}
+
 /// What a deploy applies: the compose invocation, the planned services, the deploy config's hash,
 /// the mounts its override takes from the live copies, and the job services.
+#[derive(Clone, Copy)]
 struct DeployTarget<'a> {
     project: &'a ComposeProject,
     planned: &'a BTreeMap<String, plan::RenderedService>,
@@ -564,7 +573,20 @@ impl Reconciler {
         let labels_file = self.paths.to_host(&override_path);
         let up = crate::jobs::deploy::up(rt, project, &labels_file, &options, &all, jobs).await;
         drop(own);
-        up?;
+        if let Err(e) = up {
+            if !plan::deploys_service_by_service(&plan.changed) {
+                return Err(e.into());
+            }
+            warn!(error = %e, "the deploy failed as a whole; deploying the changed services one by one");
+            let up = UpCall {
+                labels: &labels,
+                labels_file: &labels_file,
+                options: &options,
+            };
+            return self
+                .deploy_one_by_one(ctx, deployment, target, &plan.changed, up)
+                .await;
+        }
         let hashes = self
             .wait_ready(name, planned, deployment.config.timeout, rt)
             .await?;
@@ -577,6 +599,91 @@ impl Reconciler {
             DeploymentOutcome::Deployed(plan.changed),
             RecordChange::Store(record),
         ))
+    }
+
+    /// When one `up` of every changed service fails (one broken service fails it before anything
+    /// starts), each changed service is brought up alone: those that come up are recorded at the new
+    /// commit, the others keep their last good record, and the deployment fails naming them, so its
+    /// change is retried with backoff.
+    async fn deploy_one_by_one(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        target: DeployTarget<'_>,
+        changed: &BTreeSet<String>,
+        up: UpCall<'_>,
+    ) -> Result<Applied, DeployError> {
+        let name = &deployment.config.name;
+        let mut deployed = BTreeSet::new();
+        let mut failed = BTreeMap::new();
+        for service in changed {
+            let only = UpOptions {
+                services: vec![service.clone()],
+                remove_orphans: false,
+                ..up.options.clone()
+            };
+            let own = self.registry.begin_project(name);
+            let all = vec![service.clone()];
+            let result = crate::jobs::deploy::up(
+                target.rt,
+                target.project,
+                up.labels_file,
+                &only,
+                &all,
+                target.jobs,
+            )
+            .await;
+            drop(own);
+            match result {
+                Ok(()) => {
+                    deployed.insert(service.clone());
+                }
+                Err(e) => {
+                    failed.insert(service.clone(), e.to_string());
+                }
+            }
+        }
+        let ready: BTreeMap<String, plan::RenderedService> = target
+            .planned
+            .iter()
+            .filter(|(service, _)| !failed.contains_key(*service))
+            .map(|(service, planned)| (service.clone(), planned.clone()))
+            .collect();
+        let hashes = self
+            .wait_ready(name, &ready, deployment.config.timeout, target.rt)
+            .await?;
+        let previous = self.recorded(&ctx.key, name).await;
+        let record = partial_record(
+            new_record(
+                ctx,
+                deployment,
+                target.config_hash,
+                target.planned,
+                up.labels,
+                &hashes,
+            ),
+            previous.as_ref(),
+            &failed,
+        );
+        warn!(
+            ?deployed,
+            ?failed,
+            "deployed the changed services that could be"
+        );
+        Ok(Applied::new(
+            DeploymentOutcome::PartlyDeployed { deployed, failed },
+            RecordChange::Store(record),
+        ))
+    }
+
+    async fn recorded(&self, key: &str, name: &str) -> Option<DeploymentRecord> {
+        self.state
+            .lock()
+            .await
+            .repositories
+            .get(key)
+            .and_then(|r| r.deployments.get(name))
+            .cloned()
     }
 
     /// upstream's labels for a service deployed now, from this commit and configuration.
@@ -757,6 +864,28 @@ fn unhealthy(deployment: &ResolvedDeployment, containers: &[ContainerInfo]) -> V
             time_nano: crate::registry::unix_nanos(),
         })
         .collect()
+}
+
+/// The record after a service-by-service deploy: the services that came up at the new commit, the
+/// ones that failed as they were last deployed (or absent). The commit stays the last good one, so
+/// the next look still sees a change to retry.
+fn partial_record(
+    mut record: DeploymentRecord,
+    previous: Option<&DeploymentRecord>,
+    failed: &BTreeMap<String, String>,
+) -> DeploymentRecord {
+    for service in failed.keys() {
+        match previous.and_then(|p| p.services.get(service)) {
+            Some(old) => {
+                record.services.insert(service.clone(), old.clone());
+            }
+            None => {
+                record.services.remove(service);
+            }
+        }
+    }
+    record.commit = previous.map(|p| p.commit.clone()).unwrap_or_default();
+    record
 }
 
 /// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.

@@ -210,6 +210,21 @@ pub enum DeploymentOutcome {
     },
     /// Its change failed before and waits for its backoff to end.
     Waiting(std::time::Duration),
+    /// Deployed service by service: these came up at the new commit, these failed (with why). A
+    /// failure of the deployment, retried with backoff.
+    PartlyDeployed {
+        /// The services deployed at the new commit.
+        deployed: BTreeSet<String>,
+        /// The services that failed, and why.
+        failed: BTreeMap<String, String>,
+    },
+}
+
+impl DeploymentOutcome {
+    /// Whether the deployment failed (in part).
+    pub fn failed(&self) -> bool {
+        matches!(self, DeploymentOutcome::PartlyDeployed { .. })
+    }
 }
 
 /// The daemon's shared context: configuration, clients, state and metrics.

@@ -858,3 +858,51 @@ async fn a_moved_tag_recreates_only_its_service_online_with_force_image_pull() {
         "once pulled, the tag no longer moved"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_breaking_one_of_its_changed_services_still_deploys_the_others() {
+    let (world, good) = deployed().await;
+    let web = world.runtime.only("web");
+    let key = "git.example.com/ops/stack#main";
+    let web_record = world.reconciler.state_snapshot().await.repositories[key].deployments[PROJECT]
+        .services["web"]
+        .clone();
+    world
+        .source
+        .push("proxy=busybox:2;always\nweb=missing/web:2;always\n");
+    let result = world.poll().await;
+    assert!(
+        matches!(result, Err(PollError::Deployments { failed: 1, .. })),
+        "{result:?}"
+    );
+    let proxy = world.runtime.only("proxy");
+    assert_eq!(
+        proxy.image_id, "busybox:2",
+        "the service that could be deployed was"
+    );
+    assert_eq!(
+        world.runtime.only("web").id,
+        web.id,
+        "the broken one keeps its container"
+    );
+    let state = world.reconciler.state_snapshot().await;
+    let record = &state.repositories[key].deployments[PROJECT];
+    assert_eq!(record.commit, good, "the change is still to be retried");
+    assert_eq!(
+        record.services["web"], web_record,
+        "web's last good state kept"
+    );
+    assert_ne!(record.services["proxy"].compose_hash, None);
+    let failing = world.reconciler.failing_deployments();
+    assert_eq!(failing.len(), 1);
+    assert!(
+        failing[0].1.error.contains("service web"),
+        "{}",
+        failing[0].1.error
+    );
+
+    // The retry after the backoff only touches the broken service.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(world.poll().await.is_err());
+    assert_eq!(world.runtime.only("proxy").id, proxy.id);
+}
