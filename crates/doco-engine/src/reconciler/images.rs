@@ -13,7 +13,7 @@
 //! poll, and nothing changes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use doco_config::ResolvedDeployment;
@@ -26,10 +26,6 @@ use super::{DeployError, DeploymentOutcome, PollContext, Reconciler};
 use crate::adapters::Runtime;
 use crate::plan::{self, DeployedImage};
 use crate::state::DeploymentRecord;
-
-/// Moves the window of [`plan::digest_lookups`] on at each check, so a deployment with more
-/// images than the cap has all of them looked at over a few polls.
-static ROUNDS: AtomicUsize = AtomicUsize::new(0);
 
 impl Reconciler {
     /// After an "up to date" quick check: redeploys the services whose tag moved in the registry,
@@ -47,7 +43,7 @@ impl Reconciler {
             return Ok(None);
         }
         let images = self.deployed_images(containers, rt).await;
-        let round = ROUNDS.fetch_add(1, Ordering::Relaxed);
+        let round = self.digest_rounds.fetch_add(1, Ordering::Relaxed);
         let (lookups, left) = plan::digest_lookups(&images, plan::MAX_DIGEST_LOOKUPS, round);
         if left > 0 {
             info!(

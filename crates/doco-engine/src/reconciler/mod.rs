@@ -248,6 +248,9 @@ pub struct Reconciler {
     contexts: Option<ContextOpener>,
     /// The engines of the contexts opened so far.
     context_runtimes: Mutex<HashMap<String, Arc<dyn Runtime>>>,
+    /// Moves the window of [`plan::digest_lookups`] on at each check, so a deployment with more
+    /// images than the cap has all of them looked at over a few polls.
+    digest_rounds: std::sync::atomic::AtomicUsize,
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
@@ -365,6 +368,7 @@ impl Reconciler {
             backoffs: Mutex::new(Backoffs::default()),
             contexts: None,
             context_runtimes: Mutex::new(HashMap::new()),
+            digest_rounds: std::sync::atomic::AtomicUsize::new(0),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
             stack_locks: crate::jobs::StackLocks::default(),
