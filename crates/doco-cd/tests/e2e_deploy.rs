@@ -376,3 +376,147 @@ fn a_deployment_with_a_docker_context_is_deployed_and_healed_on_that_contexts_en
     );
     assert!(daemon.log().contains("deploying to another Docker context"));
 }
+
+/// Every variable of a feature this build does not have stops start-up with exit code 2 and an error
+/// naming it, before anything is deployed (as does `MAX_DEPLOYMENT_LOOP_COUNT` set to anything but 0).
+#[test]
+fn unsupported_variables_stop_start_up_naming_them_and_deploy_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-refused-var");
+    let _guard = ProjectGuard::new(&project);
+    let (repo, _) =
+        HttpRepo::with_stack(&project, &format!("services:\n{}", service("web", &image)));
+    let data = tempfile::tempdir().unwrap();
+    let mut refused: Vec<(String, &str)> = doco_config::env::UNSUPPORTED_VARIABLES
+        .iter()
+        .map(|name| (name.to_string(), "1"))
+        .collect();
+    refused.push(("SECRET_PROVIDER_SITE_URL".to_string(), "https://bao"));
+    refused.push(("MAX_DEPLOYMENT_LOOP_COUNT".to_string(), "2"));
+    assert!(
+        !refused.iter().any(|(name, _)| name == "SCHEDULER_ENABLED"),
+        "scheduled jobs are built"
+    );
+    for (name, value) in &refused {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .env("HTTP_PORT", support::free_port().to_string())
+            .env("METRICS_PORT", support::free_port().to_string())
+            .env("DATA_MOUNT_PATH", data.path())
+            .env("DOCO_CD_MIN_POLL_INTERVAL", "1s")
+            .env("POLL_CONFIG", poll_config(&repo.url()))
+            .env(name, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name.as_str()) && stderr.contains("not supported"),
+            "{name}: {stderr}"
+        );
+    }
+    assert!(
+        doco_testkit::docker::container_ids(&project, "web").is_empty(),
+        "nothing deployed"
+    );
+    // 0 is what doco-cd does (never force a redeploy): accepted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"))
+        .args(["config", "env"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MAX_DEPLOYMENT_LOOP_COUNT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Deploy keys this build cannot honour fail their own deployment naming the key, deploy nothing of
+/// it, and leave the other deployments of the file alone.
+#[test]
+fn unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let good = unique_name("e2e-key-ok");
+    let refused: Vec<(String, &str, String)> = [
+        (
+            "secrets",
+            "external_secrets",
+            "external_secrets: {TOKEN: op://vault/item/field}",
+        ),
+        (
+            "swarm-c",
+            "swarm.config_retention",
+            "swarm: {config_retention: 3}",
+        ),
+        (
+            "swarm-s",
+            "swarm.secret_retention",
+            "swarm: {secret_retention: -1}",
+        ),
+        (
+            "repo-url",
+            "repository_url",
+            "repository_url: https://example.com/other.git",
+        ),
+        ("version", "version", "version: doco.v2"),
+        ("oci", "source", "source: oci"),
+    ]
+    .into_iter()
+    .map(|(short, key, line)| {
+        (
+            unique_name(&format!("e2e-key-{short}")),
+            key,
+            line.to_string(),
+        )
+    })
+    .collect();
+    let _guards: Vec<ProjectGuard> = std::iter::once(&good)
+        .chain(refused.iter().map(|(p, _, _)| p))
+        .map(ProjectGuard::new)
+        .collect();
+    let mut config = format!("name: {good}\n");
+    for (project, _, line) in &refused {
+        config.push_str(&format!("---\nname: {project}\n{line}\n"));
+    }
+    let repo = HttpRepo::new();
+    repo.work.write(".doco-cd.yml", &config);
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service("web", &image)),
+    );
+    repo.push("one deployment that can deploy, and one per unsupported key");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    running_container(&daemon, &good, "web");
+    daemon.wait_for(
+        "every refused deployment reported",
+        Duration::from_secs(60),
+        || {
+            let log = daemon.log();
+            refused
+                .iter()
+                .all(|(project, _, _)| log.contains(project.as_str()))
+                && daemon.metric("doco_cd_deployment_errors_total", &[]) >= 5.0
+        },
+    );
+    let log = daemon.log();
+    for (project, key, _) in &refused {
+        assert!(
+            log.lines()
+                .any(|line| line.contains(project.as_str()) && line.contains(key)),
+            "{project} refused naming {key}:\n{log}"
+        );
+        assert!(
+            doco_testkit::docker::container_ids(project, "web").is_empty(),
+            "{project}: nothing deployed"
+        );
+    }
+}
