@@ -520,3 +520,97 @@ fn unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothi
         );
     }
 }
+
+/// The keys that shape what compose deploys, in one deployment at its own `reference`: `git_depth`
+/// makes that reference's checkout shallow, `working_dir` and `env_files` are where the files are
+/// read, `environment` overrides the env file, `profiles` starts a profiled service (and only it),
+/// and `remove_orphans` removes a service dropped from the compose file.
+#[test]
+fn a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-keys");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {project}\nreference: dev\ngit_depth: 1\nworking_dir: app\nenv_files: [vars.env]\nenvironment: {{OVERRIDDEN: from-environment}}\nprofiles: [extra]\nremove_orphans: true\n"
+        ),
+    );
+    repo.push("main names the deployment");
+    let labelled = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    labels:\n      test.from_file: \"${{FROM_FILE}}\"\n      test.overridden: \"${{OVERRIDDEN}}\"\n{extra}"
+        )
+    };
+    let compose = |with_old: bool| {
+        let mut out = String::from("services:\n");
+        out.push_str(&labelled("web", ""));
+        out.push_str(&labelled("extra", "    profiles: [extra]\n"));
+        out.push_str(&labelled("hidden", "    profiles: [other]\n"));
+        if with_old {
+            out.push_str(&labelled("old", ""));
+        }
+        out
+    };
+    repo.work.write(
+        "app/vars.env",
+        "FROM_FILE=from-env-file\nOVERRIDDEN=from-env-file\n",
+    );
+    repo.work.write("app/compose.yml", &compose(true));
+    repo.work.commit("the stack, on dev");
+    repo.work.push_branch("dev");
+    repo.bare.update_server_info();
+
+    let data = tempfile::tempdir().unwrap();
+    // Over file:// (dumb HTTP cannot fetch shallow).
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", poll_config(&repo.bare.file_url()))],
+    );
+    let web = running_container(&daemon, &project, "web");
+    running_container(&daemon, &project, "extra");
+    let old = running_container(&daemon, &project, "old");
+    assert_eq!(support::label(&web, "test.from_file"), "from-env-file");
+    assert_eq!(support::label(&web, "test.overridden"), "from-environment");
+    assert!(
+        doco_testkit::docker::container_ids(&project, "hidden").is_empty(),
+        "a service of a profile not listed is not deployed"
+    );
+    // git_depth: the checkout of `dev` holds one commit.
+    let shallow: Vec<_> = walk(&data.path().join(".doco-cd/refs"))
+        .into_iter()
+        .filter(|p| p.ends_with(".git/shallow"))
+        .collect();
+    assert_eq!(shallow.len(), 1, "one shallow checkout: {shallow:?}");
+    let checkout = shallow[0].parent().unwrap().parent().unwrap();
+    assert_eq!(
+        doco_testkit::git::git(checkout, &["rev-list", "--count", "HEAD"]).trim(),
+        "1"
+    );
+
+    repo.work.write("app/compose.yml", &compose(false));
+    repo.work.commit("old is dropped");
+    repo.work.push_branch("dev");
+    repo.bare.update_server_info();
+    daemon.wait_for("the orphan removed", Duration::from_secs(60), || {
+        doco_testkit::docker::container_ids(&project, "old").is_empty()
+    });
+    assert!(!old.is_empty());
+}
+
+/// Every path under `dir`, recursively (symlinks not followed).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
