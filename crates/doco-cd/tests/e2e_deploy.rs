@@ -614,3 +614,104 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `DOCO_CD_LOG_FORMAT=json` writes one JSON object per log line; the client IP of a refused webhook
+/// is read from `TRUSTED_PROXY_HEADER` only when the peer is in `TRUSTED_PROXY_NETWORKS`.
+#[test]
+fn json_logs_name_the_webhook_client_from_the_trusted_proxy_header_only() {
+    if !require_docker() {
+        return;
+    }
+    let refused_client = |networks: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(
+            data.path(),
+            &[
+                ("DOCO_CD_LOG_FORMAT", "json".to_string()),
+                ("WEBHOOK_SECRET", "e2e-secret".to_string()),
+                ("TRUSTED_PROXY_HEADER", "X-Real-IP".to_string()),
+                ("TRUSTED_PROXY_NETWORKS", networks.to_string()),
+            ],
+        );
+        let (status, _) = support::http_request(
+            daemon.http_port,
+            "PUT",
+            "/v1/webhook",
+            &[("X-Real-IP", "203.0.113.7")],
+            "{}",
+        );
+        assert_eq!(status, 405);
+        let mut line = serde_json::Value::Null;
+        daemon.wait_for("the refusal logged", Duration::from_secs(10), || {
+            let log = daemon.log();
+            for text in log.lines().filter(|l| !l.trim().is_empty()) {
+                let parsed: serde_json::Value = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {text}"));
+                if text.contains("invalid http method") {
+                    line = parsed;
+                }
+            }
+            !line.is_null()
+        });
+        let text = line.to_string();
+        assert!(text.contains("\"ip\""), "{text}");
+        text
+    };
+    assert!(refused_client("127.0.0.0/8").contains("203.0.113.7"));
+    let untrusted = refused_client("10.0.0.0/8");
+    assert!(
+        untrusted.contains("127.0.0.1") && !untrusted.contains("203.0.113.7"),
+        "{untrusted}"
+    );
+}
+
+/// `MAX_CONCURRENT_DEPLOYMENTS=1`: three deployments that each take a few seconds (a health check
+/// `timeout` waits for) are applied one at a time; the others wait in the queue.
+#[test]
+fn max_concurrent_deployments_bounds_the_active_deployments() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let projects: Vec<String> = (0..3)
+        .map(|i| unique_name(&format!("e2e-bound-{i}")))
+        .collect();
+    let _guards: Vec<ProjectGuard> = projects.iter().map(ProjectGuard::new).collect();
+    let config: Vec<String> = projects
+        .iter()
+        .map(|p| format!("name: {p}\ntimeout: 30\n"))
+        .collect();
+    let repo = HttpRepo::new();
+    repo.work.write(".doco-cd.yml", &config.join("---\n"));
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 2; touch /tmp/ready; sleep 3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      start_period: 10s\n"
+        ),
+    );
+    repo.push("three slow deployments");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("MAX_CONCURRENT_DEPLOYMENTS", "1".to_string()),
+        ],
+    );
+    let (mut most_active, mut most_queued) = (0.0f64, 0.0f64);
+    daemon.wait_for("all three deployed", Duration::from_secs(120), || {
+        let scrape = daemon.scrape();
+        most_active = most_active.max(scrape.get("doco_cd_deployments_active", &[]));
+        most_queued = most_queued.max(scrape.get("doco_cd_deployments_queued", &[]));
+        projects.iter().all(|p| {
+            doco_testkit::docker::container_ids(p, "web")
+                .first()
+                .is_some_and(|id| {
+                    docker(&["inspect", "--format", "{{.State.Health.Status}}", id]).trim()
+                        == "healthy"
+                })
+        }) && scrape.get("doco_cd_deployments_active", &[]) == 0.0
+    });
+    assert_eq!(most_active, 1.0, "never more than one deployment at once");
+    assert!(most_queued >= 1.0, "the others waited: {most_queued}");
+}
