@@ -715,3 +715,70 @@ fn max_concurrent_deployments_bounds_the_active_deployments() {
     assert_eq!(most_active, 1.0, "never more than one deployment at once");
     assert!(most_queued >= 1.0, "the others waited: {most_queued}");
 }
+
+/// `DATA_HOST_PATH` is where compose (and so the engine) reads the files: a relative bind mount's
+/// source is under it, not under `DATA_MOUNT_PATH`. `DOCKER_QUIET_DEPLOY=false` logs compose's own
+/// output, which the default (`true`) discards.
+#[test]
+fn data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let deploy = |quiet: &str| {
+        let project = unique_name("e2e-hostpath");
+        let guard = ProjectGuard::new(&project);
+        let repo = HttpRepo::new();
+        repo.work
+            .write(".doco-cd.yml", &format!("name: {project}\n"));
+        repo.work.write(
+            "compose.yml",
+            &format!(
+                "services:\n  web:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    volumes:\n      - ./site:/site:ro\n"
+            ),
+        );
+        repo.work.write("site/index.html", "hello\n");
+        repo.push("a relative bind mount");
+        let data = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        // Another name of the same directory, as the engine would see a volume from outside.
+        let host_path = host.path().join("volume");
+        let daemon = Daemon::start(
+            data.path(),
+            &[
+                ("POLL_CONFIG", poll_config(&repo.url())),
+                ("DATA_HOST_PATH", host_path.display().to_string()),
+                ("DOCKER_QUIET_DEPLOY", quiet.to_string()),
+            ],
+        );
+        let web = running_container(&daemon, &project, "web");
+        let source = docker(&[
+            "inspect",
+            "--format",
+            "{{range .Mounts}}{{.Source}}{{end}}",
+            &web,
+        ]);
+        assert!(
+            source.trim().starts_with(&host_path.display().to_string()),
+            "{source} is under DATA_HOST_PATH {}",
+            host_path.display()
+        );
+        assert_eq!(
+            docker(&["exec", &web, "cat", "/site/index.html"]).trim(),
+            "hello"
+        );
+        let log = daemon.log();
+        drop(daemon);
+        drop(guard);
+        log
+    };
+    // A line of compose's output is logged as `compose: <line>` by the compose driver.
+    let output = "doco_docker::compose: compose: ";
+    let loud = deploy("false");
+    assert!(loud.contains(output), "compose output logged:\n{loud}");
+    let quiet = deploy("true");
+    assert!(
+        !quiet.contains(output),
+        "compose output discarded:\n{quiet}"
+    );
+}
