@@ -467,7 +467,8 @@ fn unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothi
             "repository_url: https://example.com/other.git",
         ),
         ("version", "version", "version: doco.v2"),
-        ("oci", "source", "source: oci"),
+        ("src", "source", "source: oci"),
+        ("trust", "oci", "oci: {verify: true}"),
     ]
     .into_iter()
     .map(|(short, key, line)| {

@@ -794,6 +794,12 @@ pub(super) fn check_supported(deployment: &ResolvedDeployment) -> Result<(), Dep
             "it is the layout version of `oci` sources, which are not supported",
         );
     }
+    if !config.oci.is_null() {
+        return refuse(
+            "oci",
+            "it is the trust policy of `oci` sources, which are not supported",
+        );
+    }
     if !config.external_secrets.is_empty() {
         return refuse(
             "external_secrets",
