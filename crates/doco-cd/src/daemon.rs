@@ -97,12 +97,16 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if !config.unsupported.is_empty() {
+        eprintln!(
+            "doco-cd: configuration error: {}",
+            refusal(&config.unsupported)
+        );
+        return Ok(ExitCode::from(2));
+    }
     crate::logging::init(&config);
     for warning in &config.warnings {
         warn!(%warning, "configuration");
-    }
-    for name in &config.unsupported {
-        warn!(variable = %name, "this setting is not supported yet and has no effect");
     }
 
     let endpoint = match doco_docker::Endpoint::from_env(&env) {
@@ -479,6 +483,16 @@ async fn wait(tasks: &mut JoinSet<String>, shutdown: &CancellationToken) -> Exit
             },
         }
     }
+}
+
+/// The start-up error for set variables of features this build does not have: refused, never
+/// accepted and ignored.
+pub(crate) fn refusal(unsupported: &[String]) -> String {
+    format!(
+        "{} set, but not supported by this implementation (refused rather than ignored): unset {}",
+        unsupported.join(", "),
+        if unsupported.len() == 1 { "it" } else { "them" }
+    )
 }
 
 fn humantime_now() -> String {

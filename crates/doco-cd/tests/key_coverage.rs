@@ -41,16 +41,19 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "source",
-        Gap("`source: oci` is refused in doco-config, but no test shows the refusal"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
-    ("version", Gap("parsed, no behaviour test")),
+    (
+        "version",
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
+    ),
     (
         "reference",
-        Gap("only `config check` shows it; no deploy test at a deployment's own reference"),
+        Test("a_deployment_with_its_own_reference_deploys_that_branch"),
     ),
     (
         "repository_url",
-        Gap("refused by the reconciler's check_supported, but no test shows the refusal"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     (
         "webhook_filter",
@@ -58,28 +61,52 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "context",
-        Gap("no black-box test of a deployment with `context:`"),
+        Test("a_deployment_with_a_docker_context_is_deployed_and_healed_on_that_contexts_engine"),
     ),
-    ("working_dir", Gap("only `config check` shows it")),
+    (
+        "working_dir",
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
+    ),
     (
         "compose_files",
         Test("a_moved_tag_redeploys_only_its_service_with_force_image_pull"),
     ),
-    ("environment", Gap("only `config check` shows it")),
-    ("env_files", Gap("only `config check` shows it")),
+    (
+        "environment",
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
+    ),
+    (
+        "env_files",
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
+    ),
     (
         "profiles",
-        Gap("only `config check` and compose's argv show it"),
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
     ),
     (
         "remove_orphans",
-        Gap("only the plan's table and compose's argv show it"),
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
     ),
     (
         "prune_images",
         Test("prune_images_removes_what_no_container_uses_and_keeps_a_shared_image"),
     ),
-    ("wait_running_jobs", Gap("parsed, never acted on")),
+    (
+        "wait_running_jobs",
+        Gap(
+            "acted on (doco-engine jobs::deploy::before_deploy waits for running job containers), but no test shows a deploy waiting for a running job",
+        ),
+    ),
     (
         "force_recreate",
         Test("force_recreate_is_honoured_online_and_ignored_offline"),
@@ -92,7 +119,12 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "timeout",
         Test("a_health_check_that_never_passes_fails_the_deploy_naming_the_service_and_its_output"),
     ),
-    ("git_depth", Gap("parsed, no behaviour test")),
+    (
+        "git_depth",
+        Test(
+            "a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect",
+        ),
+    ),
     (
         "build",
         Test(
@@ -130,9 +162,16 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "destroy.remove_volumes",
-        Gap("passed to compose down; no test shows a volume removed"),
+        Gap(
+            "passed to `compose down --volumes`; no test shows a named volume removed (or kept with false)",
+        ),
     ),
-    ("destroy.remove_dir", Gap("parsed, never acted on")),
+    (
+        "destroy.remove_dir",
+        Gap(
+            "not acted on: doco-cd keeps the repository checkout after a destroy (current upstream ignores it with a deprecation warning); neither implemented nor refused yet",
+        ),
+    ),
     (
         "auto_discovery",
         Test("auto_discovery_deploys_each_directory_and_delete_removes_a_vanished_one"),
@@ -152,7 +191,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("auto_discovery.depth", Test("depth_table")),
     (
         "auto_discovery.remove_volumes",
-        Gap("no test shows a volume removed"),
+        Gap(
+            "passed to `compose down` when a vanished directory is removed; no test shows a volume removed",
+        ),
     ),
     (
         "reconciliation",
@@ -164,41 +205,52 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "reconciliation.enabled",
-        Gap("no black-box test of `reconciliation: false`"),
+        Gap(
+            "the event loop skips a deployment with `enabled: false`; no test shows a stopped container left alone",
+        ),
     ),
-    ("reconciliation.restart_timeout", Gap("no behaviour test")),
-    ("reconciliation.restart_signal", Gap("no behaviour test")),
+    (
+        "reconciliation.restart_timeout",
+        Gap("passed to the engine restart by the event loop; no test shows the timeout used"),
+    ),
+    (
+        "reconciliation.restart_signal",
+        Gap("passed to the engine restart by the event loop; no test shows the signal received"),
+    ),
     (
         "reconciliation.restart_limit",
-        Gap("only the event loop's unit inputs"),
+        Test("unhealthy_restarts_stop_at_the_limit_until_the_window_slides"),
     ),
     (
         "reconciliation.restart_window",
-        Gap("only the event loop's unit inputs"),
+        Test("unhealthy_restarts_stop_at_the_limit_until_the_window_slides"),
     ),
     (
         "swarm",
-        Gap("Swarm deploys are not implemented; the key is accepted"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     (
         "swarm.config_retention",
-        Gap("Swarm deploys are not implemented; the key is accepted"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     (
         "swarm.secret_retention",
-        Gap("Swarm deploys are not implemented; the key is accepted"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     (
         "external_secrets",
-        Gap("being implemented (issue 10); deploys with the variables unset today"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     (
         "oci",
-        Gap("`oci` sources are refused in doco-config, but no test shows the refusal"),
+        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
     ),
     // ---- variables of `doco-cd config env` ----
     ("LOG_LEVEL", Refused("env_bad_value_names_the_variable")),
-    ("DOCO_CD_LOG_FORMAT", Gap("only validation is tested")),
+    (
+        "DOCO_CD_LOG_FORMAT",
+        Test("json_logs_name_the_webhook_client_from_the_trusted_proxy_header_only"),
+    ),
     (
         "HTTP_PORT",
         Test("tls_on_the_http_ports_and_the_healthcheck_command_speaks_it"),
@@ -216,8 +268,14 @@ const COVERAGE: &[(&str, Coverage)] = &[
         Test("tls_on_the_http_ports_and_the_healthcheck_command_speaks_it"),
     ),
     ("HTTP_PROXY", Test("maps_the_git_settings")),
-    ("TRUSTED_PROXY_NETWORKS", Gap("only validation is tested")),
-    ("TRUSTED_PROXY_HEADER", Gap("no test")),
+    (
+        "TRUSTED_PROXY_NETWORKS",
+        Test("json_logs_name_the_webhook_client_from_the_trusted_proxy_header_only"),
+    ),
+    (
+        "TRUSTED_PROXY_HEADER",
+        Test("json_logs_name_the_webhook_client_from_the_trusted_proxy_header_only"),
+    ),
     (
         "API_SECRET",
         Test("the_rest_api_deploys_lists_stops_starts_reports_and_removes_a_stack"),
@@ -232,12 +290,15 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "MAX_CONCURRENT_DEPLOYMENTS",
-        Gap("only validation is tested"),
+        Test("max_concurrent_deployments_bounds_the_active_deployments"),
     ),
-    ("MAX_DEPLOYMENT_LOOP_COUNT", Gap("no test")),
+    (
+        "MAX_DEPLOYMENT_LOOP_COUNT",
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
+    ),
     (
         "SCHEDULER_ENABLED",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Gap("`false` skips the job scheduler task in the daemon; no test shows a due job not run"),
     ),
     ("PASS_ENV", Test("pass_env_keeps_doco_cds_own_secrets_out")),
     (
@@ -248,7 +309,10 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "DATA_MOUNT_PATH",
         Test("a_restart_while_git_is_unreachable_enforces_from_the_state_file"),
     ),
-    ("DATA_HOST_PATH", Gap("only validation is tested")),
+    (
+        "DATA_HOST_PATH",
+        Test("data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output"),
+    ),
     (
         "POLL_CONFIG",
         Test(
@@ -274,81 +338,86 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("SKIP_TLS_VERIFICATION", Test("maps_the_git_settings")),
     (
         "GIT_COMMIT_STATUS",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
-    ("DOCKER_QUIET_DEPLOY", Gap("only validation is tested")),
-    ("DOCKER_SWARM_FEATURES", Gap("no test")),
+    (
+        "DOCKER_QUIET_DEPLOY",
+        Test("data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output"),
+    ),
+    (
+        "DOCKER_SWARM_FEATURES",
+        Gap(
+            "on a Swarm manager, `true` warns and deploys with compose (Swarm deploys not built): should be refused; needs the Swarm test phase",
+        ),
+    ),
     (
         "DOCKER_SWARM_CONFIG_RETENTION",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "DOCKER_SWARM_SECRET_RETENTION",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     ("APPRISE_API_URL", Test("start")),
     ("APPRISE_NOTIFY_URLS", Test("start")),
     ("APPRISE_NOTIFY_LEVEL", Test("start")),
     (
         "APPRISE_NOTIFY_REPEAT_INTERVAL",
-        Gap("only validation is tested"),
+        Test("apprise_notify_repeat_interval_repeats_an_unchanged_failure_after_it"),
     ),
     (
         "DOCO_CD_MAINTAIN_OFFLINE_STATE",
         Test("a_restart_while_git_is_unreachable_enforces_from_the_state_file"),
     ),
-    (
-        "DOCO_CD_MIN_POLL_INTERVAL",
-        Gap("only validation is tested"),
-    ),
+    ("DOCO_CD_MIN_POLL_INTERVAL", Test("poll_intervals")),
     // ---- unsupported upstream variables (doco_config::env::UNSUPPORTED_VARIABLES) ----
     (
         "APPRISE_NOTIFY_BODY_TEMPLATE",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "APPRISE_NOTIFY_BODY_TEMPLATE_FILE",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "GIT_SCM_PROVIDER",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "GIT_SCM_API_URL",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "OCI_INSECURE_REGISTRIES",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "OCI_VERIFY_MAX_WORKERS",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "OCI_TRUST_POLICY",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "OCI_TRUST_POLICY_FILE",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "CERT_ROTATION_ENABLED",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "CERT_ROTATION_THRESHOLD",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "CERT_ROTATION_CHECK_INTERVAL",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     (
         "SECRET_PROVIDER",
-        Gap("unsupported: start-up warns and deploys anyway"),
+        Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
     // ---- Docker variables (doco_docker::Endpoint, registry_auth) ----
     (

@@ -888,18 +888,52 @@ fn partial_record(
     record
 }
 
-/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
-fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
+/// Refuses deploy-config features that this build cannot honour, rather than ignoring them: the
+/// deployment fails naming the key, and nothing of it is deployed.
+pub(super) fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     let config = &deployment.config;
+    let refuse = |key: &str, why: &str| {
+        Err(DeployError::Unsupported(format!(
+            "deployment {} sets {key}, which is not supported by this implementation ({why}); nothing was deployed",
+            config.name
+        )))
+    };
     if config
         .repository_url
         .as_deref()
         .is_some_and(|u| !u.is_empty())
     {
-        return Err(DeployError::Unsupported(format!(
-            "deployment {} sets repository_url, which is not supported yet",
-            config.name
-        )));
+        return refuse("repository_url", "deploy from the repository itself");
+    }
+    if config.version != "doco.v1" {
+        return refuse(
+            "version",
+            "it is the layout version of `oci` sources, which are not supported",
+        );
+    }
+    if !config.oci.is_null() {
+        return refuse(
+            "oci",
+            "it is the trust policy of `oci` sources, which are not supported",
+        );
+    }
+    if !config.external_secrets.is_empty() {
+        return refuse(
+            "external_secrets",
+            "no secret provider is built; use SOPS-encrypted env files",
+        );
+    }
+    if config.swarm.config_retention.is_some() {
+        return refuse(
+            "swarm.config_retention",
+            "Swarm stack deploys are not built",
+        );
+    }
+    if config.swarm.secret_retention.is_some() {
+        return refuse(
+            "swarm.secret_retention",
+            "Swarm stack deploys are not built",
+        );
     }
     Ok(())
 }
