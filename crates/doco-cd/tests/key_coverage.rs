@@ -162,9 +162,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "destroy.remove_volumes",
-        Gap(
-            "passed to `compose down --volumes`; no test shows a named volume removed (or kept with false)",
-        ),
+        Test("destroy_remove_volumes_removes_the_stacks_named_volumes_and_false_keeps_them"),
     ),
     (
         "destroy.remove_dir",
@@ -191,9 +189,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ("auto_discovery.depth", Test("depth_table")),
     (
         "auto_discovery.remove_volumes",
-        Gap(
-            "passed to `compose down` when a vanished directory is removed; no test shows a volume removed",
-        ),
+        Test("auto_discovery_remove_volumes_removes_a_vanished_stacks_volumes"),
     ),
     (
         "reconciliation",
@@ -205,9 +201,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "reconciliation.enabled",
-        Gap(
-            "the event loop skips a deployment with `enabled: false`; no test shows a stopped container left alone",
-        ),
+        Test("reconciliation_enabled_false_leaves_a_stopped_container_alone"),
     ),
     (
         "reconciliation.restart_timeout",
