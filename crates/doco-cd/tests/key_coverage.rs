@@ -205,11 +205,15 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "reconciliation.restart_timeout",
-        Gap("passed to the engine restart by the event loop; no test shows the timeout used"),
+        Test(
+            "an_unhealthy_container_is_restarted_with_the_restart_signal_and_killed_after_the_restart_timeout",
+        ),
     ),
     (
         "reconciliation.restart_signal",
-        Gap("passed to the engine restart by the event loop; no test shows the signal received"),
+        Test(
+            "an_unhealthy_container_is_restarted_with_the_restart_signal_and_killed_after_the_restart_timeout",
+        ),
     ),
     (
         "reconciliation.restart_limit",
@@ -292,7 +296,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "SCHEDULER_ENABLED",
-        Gap("`false` skips the job scheduler task in the daemon; no test shows a due job not run"),
+        Test("scheduler_enabled_false_runs_no_due_job_and_the_default_runs_it"),
     ),
     ("PASS_ENV", Test("pass_env_keeps_doco_cds_own_secrets_out")),
     (

@@ -540,14 +540,30 @@ impl Engine {
     }
 
     /// Restarts a container (stop with `timeout_secs` grace, optionally with `signal`, then start).
+    ///
+    /// Engines before API 1.42 (Docker 20.10) ignore the restart's `signal` and send the container's
+    /// own stop signal, so a `signal` is sent here with a kill, whatever the engine's version, and
+    /// the container gets `timeout_secs` to exit before the restart kills it.
     pub async fn restart_container(
         &self,
         id: &str,
         timeout_secs: i32,
         signal: Option<&str>,
     ) -> Result<(), DockerError> {
+        let mut timeout = timeout_secs;
+        if let Some(signal) = signal
+            && self.container_running(id).await?
+        {
+            self.signal_container(id, signal).await?;
+            let grace = std::time::Duration::from_secs(u64::try_from(timeout_secs).unwrap_or(0));
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline && self.container_running(id).await? {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            timeout = 0;
+        }
         let options = RestartContainerOptions {
-            t: Some(timeout_secs),
+            t: Some(timeout),
             signal: signal.map(str::to_string),
         };
         self.docker
@@ -670,6 +686,19 @@ impl Engine {
             .and_then(|log| log.into_iter().last())
             .and_then(|last| last.output)
             .map(|output| output.trim().to_string()))
+    }
+
+    /// Whether container `id` is running now.
+    async fn container_running(&self, id: &str) -> Result<bool, DockerError> {
+        let inspected = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        Ok(inspected
+            .state
+            .and_then(|state| state.running)
+            .unwrap_or(false))
     }
 
     /// Sends `signal` (a name such as `SIGHUP`, or a number) to container `id`.
