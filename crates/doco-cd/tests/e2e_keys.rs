@@ -342,3 +342,60 @@ fn scheduler_enabled_false_runs_no_due_job_and_the_default_runs_it() {
     );
     assert!(on.log().contains("scheduled run started"), "{}", on.log());
 }
+
+#[test]
+fn wait_running_jobs_holds_a_deploy_until_the_stacks_running_job_finished() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-waitjob");
+    let _guard = ProjectGuard::new(&project);
+    let compose = |arg: &str| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"sleep\", \"{arg}\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n  job:\n    image: {image}\n    command: [\"sleep\", \"8\"]\n    network_mode: none\n    labels:\n      cd.doco.job.enabled: \"true\"\n      cd.doco.job.schedule: \"@every 1h\"\n"
+        )
+    };
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\nwait_running_jobs: true\n"),
+    );
+    repo.work.write("compose.yml", &compose("9501"));
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&[repo.url()]))]);
+    let web = running_container(&daemon, &project, "web");
+    let mut job = String::new();
+    daemon.wait_for("the job container created", Duration::from_secs(30), || {
+        job = container_ids(&project, "job").pop().unwrap_or_default();
+        !job.is_empty()
+    });
+
+    // A run of the job (8 s) is under way when a change of web arrives. (With
+    // `wait_running_jobs: false` web is recreated while the job still runs.)
+    docker(&["start", &job]);
+    assert_eq!(container_state(&job), "running");
+    repo.work.write("compose.yml", &compose("9502"));
+    repo.push("web changes while the job runs");
+    let mut job_state_when_recreated = String::new();
+    daemon.wait_for("web recreated", Duration::from_secs(60), || {
+        let ids = container_ids(&project, "web");
+        let recreated = !ids.is_empty() && ids != vec![web.clone()];
+        if recreated {
+            job_state_when_recreated = container_state(&job);
+        }
+        recreated
+    });
+    assert_ne!(
+        job_state_when_recreated, "running",
+        "the deploy did not wait for the running job"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("waiting for running scheduled jobs to finish before deployment"),
+        "{}",
+        daemon.log()
+    );
+}

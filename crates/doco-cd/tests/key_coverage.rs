@@ -103,9 +103,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "wait_running_jobs",
-        Gap(
-            "acted on (doco-engine jobs::deploy::before_deploy waits for running job containers), but no test shows a deploy waiting for a running job",
-        ),
+        Test("wait_running_jobs_holds_a_deploy_until_the_stacks_running_job_finished"),
     ),
     (
         "force_recreate",
