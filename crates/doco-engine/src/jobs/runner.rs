@@ -241,13 +241,15 @@ impl Jobs {
         Ok(())
     }
 
-    /// The job containers on the engine, by name (one-off copies left out).
+    /// The job containers of the stacks this doco-cd deploys (the registry's), by name (one-off
+    /// copies left out): another doco-cd on the same engine runs its own.
     async fn discover(&self) -> Result<BTreeMap<String, Target>, doco_docker::DockerError> {
         let containers = self.inner.engine.containers().await?;
         Ok(containers
             .into_values()
             .flatten()
             .filter(|c| c.labels.contains_key(config::ENABLED) && !is_ephemeral(c))
+            .filter(|c| self.inner.registry.target(&c.project).is_some())
             .map(|c| {
                 let parsed = config::parse(&c.service, &c.labels);
                 (
@@ -741,12 +743,19 @@ mod tests {
             run_for,
             starts: AtomicUsize::new(0),
         });
+        // The stack is one this doco-cd deploys.
+        let registry = Registry::default();
+        let target = crate::registry::EventTarget {
+            poll: doco_config::PollConfig::default(),
+            reconciliation: doco_config::ReconciliationConfig::default(),
+        };
+        registry.set_target("stack", target);
         let jobs = Jobs::new(JobsParts {
             engine: engine.clone(),
             clock: Clock::paused_at(wall.parse().unwrap()),
             tz: TimeZone::UTC,
             locks: StackLocks::default(),
-            registry: Registry::default(),
+            registry,
             metrics: crate::Metrics::new().scheduled.clone(),
             notifier: Notifier::disabled(),
             observer: None,
@@ -781,6 +790,19 @@ mod tests {
         assert_eq!(engine.starts.load(Ordering::SeqCst), 0);
         tokio::time::sleep(Duration::from_secs(22)).await;
         assert_eq!(engine.starts.load(Ordering::SeqCst), 3);
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_of_stacks_another_doco_cd_deploys_are_left_to_it() {
+        let (engine, jobs, cancel) = start(
+            &[(config::ENABLED, "true"), (config::SCHEDULE, "@every 10s")],
+            Duration::from_secs(1),
+            "2026-01-01T00:00:00Z",
+        );
+        jobs.inner.registry.remove_target("stack");
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 0);
         cancel.cancel();
     }
 
