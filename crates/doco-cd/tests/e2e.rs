@@ -963,6 +963,11 @@ fn destroy_removes_the_stack_it_deployed() {
     let data = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
     running_container(&daemon, &project, "web");
+    // A file no fetch or checkout touches marks this clone of the repository.
+    let git_dir = data
+        .path()
+        .join(format!("127.0.0.1_{}/repo/.git", repo.server.port()));
+    std::fs::write(git_dir.join("e2e-marker"), "first clone").unwrap();
 
     // The shared test image must survive: keep images, remove the rest.
     repo.work.write(
@@ -973,6 +978,12 @@ fn destroy_removes_the_stack_it_deployed() {
     daemon.wait_for("the stack removed", Duration::from_secs(60), || {
         container_ids(&project, "web").is_empty()
     });
+    // `remove_dir` (upstream's default): the checkout was removed, and the next poll cloned it anew.
+    daemon.wait_for(
+        "the checkout removed and cloned again",
+        Duration::from_secs(30),
+        || git_dir.join("HEAD").exists() && !git_dir.join("e2e-marker").exists(),
+    );
     daemon.wait_polls(2.0);
     assert!(
         container_ids(&project, "web").is_empty(),

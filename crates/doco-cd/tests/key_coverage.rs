@@ -164,9 +164,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "destroy.remove_dir",
-        Gap(
-            "not acted on: doco-cd keeps the repository checkout after a destroy (current upstream ignores it with a deprecation warning); neither implemented nor refused yet",
-        ),
+        Test("destroy_removes_the_stack_it_deployed"),
     ),
     (
         "auto_discovery",

@@ -107,6 +107,13 @@ impl LiveStack {
         Ok(changed)
     }
 
+    /// Removes the stack's live copies (its stack was destroyed).
+    pub fn remove(&self) {
+        if let Some(dir) = self.root.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     /// Whether the copy exists at all (a heal makes it only when it is missing).
     pub fn exists(&self) -> bool {
         self.root.is_dir()

@@ -336,6 +336,12 @@ pub fn skip(trigger: Trigger, config: &DeployConfig, reference: &str) -> Option<
     })
 }
 
+/// Whether a destroy removes the repository's checkout afterwards (`destroy.remove_dir`, upstream's
+/// default): only when it is enabled; the caller makes sure no other deployment uses the checkout.
+pub fn destroy_removes_dir(destroy: &doco_config::DestroyConfig) -> bool {
+    destroy.enabled && destroy.remove_dir
+}
+
 /// What `destroy` does with a stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestroyPlan {

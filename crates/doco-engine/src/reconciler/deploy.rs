@@ -275,6 +275,7 @@ impl Reconciler {
                 let outcome = self
                     .remove_stack(name, options.remove_volumes, options.remove_images, rt)
                     .await?;
+                LiveStack::new(&self.paths, name).remove();
                 Ok(Applied::new(outcome, RecordChange::Forget))
             }
         }

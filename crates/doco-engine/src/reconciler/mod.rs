@@ -26,7 +26,7 @@ use doco_config::{AppConfig, DeployConfigError, PollConfig, ResolvedDeployment};
 use doco_docker::{ContainerEvent, ContainerInfo};
 use doco_git::{GitClient, GitError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::adapters::{ContextOpener, Runtime, Source};
 use crate::backoff::Backoffs;
@@ -621,9 +621,21 @@ impl Reconciler {
             self.remove_obsolete(ctx, &here, &elsewhere, &observed)
                 .await,
         );
-        report
-            .entries
-            .extend(self.deploy_resolved(ctx, here, &observed).await);
+        let sole_destroy = match (here.as_slice(), elsewhere.is_empty()) {
+            ([Ok(only)], true) => plan::destroy_removes_dir(&only.config.destroy),
+            _ => false,
+        };
+        let entries = self.deploy_resolved(ctx, here, &observed).await;
+        if sole_destroy
+            && entries.iter().any(|e| {
+                e.outcome
+                    .as_ref()
+                    .is_ok_and(|o| *o == DeploymentOutcome::Destroyed)
+            })
+        {
+            self.remove_checkout(ctx, &entries).await;
+        }
+        report.entries.extend(entries);
         for (reference, deployments) in elsewhere {
             let (entries, fetch) = self
                 .deploy_other_reference(ctx, &reference, deployments, &observed)
@@ -632,6 +644,33 @@ impl Reconciler {
             report.entries.extend(entries);
         }
         Ok(())
+    }
+
+    /// `destroy.remove_dir`: once the only deployment of a repository destroyed its stack, the
+    /// repository's checkout is removed from the data volume, unless another deployment of it is
+    /// still recorded (the next poll clones it again to read the deploy configuration).
+    async fn remove_checkout(&self, ctx: &PollContext<'_>, destroyed: &[Entry]) {
+        let prefix = format!("{}#", ctx.repo_name);
+        let others = self
+            .state
+            .lock()
+            .await
+            .repositories
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .flat_map(|(_, repo)| repo.deployments.keys())
+            .any(|name| !destroyed.iter().any(|e| &e.name == name));
+        if others {
+            return;
+        }
+        match std::fs::remove_dir_all(ctx.checkout) {
+            Ok(()) => {
+                info!(checkout = %ctx.checkout.display(), "destroy.remove_dir: removed the repository's checkout")
+            }
+            Err(e) => {
+                warn!(checkout = %ctx.checkout.display(), error = %e, "destroy.remove_dir: could not remove the repository's checkout")
+            }
+        }
     }
 
     /// `auto_discovery.delete`: removes the auto-discovered stacks of this repository whose directory
