@@ -71,6 +71,20 @@ cleanups+=("rm -f '$log'")
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 finish
+# The Swarm phase, last and alone: doco-cd behaves differently on a Swarm manager, so no other test may
+# run meanwhile. The engine is switched to a single-node Swarm and back, also on failure.
+if docker info >/dev/null 2>&1; then
+  begin swarm
+  if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ]; then
+    echo "test.sh: the engine is already a Swarm node (not by this run); skipping the Swarm phase" >&2
+  else
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    cleanups+=("docker swarm leave --force >/dev/null 2>&1 || true")
+    DOCO_SWARM_PHASE=1 cargo test --locked -p doco-cd --test swarm 2>&1 | tee -a "$log" || status=$?
+    docker swarm leave --force >/dev/null
+  fi
+  finish
+fi
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "summary: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

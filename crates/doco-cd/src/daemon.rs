@@ -152,9 +152,10 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     };
     let compose = composes.at(&endpoint);
     if config.docker_swarm_features && docker.is_swarm_manager().await.unwrap_or(false) {
-        warn!(
-            "this Docker engine is a Swarm manager: upstream would deploy with `docker stack`; this build deploys with `docker compose` (stack deploys are not supported yet)"
+        error!(
+            "configuration error: this Docker engine is a Swarm manager and DOCKER_SWARM_FEATURES is true, but this doco-cd cannot deploy Swarm stacks yet; set DOCKER_SWARM_FEATURES=false to deploy with docker compose on this manager"
         );
+        return Ok(ExitCode::from(2));
     }
     config.data_host_path = data_host_path(&config, &docker).await?;
     let config = Arc::new(config);

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
+#[allow(dead_code)] // Each test binary uses part of the shared harness.
 mod support;
 
 use std::time::Duration;

@@ -136,6 +136,20 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `deadline` for the daemon to exit on its own; its exit code (`None`: still
+    /// running, or killed by a signal).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
