@@ -225,7 +225,11 @@ fn skip_running_skips_an_overlapping_slot_and_a_deploy_waits_for_the_running_job
             ) >= 1.0
         },
     );
-    assert_eq!(runs(&slow), 1, "the skipped slot did not run");
+    assert_eq!(
+        daemon.metric("doco_cd_scheduled_runs_active", &[("job", &name)]),
+        1.0,
+        "the skipped slot started no second run"
+    );
     let mut new_web = String::new();
     daemon.wait_for(
         "web recreated",
@@ -252,13 +256,31 @@ fn skip_running_skips_an_overlapping_slot_and_a_deploy_waits_for_the_running_job
 }
 
 #[test]
-fn stop_services_holds_the_named_service_stopped_for_the_run_and_starts_the_same_container_after() {
+fn stop_services_holds_the_named_services_stopped_for_the_run_and_starts_the_same_containers_after()
+{
     if !require_docker() {
         return;
     }
     let image = test_image();
     let project = unique_name("e2e-jobs-stop");
-    let _guard = ProjectGuard::new(&project);
+    let other = unique_name("e2e-jobs-stop-other");
+    let _guards = (ProjectGuard::new(&project), ProjectGuard::new(&other));
+    // Engine events for a stop or an exit are acted on too: none of them may undo the job's stops
+    // or run the job outside its schedule.
+    let deploy_config = |name: &str| {
+        format!("name: {name}\nreconciliation:\n  events: [die, stop, kill, unhealthy]\n")
+    };
+    // Another stack, polled from its own repository: its polls heal it while the job runs.
+    let other_repo = HttpRepo::new();
+    other_repo
+        .work
+        .write(".doco-cd.yml", &deploy_config(&other));
+    other_repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", web(&image, "3600")),
+    );
+    other_repo.push("a service another stack's job stops");
+    let stop = format!("web,{other}/web");
     let compose = format!(
         "services:\n{}{}",
         web(&image, "3600"),
@@ -269,62 +291,70 @@ fn stop_services_holds_the_named_service_stopped_for_the_run_and_starts_the_same
             &[
                 ("schedule", "@every 10s"),
                 ("execution_mode", "one_off"),
-                ("stop_services", "web"),
+                ("stop_services", &stop),
                 ("skip_running", "true"),
             ],
         ),
     );
     let repo = HttpRepo::new();
-    // Engine events for a stop are acted on too: the job's own stop must not be undone by them.
-    repo.work.write(
-        ".doco-cd.yml",
-        &format!("name: {project}\nreconciliation:\n  events: [die, stop, kill, unhealthy]\n"),
-    );
+    repo.work.write(".doco-cd.yml", &deploy_config(&project));
     repo.work.write("compose.yml", &compose);
-    repo.push("a job that stops web while it runs");
+    repo.push("a job that stops two services while it runs");
     let data = tempfile::tempdir().unwrap();
-    let daemon = daemon(data.path(), &repo);
+    let daemon = Daemon::start(
+        data.path(),
+        &[(
+            "POLL_CONFIG",
+            format!(
+                "{}{}",
+                poll_config(&repo.url()),
+                poll_config(&other_repo.url())
+            ),
+        )],
+    );
     let web_id = running_container(&daemon, &project, "web");
+    let other_web = running_container(&daemon, &other, "web");
     let backup = created(&daemon, &project, "backup");
 
-    daemon.wait_for("web stopped for the run", Duration::from_secs(25), || {
-        container_state(&web_id) != "running"
-    });
-    // The one-off copy runs for 6 s; polls every second and the stop events must leave web down.
+    daemon.wait_for(
+        "both services stopped for the run",
+        Duration::from_secs(25),
+        || container_state(&web_id) != "running" && container_state(&other_web) != "running",
+    );
+    // The one-off copy runs for 6 s; polls every second and engine events must leave both down.
     let stopped_at = Instant::now();
     let mut copy_seen = false;
     while stopped_at.elapsed() < Duration::from_secs(4) {
-        assert_ne!(
-            container_state(&web_id),
-            "running",
-            "web was started again during the run\n{}",
-            daemon.log()
-        );
-        copy_seen |= docker(&[
+        for (what, id) in [("web", &web_id), ("the other stack's web", &other_web)] {
+            assert_ne!(
+                container_state(id),
+                "running",
+                "{what} was started again during the run\n{}",
+                daemon.log()
+            );
+        }
+        copy_seen |= !docker(&[
             "ps",
             "-q",
             "--filter",
             &format!("name={project}-backup-1-run-"),
         ])
         .trim()
-        .len()
-            > 0;
+        .is_empty();
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(copy_seen, "a one-off copy ran the job");
-    assert_eq!(
-        container_state(&backup),
-        "created",
-        "one_off leaves the job's own container alone"
+    daemon.wait_for(
+        "both services running again",
+        Duration::from_secs(20),
+        || container_state(&web_id) == "running" && container_state(&other_web) == "running",
     );
-    daemon.wait_for("web running again", Duration::from_secs(20), || {
-        container_state(&web_id) == "running"
-    });
     assert_eq!(
         container_ids(&project, "web"),
         vec![web_id.clone()],
         "the same container is started again"
     );
+    assert_eq!(container_ids(&other, "web"), vec![other_web.clone()]);
     let name = format!("{project}-backup-1");
     daemon.wait_for("the run counted", Duration::from_secs(10), || {
         daemon.metric(
@@ -336,16 +366,12 @@ fn stop_services_holds_the_named_service_stopped_for_the_run_and_starts_the_same
         daemon.metric("doco_cd_scheduled_run_errors_total", &[("job", &name)]),
         0.0
     );
-    // The ephemeral copy is gone.
-    daemon.wait_for("the one-off copy removed", Duration::from_secs(10), || {
-        docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("name={project}-backup-1-run-"),
-        ])
-        .trim()
-        .is_empty()
-            || container_state(&web_id) != "running"
-    });
+    // The copy's exit (a `die` event of service backup) does not start the job's own container.
+    daemon.wait_polls(2.0);
+    assert_eq!(
+        container_state(&backup),
+        "created",
+        "one_off leaves the job's own container alone\n{}",
+        daemon.log()
+    );
 }

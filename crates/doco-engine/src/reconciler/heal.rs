@@ -85,7 +85,9 @@ impl Reconciler {
                 let containers = observed.get(&record.project).unwrap_or(&empty);
                 let none = BTreeSet::new();
                 let wanted = forced.get(&record.project).unwrap_or(&none);
-                let plan = plan::heal_plan(record, containers, wanted);
+                // Services a job run holds stopped, and the jobs themselves, are the scheduler's.
+                let leave = self.registry.left_alone(&record.project);
+                let plan = plan::heal_plan(record, containers, wanted, &leave);
                 if !plan.is_empty() {
                     acted = true;
                     let started = tokio::time::Instant::now();
