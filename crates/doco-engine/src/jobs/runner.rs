@@ -251,12 +251,6 @@ impl Jobs {
                 );
             }
         }
-        let jobs: BTreeSet<(String, String)> = targets
-            .values()
-            .filter(|t| matches!(t.parsed, Ok(Some(_))))
-            .map(|t| (t.stack().to_string(), t.container.service.clone()))
-            .collect();
-        self.inner.registry.set_jobs(jobs);
         table.targets = targets;
         Ok(())
     }
@@ -264,7 +258,7 @@ impl Jobs {
     /// The job containers on the engine, by name (one-off copies left out).
     async fn discover(&self) -> Result<BTreeMap<String, Target>, doco_docker::DockerError> {
         let containers = self.inner.engine.containers().await?;
-        Ok(containers
+        let targets: BTreeMap<String, Target> = containers
             .into_values()
             .flatten()
             .filter(|c| c.labels.contains_key(config::ENABLED) && !is_ephemeral(c))
@@ -278,7 +272,15 @@ impl Jobs {
                     },
                 )
             })
-            .collect())
+            .collect();
+        // Heal and the event loop leave the jobs to the schedule.
+        let jobs: BTreeSet<(String, String)> = targets
+            .values()
+            .filter(|t| matches!(t.parsed, Ok(Some(_))))
+            .map(|t| (t.stack().to_string(), t.container.service.clone()))
+            .collect();
+        self.inner.registry.set_jobs(jobs);
+        Ok(targets)
     }
 
     /// The jobs whose slot has come; each slot advances past `now` (missed slots coalesce).
