@@ -20,6 +20,16 @@ use support::{Daemon, HttpRepo, http_request, running_container};
 
 const KEY: &str = "e2e-jobs-key";
 
+/// Every scheduler runs every job on the engine (as upstream), so two of these tests' daemons would
+/// run each other's jobs: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn poll_config(url: &str) -> String {
     format!("- url: {url}\n  reference: main\n  interval: 1s\n")
 }
@@ -77,6 +87,7 @@ fn daemon(data: &std::path::Path, repo: &HttpRepo) -> Daemon {
         &[
             ("POLL_CONFIG", poll_config(&repo.url())),
             ("API_SECRET", KEY.to_string()),
+            ("SCHEDULER_ENABLED", "true".to_string()),
         ],
     )
 }
@@ -87,6 +98,7 @@ fn an_every_10s_job_runs_on_schedule_never_at_deploy_is_listed_run_and_counted_a
     if !require_docker() {
         return;
     }
+    let _serial = serial();
     let image = test_image();
     let project = unique_name("e2e-jobs-every");
     let _guard = ProjectGuard::new(&project);
@@ -191,6 +203,7 @@ fn skip_running_skips_an_overlapping_slot_and_a_deploy_waits_for_the_running_job
     if !require_docker() {
         return;
     }
+    let _serial = serial();
     let image = test_image();
     let project = unique_name("e2e-jobs-skip");
     let _guard = ProjectGuard::new(&project);
@@ -261,6 +274,7 @@ fn stop_services_holds_the_named_services_stopped_for_the_run_and_starts_the_sam
     if !require_docker() {
         return;
     }
+    let _serial = serial();
     let image = test_image();
     let project = unique_name("e2e-jobs-stop");
     let other = unique_name("e2e-jobs-stop-other");
@@ -301,16 +315,17 @@ fn stop_services_holds_the_named_services_stopped_for_the_run_and_starts_the_sam
     repo.work.write("compose.yml", &compose);
     repo.push("a job that stops two services while it runs");
     let data = tempfile::tempdir().unwrap();
+    let polls = format!(
+        "{}{}",
+        poll_config(&repo.url()),
+        poll_config(&other_repo.url())
+    );
     let daemon = Daemon::start(
         data.path(),
-        &[(
-            "POLL_CONFIG",
-            format!(
-                "{}{}",
-                poll_config(&repo.url()),
-                poll_config(&other_repo.url())
-            ),
-        )],
+        &[
+            ("POLL_CONFIG", polls),
+            ("SCHEDULER_ENABLED", "true".to_string()),
+        ],
     );
     let web_id = running_container(&daemon, &project, "web");
     let other_web = running_container(&daemon, &other, "web");
@@ -321,7 +336,15 @@ fn stop_services_holds_the_named_services_stopped_for_the_run_and_starts_the_sam
         Duration::from_secs(25),
         || container_state(&web_id) != "running" && container_state(&other_web) != "running",
     );
-    // The one-off copy runs for 6 s; polls every second and engine events must leave both down.
+    // The one-off copy runs for 6 s; polls every second and engine events must leave both down,
+    // and the polls of the job's own repository go on (they do not wait for the run).
+    let repo_label = repo
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches(".git")
+        .to_string();
+    let polls = || daemon.metric("doco_cd_polls_total", &[("repository", &repo_label)]);
+    let polls_before = polls();
     let stopped_at = Instant::now();
     let mut copy_seen = false;
     while stopped_at.elapsed() < Duration::from_secs(4) {
@@ -344,6 +367,12 @@ fn stop_services_holds_the_named_services_stopped_for_the_run_and_starts_the_sam
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(copy_seen, "a one-off copy ran the job");
+    assert!(
+        polls() >= polls_before + 2.0,
+        "the job's repository was polled during the run ({polls_before} before, {} after)\n{}",
+        polls(),
+        daemon.log()
+    );
     daemon.wait_for(
         "both services running again",
         Duration::from_secs(20),
