@@ -85,8 +85,20 @@ impl Reconciler {
                 let containers = observed.get(&record.project).unwrap_or(&empty);
                 let none = BTreeSet::new();
                 let wanted = forced.get(&record.project).unwrap_or(&none);
-                // Services a job run holds stopped, and the jobs themselves, are the scheduler's.
-                let leave = self.registry.left_alone(&record.project);
+                // Services a job run holds stopped, and the jobs themselves (also with the
+                // scheduler off), are the scheduler's.
+                let mut leave = self.registry.left_alone(&record.project);
+                leave.extend(
+                    containers
+                        .iter()
+                        .filter(|c| {
+                            matches!(
+                                crate::jobs::config::parse(&c.service, &c.labels),
+                                Ok(Some(_))
+                            )
+                        })
+                        .map(|c| c.service.clone()),
+                );
                 let plan = plan::heal_plan(record, containers, wanted, &leave);
                 if !plan.is_empty() {
                     acted = true;
