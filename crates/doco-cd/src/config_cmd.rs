@@ -341,8 +341,12 @@ fn env(args: &EnvArgs) -> ExitCode {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
-    for name in &config.unsupported {
-        eprintln!("warning: {name} is set but not supported yet; it has no effect");
+    if !config.unsupported.is_empty() {
+        eprintln!(
+            "doco-cd: configuration error: {}",
+            crate::daemon::refusal(&config.unsupported)
+        );
+        return ExitCode::from(2);
     }
     let rows = effective(&config);
     match args.format {

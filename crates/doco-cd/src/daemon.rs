@@ -18,25 +18,73 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// The compose CLI driver: pointed at `endpoint` (the engine the API client reads) with the
-/// registry configuration checked and, for `DOCKER_AUTH_CONFIG`, written under doco-cd's state
-/// directory ([`doco_docker::registry_auth`]).
-fn compose_for(
-    env: &BTreeMap<String, String>,
-    config: &AppConfig,
-    endpoint: &doco_docker::Endpoint,
-) -> Result<doco_docker::Compose, doco_docker::registry_auth::RegistryConfigError> {
-    let state_dir = config.data_mount_path.join(".doco-cd");
-    let registry = doco_docker::registry_auth::prepare(env, &state_dir)?;
-    for warning in &registry.warnings {
-        warn!(%warning, "registry credentials");
+/// Makes compose CLI drivers for an engine endpoint, with the registry configuration checked once
+/// and, for `DOCKER_AUTH_CONFIG`, written under doco-cd's state directory
+/// ([`doco_docker::registry_auth`]).
+#[derive(Clone)]
+struct ComposeFactory {
+    registry_config: Option<std::path::PathBuf>,
+    quiet: bool,
+    passed_env: Option<BTreeMap<String, String>>,
+}
+
+impl ComposeFactory {
+    fn new(
+        env: &BTreeMap<String, String>,
+        config: &AppConfig,
+    ) -> Result<ComposeFactory, doco_docker::registry_auth::RegistryConfigError> {
+        let state_dir = config.data_mount_path.join(".doco-cd");
+        let registry = doco_docker::registry_auth::prepare(env, &state_dir)?;
+        for warning in &registry.warnings {
+            warn!(%warning, "registry credentials");
+        }
+        Ok(ComposeFactory {
+            registry_config: registry.docker_config,
+            quiet: config.docker_quiet_deploy,
+            passed_env: config.pass_env.then(|| passed_env(env)),
+        })
     }
-    let docker_env = doco_docker::Compose::docker_env(endpoint, registry.docker_config.as_deref());
-    let mut compose = doco_docker::Compose::new(docker_env, config.docker_quiet_deploy);
-    if config.pass_env {
-        compose = compose.with_passed_env(passed_env(env));
+
+    /// The compose driver pointed at `endpoint` (the engine the API client of that endpoint reads).
+    fn at(&self, endpoint: &doco_docker::Endpoint) -> doco_docker::Compose {
+        let docker_env =
+            doco_docker::Compose::docker_env(endpoint, self.registry_config.as_deref());
+        let compose = doco_docker::Compose::new(docker_env, self.quiet);
+        match &self.passed_env {
+            Some(passed) => compose.with_passed_env(passed.clone()),
+            None => compose,
+        }
     }
-    Ok(compose)
+}
+
+/// Opens the engine of a deploy config's `context` from the docker CLI's context store (under
+/// `config_dir`), and hands each engine it opens to `opened`, which follows its events.
+fn context_opener(
+    config_dir: std::path::PathBuf,
+    composes: ComposeFactory,
+    opened: tokio::sync::mpsc::UnboundedSender<doco_docker::Engine>,
+) -> doco_engine::adapters::ContextOpener {
+    Arc::new(move |name: &str| {
+        let failed = |e: &dyn std::fmt::Display| format!("Docker context `{name}`: {e}");
+        let endpoint =
+            doco_docker::Endpoint::from_context(name, &config_dir).map_err(|e| failed(&e))?;
+        let engine = doco_docker::Engine::connect_endpoint(&endpoint).map_err(|e| failed(&e))?;
+        let compose = composes.at(&endpoint);
+        let registry = doco_docker::Registry::new(&compose.docker_config_dir());
+        info!(
+            context = name,
+            host = endpoint.host(),
+            "deploying to another Docker context"
+        );
+        // The receiver lives as long as the daemon.
+        let _ = opened.send(engine.clone());
+        let runtime = doco_engine::adapters::Docker {
+            engine,
+            compose,
+            registry,
+        };
+        Ok(Arc::new(runtime) as Arc<dyn doco_engine::adapters::Runtime>)
+    })
 }
 
 /// Runs the daemon until a signal arrives. Configuration errors exit with code 2.
@@ -49,12 +97,16 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    if !config.unsupported.is_empty() {
+        eprintln!(
+            "doco-cd: configuration error: {}",
+            refusal(&config.unsupported)
+        );
+        return Ok(ExitCode::from(2));
+    }
     crate::logging::init(&config);
     for warning in &config.warnings {
         warn!(%warning, "configuration");
-    }
-    for name in &config.unsupported {
-        warn!(variable = %name, "this setting is not supported yet and has no effect");
     }
 
     let endpoint = match doco_docker::Endpoint::from_env(&env) {
@@ -91,13 +143,14 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             config.data_mount_path.display()
         )
     })?;
-    let compose = match compose_for(&env, &config, &endpoint) {
-        Ok(compose) => compose,
+    let composes = match ComposeFactory::new(&env, &config) {
+        Ok(composes) => composes,
         Err(e) => {
             error!("configuration error: {e}");
             return Ok(ExitCode::from(2));
         }
     };
+    let compose = composes.at(&endpoint);
     if config.docker_swarm_features && docker.is_swarm_manager().await.unwrap_or(false) {
         warn!(
             "this Docker engine is a Swarm manager: upstream would deploy with `docker stack`; this build deploys with `docker compose` (stack deploys are not supported yet)"
@@ -105,12 +158,21 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
     config.data_host_path = data_host_path(&config, &docker).await?;
     let config = Arc::new(config);
-    let reconciler = Arc::new(Reconciler::new(
-        config.clone(),
-        docker.clone(),
-        compose.clone(),
-        metrics.clone(),
-    ));
+    let (context_engines, mut opened_engines) = tokio::sync::mpsc::unbounded_channel();
+    let opener = context_opener(
+        doco_docker::docker_config_dir(&env),
+        composes,
+        context_engines,
+    );
+    let reconciler = Arc::new(
+        Reconciler::new(
+            config.clone(),
+            docker.clone(),
+            compose.clone(),
+            metrics.clone(),
+        )
+        .with_contexts(opener),
+    );
     if let Some(note) = reconciler
         .paths()
         .link_host_path()
@@ -208,6 +270,25 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         async move {
             events.run(cancel).await;
             "the engine event loop".to_string()
+        }
+    });
+    // Each other context's engine gets an event loop of its own once a deployment opens it.
+    tasks.spawn({
+        let (registry, scheduler, cancel) =
+            (reconciler.registry(), scheduler.clone(), shutdown.clone());
+        async move {
+            let mut loops = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    Some(engine) = opened_engines.recv() => {
+                        let events = EventLoop::new(engine, registry.clone(), scheduler.clone(), None);
+                        loops.spawn(events.run(cancel.clone()));
+                    }
+                }
+            }
+            while loops.join_next().await.is_some() {}
+            "the event loops of other Docker contexts".to_string()
         }
     });
     info!(
@@ -402,6 +483,16 @@ async fn wait(tasks: &mut JoinSet<String>, shutdown: &CancellationToken) -> Exit
             },
         }
     }
+}
+
+/// The start-up error for set variables of features this build does not have: refused, never
+/// accepted and ignored.
+pub(crate) fn refusal(unsupported: &[String]) -> String {
+    format!(
+        "{} set, but not supported by this implementation (refused rather than ignored): unset {}",
+        unsupported.join(", "),
+        if unsupported.len() == 1 { "it" } else { "them" }
+    )
 }
 
 fn humantime_now() -> String {

@@ -271,9 +271,11 @@ fn offline_state_brings_back_the_proxy_that_serves_git_and_then_deploys_what_was
             &[("repository", &repository)]
         ) >= 1.0
     );
-    assert_eq!(
-        daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]),
-        0.0
+    // The run that deployed it records the return to normal once it ends.
+    daemon.wait_for(
+        "the repository reported reachable",
+        Duration::from_secs(30),
+        || daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]) == 0.0,
     );
     assert!(
         daemon.metric(
@@ -360,10 +362,12 @@ fn a_restart_while_git_is_unreachable_enforces_from_the_state_file() {
     let db_again = running_container(&daemon, &project, "db");
     assert_ne!(db_again, db);
     assert_eq!(labels_of(&db_again), db_labels);
+    // The run that healed them records the outcome once it ends.
     let repository = format!("127.0.0.1:{}/repo", repo.server.port());
-    assert_eq!(
-        daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]),
-        1.0
+    daemon.wait_for(
+        "the repository reported offline",
+        Duration::from_secs(30),
+        || daemon.metric("doco_cd_repository_offline", &[("repository", &repository)]) == 1.0,
     );
 }
 

@@ -324,3 +324,462 @@ configs:
         "not recreated"
     );
 }
+
+#[test]
+fn a_deployment_with_a_docker_context_is_deployed_and_healed_on_that_contexts_engine() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-context");
+    let _guard = ProjectGuard::new(&project);
+    // The context's engine: the local one, reached only through a proxy socket of its own.
+    let proxy = doco_testkit::docker_proxy::DockerProxy::start();
+    let docker_config = tempfile::tempdir().unwrap();
+    let created = std::process::Command::new("docker")
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["context", "create", "elsewhere", "--docker"])
+        .arg(format!("host={}", proxy.docker_host()))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!("name: {project}\ncontext: elsewhere\n"),
+    );
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service("web", &image)),
+    );
+    repo.push("a stack for another Docker context");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("DOCKER_CONFIG", docker_config.path().display().to_string()),
+        ],
+    );
+    let web = running_container(&daemon, &project, "web");
+    // doco-cd follows that engine's events through the context's socket.
+    daemon.wait_for(
+        "an event stream through the context",
+        Duration::from_secs(30),
+        || proxy.open_connections() > 0,
+    );
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for(
+        "web started again on its context",
+        Duration::from_secs(30),
+        || doco_testkit::docker::container_state(&web) == "running",
+    );
+    assert!(daemon.log().contains("deploying to another Docker context"));
+}
+
+/// Every variable of a feature this build does not have stops start-up with exit code 2 and an error
+/// naming it, before anything is deployed (as does `MAX_DEPLOYMENT_LOOP_COUNT` set to anything but 0).
+#[test]
+fn unsupported_variables_stop_start_up_naming_them_and_deploy_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-refused-var");
+    let _guard = ProjectGuard::new(&project);
+    let (repo, _) =
+        HttpRepo::with_stack(&project, &format!("services:\n{}", service("web", &image)));
+    let data = tempfile::tempdir().unwrap();
+    let mut refused: Vec<(String, &str)> = doco_config::env::UNSUPPORTED_VARIABLES
+        .iter()
+        .map(|name| (name.to_string(), "1"))
+        .collect();
+    refused.push(("SECRET_PROVIDER_SITE_URL".to_string(), "https://bao"));
+    refused.push(("MAX_DEPLOYMENT_LOOP_COUNT".to_string(), "2"));
+    assert!(
+        !refused.iter().any(|(name, _)| name == "SCHEDULER_ENABLED"),
+        "scheduled jobs are built"
+    );
+    for (name, value) in &refused {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .env("HTTP_PORT", support::free_port().to_string())
+            .env("METRICS_PORT", support::free_port().to_string())
+            .env("DATA_MOUNT_PATH", data.path())
+            .env("DOCO_CD_MIN_POLL_INTERVAL", "1s")
+            .env("POLL_CONFIG", poll_config(&repo.url()))
+            .env(name, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name.as_str()) && stderr.contains("not supported"),
+            "{name}: {stderr}"
+        );
+    }
+    assert!(
+        doco_testkit::docker::container_ids(&project, "web").is_empty(),
+        "nothing deployed"
+    );
+    // 0 is what doco-cd does (never force a redeploy): accepted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doco-cd"))
+        .args(["config", "env"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MAX_DEPLOYMENT_LOOP_COUNT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Deploy keys this build cannot honour fail their own deployment naming the key, deploy nothing of
+/// it, and leave the other deployments of the file alone.
+#[test]
+fn unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let good = unique_name("e2e-key-ok");
+    let refused: Vec<(String, &str, String)> = [
+        (
+            "secrets",
+            "external_secrets",
+            "external_secrets: {TOKEN: op://vault/item/field}",
+        ),
+        (
+            "swarm-c",
+            "swarm.config_retention",
+            "swarm: {config_retention: 3}",
+        ),
+        (
+            "swarm-s",
+            "swarm.secret_retention",
+            "swarm: {secret_retention: -1}",
+        ),
+        (
+            "repo-url",
+            "repository_url",
+            "repository_url: https://example.com/other.git",
+        ),
+        ("version", "version", "version: doco.v2"),
+        ("src", "source", "source: oci"),
+        ("trust", "oci", "oci: {verify: true}"),
+    ]
+    .into_iter()
+    .map(|(short, key, line)| {
+        (
+            unique_name(&format!("e2e-key-{short}")),
+            key,
+            line.to_string(),
+        )
+    })
+    .collect();
+    let _guards: Vec<ProjectGuard> = std::iter::once(&good)
+        .chain(refused.iter().map(|(p, _, _)| p))
+        .map(ProjectGuard::new)
+        .collect();
+    let mut config = format!("name: {good}\n");
+    for (project, _, line) in &refused {
+        config.push_str(&format!("---\nname: {project}\n{line}\n"));
+    }
+    let repo = HttpRepo::new();
+    repo.work.write(".doco-cd.yml", &config);
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service("web", &image)),
+    );
+    repo.push("one deployment that can deploy, and one per unsupported key");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    running_container(&daemon, &good, "web");
+    daemon.wait_for(
+        "every refused deployment reported",
+        Duration::from_secs(60),
+        || {
+            let log = daemon.log();
+            refused
+                .iter()
+                .all(|(project, _, _)| log.contains(project.as_str()))
+                && daemon.metric("doco_cd_deployment_errors_total", &[]) >= 5.0
+        },
+    );
+    let log = daemon.log();
+    for (project, key, _) in &refused {
+        assert!(
+            log.lines()
+                .any(|line| line.contains(project.as_str()) && line.contains(key)),
+            "{project} refused naming {key}:\n{log}"
+        );
+        assert!(
+            doco_testkit::docker::container_ids(project, "web").is_empty(),
+            "{project}: nothing deployed"
+        );
+    }
+}
+
+/// The keys that shape what compose deploys, in one deployment at its own `reference`: `git_depth`
+/// makes that reference's checkout shallow, `working_dir` and `env_files` are where the files are
+/// read, `environment` overrides the env file, `profiles` starts a profiled service (and only it),
+/// and `remove_orphans` removes a service dropped from the compose file.
+#[test]
+fn a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_take_effect() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-keys");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {project}\nreference: dev\ngit_depth: 1\nworking_dir: app\nenv_files: [vars.env]\nenvironment: {{OVERRIDDEN: from-environment}}\nprofiles: [extra]\nremove_orphans: true\n"
+        ),
+    );
+    repo.push("main names the deployment");
+    let labelled = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    labels:\n      test.from_file: \"${{FROM_FILE}}\"\n      test.overridden: \"${{OVERRIDDEN}}\"\n{extra}"
+        )
+    };
+    let compose = |with_old: bool| {
+        let mut out = String::from("services:\n");
+        out.push_str(&labelled("web", ""));
+        out.push_str(&labelled("extra", "    profiles: [extra]\n"));
+        out.push_str(&labelled("hidden", "    profiles: [other]\n"));
+        if with_old {
+            out.push_str(&labelled("old", ""));
+        }
+        out
+    };
+    repo.work.write(
+        "app/vars.env",
+        "FROM_FILE=from-env-file\nOVERRIDDEN=from-env-file\n",
+    );
+    repo.work.write("app/compose.yml", &compose(true));
+    repo.work.commit("the stack, on dev");
+    repo.work.push_branch("dev");
+    repo.bare.update_server_info();
+
+    let data = tempfile::tempdir().unwrap();
+    // Over file:// (dumb HTTP cannot fetch shallow).
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", poll_config(&repo.bare.file_url()))],
+    );
+    let web = running_container(&daemon, &project, "web");
+    running_container(&daemon, &project, "extra");
+    let old = running_container(&daemon, &project, "old");
+    assert_eq!(support::label(&web, "test.from_file"), "from-env-file");
+    assert_eq!(support::label(&web, "test.overridden"), "from-environment");
+    assert!(
+        doco_testkit::docker::container_ids(&project, "hidden").is_empty(),
+        "a service of a profile not listed is not deployed"
+    );
+    // git_depth: the checkout of `dev` holds one commit.
+    let shallow: Vec<_> = walk(&data.path().join(".doco-cd/refs"))
+        .into_iter()
+        .filter(|p| p.ends_with(".git/shallow"))
+        .collect();
+    assert_eq!(shallow.len(), 1, "one shallow checkout: {shallow:?}");
+    let checkout = shallow[0].parent().unwrap().parent().unwrap();
+    assert_eq!(
+        doco_testkit::git::git(checkout, &["rev-list", "--count", "HEAD"]).trim(),
+        "1"
+    );
+
+    repo.work.write("app/compose.yml", &compose(false));
+    repo.work.commit("old is dropped");
+    repo.work.push_branch("dev");
+    repo.bare.update_server_info();
+    daemon.wait_for("the orphan removed", Duration::from_secs(60), || {
+        doco_testkit::docker::container_ids(&project, "old").is_empty()
+    });
+    assert!(!old.is_empty());
+}
+
+/// Every path under `dir`, recursively (symlinks not followed).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// `DOCO_CD_LOG_FORMAT=json` writes one JSON object per log line; the client IP of a refused webhook
+/// is read from `TRUSTED_PROXY_HEADER` only when the peer is in `TRUSTED_PROXY_NETWORKS`.
+#[test]
+fn json_logs_name_the_webhook_client_from_the_trusted_proxy_header_only() {
+    if !require_docker() {
+        return;
+    }
+    let refused_client = |networks: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(
+            data.path(),
+            &[
+                ("DOCO_CD_LOG_FORMAT", "json".to_string()),
+                ("WEBHOOK_SECRET", "e2e-secret".to_string()),
+                ("TRUSTED_PROXY_HEADER", "X-Real-IP".to_string()),
+                ("TRUSTED_PROXY_NETWORKS", networks.to_string()),
+            ],
+        );
+        let (status, _) = support::http_request(
+            daemon.http_port,
+            "PUT",
+            "/v1/webhook",
+            &[("X-Real-IP", "203.0.113.7")],
+            "{}",
+        );
+        assert_eq!(status, 405);
+        let mut line = serde_json::Value::Null;
+        daemon.wait_for("the refusal logged", Duration::from_secs(10), || {
+            let log = daemon.log();
+            for text in log.lines().filter(|l| !l.trim().is_empty()) {
+                let parsed: serde_json::Value = serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {text}"));
+                if text.contains("invalid http method") {
+                    line = parsed;
+                }
+            }
+            !line.is_null()
+        });
+        let text = line.to_string();
+        assert!(text.contains("\"ip\""), "{text}");
+        text
+    };
+    assert!(refused_client("127.0.0.0/8").contains("203.0.113.7"));
+    let untrusted = refused_client("10.0.0.0/8");
+    assert!(
+        untrusted.contains("127.0.0.1") && !untrusted.contains("203.0.113.7"),
+        "{untrusted}"
+    );
+}
+
+/// `MAX_CONCURRENT_DEPLOYMENTS=1`: three deployments that each take a few seconds (a health check
+/// `timeout` waits for) are applied one at a time; the others wait in the queue.
+#[test]
+fn max_concurrent_deployments_bounds_the_active_deployments() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let projects: Vec<String> = (0..3)
+        .map(|i| unique_name(&format!("e2e-bound-{i}")))
+        .collect();
+    let _guards: Vec<ProjectGuard> = projects.iter().map(ProjectGuard::new).collect();
+    let config: Vec<String> = projects
+        .iter()
+        .map(|p| format!("name: {p}\ntimeout: 30\n"))
+        .collect();
+    let repo = HttpRepo::new();
+    repo.work.write(".doco-cd.yml", &config.join("---\n"));
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 2; touch /tmp/ready; sleep 3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    healthcheck:\n      test: [\"CMD\", \"test\", \"-f\", \"/tmp/ready\"]\n      interval: 1s\n      start_period: 10s\n"
+        ),
+    );
+    repo.push("three slow deployments");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            ("POLL_CONFIG", poll_config(&repo.url())),
+            ("MAX_CONCURRENT_DEPLOYMENTS", "1".to_string()),
+        ],
+    );
+    let (mut most_active, mut most_queued) = (0.0f64, 0.0f64);
+    daemon.wait_for("all three deployed", Duration::from_secs(120), || {
+        let scrape = daemon.scrape();
+        most_active = most_active.max(scrape.get("doco_cd_deployments_active", &[]));
+        most_queued = most_queued.max(scrape.get("doco_cd_deployments_queued", &[]));
+        projects.iter().all(|p| {
+            doco_testkit::docker::container_ids(p, "web")
+                .first()
+                .is_some_and(|id| {
+                    docker(&["inspect", "--format", "{{.State.Health.Status}}", id]).trim()
+                        == "healthy"
+                })
+        }) && scrape.get("doco_cd_deployments_active", &[]) == 0.0
+    });
+    assert_eq!(most_active, 1.0, "never more than one deployment at once");
+    assert!(most_queued >= 1.0, "the others waited: {most_queued}");
+}
+
+/// `DATA_HOST_PATH` is where compose (and so the engine) reads the files: a relative bind mount's
+/// source is under it, not under `DATA_MOUNT_PATH`. `DOCKER_QUIET_DEPLOY=false` logs compose's own
+/// output, which the default (`true`) discards.
+#[test]
+fn data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let deploy = |quiet: &str| {
+        let project = unique_name("e2e-hostpath");
+        let guard = ProjectGuard::new(&project);
+        let repo = HttpRepo::new();
+        repo.work
+            .write(".doco-cd.yml", &format!("name: {project}\n"));
+        repo.work.write(
+            "compose.yml",
+            &format!(
+                "services:\n  web:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    network_mode: none\n    stop_signal: SIGKILL\n    volumes:\n      - ./site:/site:ro\n"
+            ),
+        );
+        repo.work.write("site/index.html", "hello\n");
+        repo.push("a relative bind mount");
+        let data = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        // Another name of the same directory, as the engine would see a volume from outside.
+        let host_path = host.path().join("volume");
+        let daemon = Daemon::start(
+            data.path(),
+            &[
+                ("POLL_CONFIG", poll_config(&repo.url())),
+                ("DATA_HOST_PATH", host_path.display().to_string()),
+                ("DOCKER_QUIET_DEPLOY", quiet.to_string()),
+            ],
+        );
+        let web = running_container(&daemon, &project, "web");
+        let source = docker(&[
+            "inspect",
+            "--format",
+            "{{range .Mounts}}{{.Source}}{{end}}",
+            &web,
+        ]);
+        assert!(
+            source.trim().starts_with(&host_path.display().to_string()),
+            "{source} is under DATA_HOST_PATH {}",
+            host_path.display()
+        );
+        assert_eq!(
+            docker(&["exec", &web, "cat", "/site/index.html"]).trim(),
+            "hello"
+        );
+        let log = daemon.log();
+        drop(daemon);
+        drop(guard);
+        log
+    };
+    // A line of compose's output is logged as `compose: <line>` by the compose driver.
+    let output = "doco_docker::compose: compose: ";
+    let loud = deploy("false");
+    assert!(loud.contains(output), "compose output logged:\n{loud}");
+    let quiet = deploy("true");
+    assert!(
+        !quiet.contains(output),
+        "compose output discarded:\n{quiet}"
+    );
+}

@@ -13,17 +13,15 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
 use doco_testkit::docker::{ProjectGuard, container_state, docker, require_docker, test_image};
+use doco_testkit::registry::{Registry, TagGuard, auth_config, push};
 use doco_testkit::sshd::{Sshd, current_user, keygen};
 use doco_testkit::tls_proxy::TlsEngineProxy;
 use doco_testkit::unique_name;
-use support::{Daemon, HttpRepo, free_port, running_container, sleep_services};
+use support::{Daemon, HttpRepo, running_container, sleep_services};
 
 /// Polls every 2 s.
 fn poll_config(url: &str) -> String {
@@ -165,90 +163,6 @@ fn deploys_and_heals_over_ssh_through_the_docker_cli_stdio_bridge() {
     assert!(daemon.log().contains(&host), "{}", daemon.log());
 }
 
-/// Debian's `docker-registry` on 127.0.0.1 with htpasswd basic auth, stopped when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(user: &str, password: &str) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let htpasswd = dir.path().join("htpasswd");
-        // The password goes through stdin (-i), never argv.
-        let mut child = Command::new("htpasswd")
-            .args(["-iBc", &htpasswd.display().to_string(), user])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run htpasswd (install apache2-utils): {e}"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "htpasswd failed");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: doco-test\n    path: {}\n",
-                dir.path().join("data").display(),
-                htpasswd.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run docker-registry (install it): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Removes an image tag when dropped.
-struct TagGuard(String);
-
-impl Drop for TagGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rmi", &self.0]).output();
-    }
-}
-
-/// A `config.json` with basic-auth credentials for `registry`.
-fn auth_config(registry: &str, user: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string()
-}
-
 /// A private registry holding the test image as `<registry>/private/busybox:<tag>`, absent locally.
 fn private_image(registry: &Registry, user: &str, password: &str, tag: &str) -> (String, TagGuard) {
     let image = format!("{}/private/busybox:{tag}", registry.host());
@@ -260,17 +174,7 @@ fn private_image(registry: &Registry, user: &str, password: &str, tag: &str) -> 
         auth_config(&registry.host(), user, password),
     )
     .unwrap();
-    let out = Command::new("docker")
-        .arg("--config")
-        .arg(pusher.path())
-        .args(["push", &image])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    push(pusher.path(), &image);
     docker(&["rmi", &image]);
     (image, guard)
 }

@@ -419,20 +419,17 @@ impl DeployConfig {
         self.validate_env_files()
     }
 
-    /// A deployment to another Docker context is refused until the reconciler deploys it there:
-    /// accepting it would deploy to the default engine without a word.
+    /// A Docker context's name, as the docker CLI's context store has it (the deploy then goes to that
+    /// context's engine; an unknown name fails the deploy naming it).
     fn validate_context(&mut self) -> Result<(), FieldError> {
         self.context = self.context.trim().to_owned();
-        if self.context.is_empty() || self.context == "default" {
-            return Ok(());
+        if self.context.chars().any(|c| c.is_control() || c == '/') {
+            return Err(field_error(
+                "context",
+                format!("{:?} is not a Docker context name", self.context),
+            ));
         }
-        Err(field_error(
-            "context",
-            format!(
-                "{:?}: deploying to another Docker context is not supported yet; remove `context` (or set DOCKER_HOST/DOCKER_CONTEXT to point all of doco-cd at that engine)",
-                self.context
-            ),
-        ))
+        Ok(())
     }
 
     /// upstream forces `working_dir` into the repository: `/apps/web` is read as `apps/web`.

@@ -156,8 +156,10 @@ fn mask_v6(ip: u128, prefix: u8) -> u128 {
 pub const DEFAULT_TRUSTED_PROXY_NETWORKS: &str =
     "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,::1/128";
 
-/// Variables of upstream features this implementation does not have yet. When set they are
-/// listed in [`AppConfig::unsupported`] so the binary can say so once at start-up.
+/// Variables of upstream features this implementation does not have. When set (non-empty) they are
+/// listed in [`AppConfig::unsupported`] and the daemon refuses to start naming them: a setting is
+/// never accepted and ignored. `MAX_DEPLOYMENT_LOOP_COUNT` joins them when set to anything but `0`
+/// (see [`AppConfig::unsupported`]).
 pub const UNSUPPORTED_VARIABLES: &[&str] = &[
     "DOCKER_SWARM_CONFIG_RETENTION",
     "DOCKER_SWARM_SECRET_RETENTION",
@@ -238,7 +240,9 @@ pub struct AppConfig {
     pub webhook_secret: Option<Secret>,
     pub max_payload_size: u64,
     pub max_concurrent_deployments: usize,
-    /// Declared but unused upstream; parsed for compatibility.
+    /// Upstream's old "deployment loop detection" (a deploy forced after this many polls at one
+    /// commit); declared but unused in current upstream. Only `0` (never force) is accepted: any
+    /// other value set is listed in [`AppConfig::unsupported`].
     pub max_deployment_loop_count: u32,
     pub scheduler_enabled: bool,
     pub pass_env: bool,
@@ -284,7 +288,8 @@ pub struct AppConfig {
     // --- our additions
     pub maintain_offline_state: bool,
     pub min_poll_interval: Duration,
-    /// Set variables of features not built yet (see [`UNSUPPORTED_VARIABLES`]).
+    /// Set variables of features not built (see [`UNSUPPORTED_VARIABLES`]), and
+    /// `MAX_DEPLOYMENT_LOOP_COUNT` set to anything but `0`: the daemon refuses to start with them.
     pub unsupported: Vec<String>,
     /// Non-fatal findings, e.g. unknown keys in `POLL_CONFIG`.
     pub warnings: Vec<String>,
@@ -783,11 +788,12 @@ fn source_url_rewrites(env: &Env<'_>) -> Result<BTreeMap<String, String>, Config
 fn unsupported(vars: &BTreeMap<String, String>) -> Vec<String> {
     vars.iter()
         .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(k, _)| k)
-        .filter(|k| {
+        .filter(|(k, v)| {
             UNSUPPORTED_VARIABLES.contains(&k.as_str())
                 || UNSUPPORTED_PREFIXES.iter().any(|p| k.starts_with(p))
+                // Loop detection forced redeploys of an unchanged commit; doco-cd never does.
+                || (k.as_str() == "MAX_DEPLOYMENT_LOOP_COUNT" && v.trim() != "0")
         })
-        .cloned()
+        .map(|(k, _)| k.clone())
         .collect()
 }

@@ -9,7 +9,7 @@
 pub mod deploy;
 pub mod discovery;
 pub mod error;
-mod keys;
+pub mod keys;
 pub mod values;
 mod yaml;
 

@@ -374,20 +374,18 @@ fn an_absolute_working_dir_is_read_inside_the_repository_with_a_warning() {
 }
 
 #[test]
-fn a_context_other_than_the_default_is_refused() {
-    for context in ["", "default", " default "] {
+fn a_context_is_a_name_of_the_docker_cli_context_store() {
+    for context in ["", "default", " nas "] {
         let repo = Repo::new(&[(
             ".doco-cd.yml",
             &format!("name: a\ncontext: \"{context}\"\n"),
         )]);
         assert!(repo.load()[0].is_ok(), "{context:?}");
     }
-    let repo = Repo::new(&[(".doco-cd.yml", "name: a\ncontext: nas\n")]);
+    let repo = Repo::new(&[(".doco-cd.yml", "name: a\ncontext: ../nas\n")]);
     let err = repo.load().remove(0).unwrap_err().to_string();
     assert!(
-        err.contains(
-            "field `context`: \"nas\": deploying to another Docker context is not supported yet"
-        ),
+        err.contains("field `context`: \"../nas\" is not a Docker context name"),
         "{err}"
     );
 }

@@ -238,6 +238,16 @@ impl Compose {
         env
     }
 
+    /// The docker CLI configuration directory compose reads registry credentials from: its
+    /// `DOCKER_CONFIG`, else `$HOME/.docker` of this process (compose inherits `HOME`).
+    pub fn docker_config_dir(&self) -> std::path::PathBuf {
+        let mut env: BTreeMap<String, String> = std::env::var("HOME")
+            .map(|home| BTreeMap::from([("HOME".to_string(), home)]))
+            .unwrap_or_default();
+        env.extend(self.docker_env.clone());
+        crate::endpoint::docker_config_dir(&env)
+    }
+
     /// `docker compose -p NAME --project-directory DIR -f ... [--env-file ...] [--profile ...] config
     /// --format json --no-env-resolution`, parsed.
     pub async fn render(&self, project: &ComposeProject) -> Result<RenderedProject, ComposeError> {

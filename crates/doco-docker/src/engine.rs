@@ -144,6 +144,16 @@ pub struct ContainerInfo {
     pub image_id: String,
 }
 
+/// The image a container runs, as `force_image_pull` compares it with the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The reference the container was created from (`127.0.0.1:5000/app:latest`).
+    pub reference: String,
+    /// `RepoDigests` of the image it runs (`127.0.0.1:5000/app@sha256:…`): one per repository the
+    /// image was pulled from or pushed to.
+    pub repo_digests: Vec<String>,
+}
+
 /// A container's health, as its health check reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Health {
@@ -585,6 +595,30 @@ impl Engine {
             }) => Ok(false),
             Err(e) => Err(self.error(&format!("inspect image {reference}"), e)),
         }
+    }
+
+    /// The image container `id` was created from (its `Config.Image`, as written in the compose
+    /// file) and the repository digests of the image it runs: what `force_image_pull` compares
+    /// with the registry.
+    pub async fn local_image(&self, id: &str) -> Result<LocalImage, DockerError> {
+        let container = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        let reference = container
+            .config
+            .and_then(|config| config.image)
+            .unwrap_or_default();
+        let image_id = container.image.unwrap_or_default();
+        let image =
+            self.docker.inspect_image(&image_id).await.map_err(|e| {
+                self.error(&format!("inspect image {image_id} of container {id}"), e)
+            })?;
+        Ok(LocalImage {
+            reference,
+            repo_digests: image.repo_digests.unwrap_or_default(),
+        })
     }
 
     /// Whether the engine is an active Swarm manager (where upstream deploys with `docker stack`).

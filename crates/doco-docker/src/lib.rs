@@ -16,6 +16,7 @@ mod endpoint;
 mod engine;
 pub mod labels;
 mod own_container;
+pub mod registry;
 pub mod registry_auth;
 mod render;
 mod ssh_bridge;
@@ -29,9 +30,10 @@ pub use endpoint::{
 };
 pub use engine::{
     ContainerEvent, ContainerInfo, ContainerState, DockerError, Engine, Health, JOB_EPHEMERAL,
-    ProjectContainer,
+    LocalImage, ProjectContainer,
 };
 pub use own_container::{container_id_from_mountinfo, own_container_id};
+pub use registry::{ImageRef, Registry, RegistryError};
 pub use render::{
     LiveInput, LiveKind, RECREATE_IGNORE_LABEL, RECREATE_IGNORE_SIGNAL_LABEL, RenderParseError,
     RenderedProject, RenderedService,

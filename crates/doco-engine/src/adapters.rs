@@ -9,13 +9,18 @@ use std::path::Path;
 use std::pin::Pin;
 
 use doco_docker::{
-    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, RenderedProject,
-    UpOptions,
+    BuildOptions, ComposeError, ComposeProject, ContainerInfo, DockerError, LocalImage,
+    RegistryError, RenderedProject, UpOptions,
 };
 use doco_git::{GitClient, GitError, SyncOptions, SyncOutcome};
 
 /// A boxed future, so the traits can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens the engine of a named Docker context (a deploy config's `context`), as the docker CLI's
+/// context store describes it.
+pub type ContextOpener =
+    std::sync::Arc<dyn Fn(&str) -> Result<std::sync::Arc<dyn Runtime>, String> + Send + Sync>;
 
 /// The containers of every compose project, by project name.
 pub type Containers = BTreeMap<String, Vec<ContainerInfo>>;
@@ -101,6 +106,15 @@ pub trait Runtime: Send + Sync {
     /// Sends `signal` to container `id`.
     fn signal<'a>(&'a self, id: &'a str, signal: &'a str)
     -> BoxFuture<'a, Result<(), DockerError>>;
+
+    /// The image container `id` was created from and the repository digests of the image it runs.
+    fn local_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<LocalImage, DockerError>>;
+
+    /// The digest the registry holds now for image `reference`'s tag (one manifest HEAD request).
+    fn remote_digest<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, RegistryError>>;
 }
 
 impl Source for GitClient {
@@ -136,6 +150,8 @@ pub struct Docker {
     pub engine: doco_docker::Engine,
     /// The compose CLI driver.
     pub compose: doco_docker::Compose,
+    /// Manifest lookups, with the registry credentials compose pulls with.
+    pub registry: doco_docker::Registry,
 }
 
 impl Runtime for Docker {
@@ -206,5 +222,16 @@ impl Runtime for Docker {
         signal: &'a str,
     ) -> BoxFuture<'a, Result<(), DockerError>> {
         Box::pin(self.engine.signal_container(id, signal))
+    }
+
+    fn local_image<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<LocalImage, DockerError>> {
+        Box::pin(self.engine.local_image(id))
+    }
+
+    fn remote_digest<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, RegistryError>> {
+        Box::pin(self.registry.digest(reference))
     }
 }

@@ -248,6 +248,41 @@ mod tests {
         assert_eq!(bodies(&server), vec!["1", "3", "4", "5"]);
     }
 
+    /// `APPRISE_NOTIFY_REPEAT_INTERVAL`: an unchanged failure is sent again once the interval has
+    /// passed, and every time with `0`.
+    #[tokio::test]
+    async fn apprise_notify_repeat_interval_repeats_an_unchanged_failure_after_it() {
+        let server = RecordingServer::start();
+        let notifier = |interval: &str| {
+            let vars = std::collections::BTreeMap::from([
+                ("APPRISE_API_URL".to_string(), notify_url(&server)),
+                ("APPRISE_NOTIFY_URLS".to_string(), "x://y".to_string()),
+                (
+                    "APPRISE_NOTIFY_REPEAT_INTERVAL".to_string(),
+                    interval.to_string(),
+                ),
+            ]);
+            Notifier::from_config(&doco_config::AppConfig::from_env(&vars).unwrap())
+        };
+        let every = notifier("0s");
+        for body in ["1", "2"] {
+            every
+                .send(Level::Failure, "repo/web", "Deployment failed", body)
+                .await;
+        }
+        let spaced = notifier("300ms");
+        for body in ["3", "4"] {
+            spaced
+                .send(Level::Failure, "repo/web", "Deployment failed", body)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        spaced
+            .send(Level::Failure, "repo/web", "Deployment failed", "5")
+            .await;
+        assert_eq!(bodies(&server), vec!["1", "2", "3", "5"]);
+    }
+
     #[tokio::test]
     async fn levels_below_the_minimum_are_not_sent() {
         let server = RecordingServer::start();

@@ -308,6 +308,18 @@ pub fn services_to_build(
         .collect()
 }
 
+/// Whether a deploy whose single `up` failed is retried service by service: when it changes more
+/// than one service (one broken service must not hold the others back).
+pub fn deploys_service_by_service(changed: &BTreeSet<String>) -> bool {
+    changed.len() > 1
+}
+
+/// Whether a deploy config's `context` is the daemon's own engine (empty or `default`).
+pub fn is_default_context(context: &str) -> bool {
+    let context = context.trim();
+    context.is_empty() || context == doco_docker::DEFAULT_CONTEXT
+}
+
 /// `prune_images`: after a successful deploy, online only (offline is never a change).
 pub fn prunes_images(mode: Mode, prune_images: bool) -> bool {
     mode == Mode::Online && prune_images
@@ -561,6 +573,257 @@ pub(crate) fn short(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
 
+// ---- force_image_pull: moved tags at an unchanged commit ----------------------------------------
+
+/// At most this many distinct images of one deployment are looked up in their registries per poll
+/// (one manifest HEAD request each). A deployment with more images is checked through a window
+/// that moves on by this many at each check ([`digest_lookups`]), so every image is looked at
+/// within a few polls.
+pub const MAX_DIGEST_LOOKUPS: usize = 16;
+
+/// Whether a deployment at an unchanged commit asks the registries whether its tags moved:
+/// `force_image_pull`, online only (offline never pulls an image that is present).
+pub fn checks_moved_tags(mode: Mode, force_image_pull: bool) -> bool {
+    mode == Mode::Online && force_image_pull
+}
+
+/// The image one container of a service runs, as the engine shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployedImage {
+    /// The container's service.
+    pub service: String,
+    /// The reference the container was created from (`registry/app:latest`).
+    pub reference: String,
+    /// `RepoDigests` of the image it runs (`registry/app@sha256:…`).
+    pub repo_digests: Vec<String>,
+}
+
+impl DeployedImage {
+    /// The digests the local image has in the reference's own repository; empty when the
+    /// reference is pinned by digest, is not a registry reference, or the image never came from
+    /// (or went to) that repository, as with a locally built image: such an image cannot move.
+    fn local_digests(&self) -> Vec<&str> {
+        let Some(wanted) = doco_docker::ImageRef::parse(&self.reference) else {
+            return Vec::new();
+        };
+        if wanted.digest.is_some() {
+            return Vec::new();
+        }
+        self.repo_digests
+            .iter()
+            .filter_map(|entry| entry.split_once('@'))
+            .filter(|(name, _)| {
+                doco_docker::ImageRef::parse(name)
+                    .is_some_and(|n| n.repository() == wanted.repository())
+            })
+            .map(|(_, digest)| digest)
+            .collect()
+    }
+}
+
+/// The references to look up at check number `round`: of the distinct references of `images`
+/// that can move, in order, the window of at most `cap` starting at `round * cap` (wrapping
+/// around); and how many were left for a later check.
+pub fn digest_lookups(images: &[DeployedImage], cap: usize, round: usize) -> (Vec<String>, usize) {
+    let mut references: Vec<String> = Vec::new();
+    for image in images {
+        if !image.local_digests().is_empty() && !references.contains(&image.reference) {
+            references.push(image.reference.clone());
+        }
+    }
+    if references.len() <= cap {
+        return (references, 0);
+    }
+    let start = round.wrapping_mul(cap) % references.len();
+    let left = references.len() - cap;
+    let window = references
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(cap)
+        .cloned()
+        .collect();
+    (window, left)
+}
+
+/// upstream's `DeployedServicesWithChangedImageDigests`: the services with a container whose image
+/// is not what the registry's tag names now. `remote` holds the registry's digest per reference;
+/// a reference missing there (not looked up, registry unreachable) is not a change.
+pub fn moved_services(
+    images: &[DeployedImage],
+    remote: &BTreeMap<String, String>,
+) -> BTreeSet<String> {
+    images
+        .iter()
+        .filter(|image| {
+            let local = image.local_digests();
+            remote
+                .get(&image.reference)
+                .is_some_and(|digest| !local.is_empty() && !local.contains(&digest.as_str()))
+        })
+        .map(|image| image.service.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod moved_tag_tests {
+    use super::*;
+
+    fn image(service: &str, reference: &str, digests: &[&str]) -> DeployedImage {
+        DeployedImage {
+            service: service.into(),
+            reference: reference.into(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    const REG: &str = "127.0.0.1:5000/app:latest";
+
+    #[test]
+    fn moved_services_table() {
+        let remote = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(r, d)| (r.to_string(), d.to_string()))
+                .collect()
+        };
+        type Case<'a> = (
+            &'a str,
+            Vec<DeployedImage>,
+            BTreeMap<String, String>,
+            &'a [&'a str],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "same digest",
+                vec![image("app", REG, &["127.0.0.1:5000/app@sha256:a"])],
+                remote(&[(REG, "sha256:a")]),
+                &[],
+            ),
+            (
+                "moved tag",
+                vec![image("app", REG, &["127.0.0.1:5000/app@sha256:a"])],
+                remote(&[(REG, "sha256:b")]),
+                &["app"],
+            ),
+            (
+                "only the service on the moved tag",
+                vec![
+                    image("app", REG, &["127.0.0.1:5000/app@sha256:a"]),
+                    image("db", "127.0.0.1:5000/db:1", &["127.0.0.1:5000/db@sha256:d"]),
+                ],
+                remote(&[(REG, "sha256:b"), ("127.0.0.1:5000/db:1", "sha256:d")]),
+                &["app"],
+            ),
+            (
+                "two services on one tag",
+                vec![
+                    image("a", REG, &["127.0.0.1:5000/app@sha256:a"]),
+                    image("b", REG, &["127.0.0.1:5000/app@sha256:a"]),
+                ],
+                remote(&[(REG, "sha256:b")]),
+                &["a", "b"],
+            ),
+            (
+                "one stale replica",
+                vec![
+                    image("app", REG, &["127.0.0.1:5000/app@sha256:b"]),
+                    image("app", REG, &["127.0.0.1:5000/app@sha256:a"]),
+                ],
+                remote(&[(REG, "sha256:b")]),
+                &["app"],
+            ),
+            (
+                "registry unknown or unreachable",
+                vec![image("app", REG, &["127.0.0.1:5000/app@sha256:a"])],
+                remote(&[]),
+                &[],
+            ),
+            (
+                "built locally: no digest",
+                vec![image("app", REG, &[])],
+                remote(&[(REG, "sha256:b")]),
+                &[],
+            ),
+            (
+                "digest of another repository only",
+                vec![image("app", REG, &["other.io/app@sha256:a"])],
+                remote(&[(REG, "sha256:b")]),
+                &[],
+            ),
+            (
+                "one of several repositories matches",
+                vec![image(
+                    "app",
+                    REG,
+                    &["other.io/app@sha256:x", "127.0.0.1:5000/app@sha256:b"],
+                )],
+                remote(&[(REG, "sha256:b")]),
+                &[],
+            ),
+            (
+                "Docker Hub's familiar names",
+                vec![image("web", "nginx", &["nginx@sha256:a"])],
+                remote(&[("nginx", "sha256:b")]),
+                &["web"],
+            ),
+            (
+                "pinned by digest never moves",
+                vec![image(
+                    "app",
+                    "127.0.0.1:5000/app@sha256:a",
+                    &["127.0.0.1:5000/app@sha256:a"],
+                )],
+                remote(&[("127.0.0.1:5000/app@sha256:a", "sha256:b")]),
+                &[],
+            ),
+        ];
+        for (what, images, remote, expected) in cases {
+            let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+            assert_eq!(moved_services(&images, &remote), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn lookups_are_distinct_movable_and_capped() {
+        let images = vec![
+            image("a", REG, &["127.0.0.1:5000/app@sha256:a"]),
+            image("b", REG, &["127.0.0.1:5000/app@sha256:a"]),
+            image("c", "127.0.0.1:5000/c:1", &["127.0.0.1:5000/c@sha256:c"]),
+            image("built", "local/built:1", &[]),
+            image("pinned", "x.io/p@sha256:p", &["x.io/p@sha256:p"]),
+            image("d", "127.0.0.1:5000/d:1", &["127.0.0.1:5000/d@sha256:d"]),
+        ];
+        let (c, d) = (
+            "127.0.0.1:5000/c:1".to_string(),
+            "127.0.0.1:5000/d:1".to_string(),
+        );
+        let all = vec![REG.to_string(), c.clone(), d.clone()];
+        assert_eq!(digest_lookups(&images, 16, 7), (all, 0));
+        assert_eq!(
+            digest_lookups(&images, 2, 0),
+            (vec![REG.to_string(), c.clone()], 1)
+        );
+        assert_eq!(
+            digest_lookups(&images, 2, 1),
+            (vec![d.clone(), REG.to_string()], 1),
+            "the window moves on and wraps around"
+        );
+        assert_eq!(digest_lookups(&images, 2, 2), (vec![c, d], 1));
+    }
+
+    #[test]
+    fn only_online_deployments_with_force_image_pull_look() {
+        assert!(checks_moved_tags(Mode::Online, true));
+        assert!(!checks_moved_tags(Mode::Online, false));
+        assert!(
+            !checks_moved_tags(Mode::Offline, true),
+            "offline never pulls a present image"
+        );
+        assert_eq!(pull_policy(Mode::Offline, true), PullPolicy::Missing);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +864,7 @@ mod tests {
             config_hash: "cfg".into(),
             deployed_unix: 1,
             reconciliation: None,
+            context: String::new(),
             services: BTreeMap::from([
                 ("web".into(), service("fw", true, "hw")),
                 ("job".into(), service("fj", false, "hj")),

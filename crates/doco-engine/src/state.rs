@@ -63,6 +63,9 @@ pub struct DeploymentRecord {
     /// the repository is read again.
     #[serde(default)]
     pub reconciliation: Option<doco_config::ReconciliationConfig>,
+    /// Its deploy config's Docker `context` (empty: the daemon's own engine).
+    #[serde(default)]
+    pub context: String,
     /// Per service.
     pub services: BTreeMap<String, ServiceRecord>,
 }
@@ -307,6 +310,7 @@ mod tests {
                 config_hash: "h".into(),
                 deployed_unix: 43,
                 reconciliation: None,
+                context: String::new(),
                 services: BTreeMap::from([(
                     "proxy".into(),
                     ServiceRecord {

@@ -6,6 +6,7 @@ pub mod docker_proxy;
 pub mod git;
 pub mod github_api;
 pub mod http;
+pub mod registry;
 pub mod smart_http;
 pub mod sshd;
 pub mod tls_proxy;

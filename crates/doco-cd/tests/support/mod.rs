@@ -79,20 +79,30 @@ impl Daemon {
     /// Starts the binary with only `vars` (plus PATH, HOME, free ports, a 1 s minimum poll interval
     /// and `SCHEDULER_ENABLED=false`, which `vars` may override) in its environment.
     pub fn start(data: &Path, vars: &[(&str, String)]) -> Self {
-        let daemon = Daemon::spawn(data, vars);
+        Daemon::start_binary(Path::new(env!("CARGO_BIN_EXE_doco-cd")), data, vars)
+    }
+
+    /// Starts the binary like [`Daemon::start`] without waiting for its plain-HTTP metrics endpoint.
+    pub fn spawn(data: &Path, vars: &[(&str, String)]) -> Self {
+        Daemon::spawn_binary(Path::new(env!("CARGO_BIN_EXE_doco-cd")), data, vars)
+    }
+
+    /// Starts `binary` (another build of `doco-cd`, e.g. a previous release measured beside this
+    /// one) like [`Daemon::start`].
+    pub fn start_binary(binary: &Path, data: &Path, vars: &[(&str, String)]) -> Self {
+        let daemon = Daemon::spawn_binary(binary, data, vars);
         daemon.wait_for("the metrics endpoint", Duration::from_secs(30), || {
             daemon.try_metrics().is_some()
         });
         daemon
     }
 
-    /// Starts the binary like [`Daemon::start`] without waiting for its plain-HTTP metrics endpoint.
-    pub fn spawn(data: &Path, vars: &[(&str, String)]) -> Self {
+    fn spawn_binary(binary: &Path, data: &Path, vars: &[(&str, String)]) -> Self {
         let http_port = free_port();
         let metrics_port = free_port();
         let log = data.with_extension(format!("log-{}", free_port()));
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_doco-cd"));
+        let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

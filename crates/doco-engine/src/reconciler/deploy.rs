@@ -17,6 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
+use crate::adapters::Runtime;
 use crate::backoff;
 use crate::fingerprint::{project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
@@ -53,8 +54,17 @@ pub(super) enum LiveSync {
     IfMissing,
 }
 
+/// A `docker compose up` as a deploy made it: the labels, their override file, the options.
+#[derive(Clone, Copy)]
+struct UpCall<'a> {
+    labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    labels_file: &'a Path,
+    options: &'a UpOptions,
+}
+
 /// What a deploy applies: the compose invocation, the planned services, the deploy config's hash,
 /// the mounts its override takes from the live copies, and the job services.
+#[derive(Clone, Copy)]
 struct DeployTarget<'a> {
     project: &'a ComposeProject,
     planned: &'a BTreeMap<String, plan::RenderedService>,
@@ -62,6 +72,8 @@ struct DeployTarget<'a> {
     mounts: &'a MountOverride,
     /// The job services (`cd.doco.job.enabled`): created, never started, by a deploy.
     jobs: &'a BTreeSet<String>,
+    /// The engine of the deployment's `context`.
+    rt: &'a dyn Runtime,
 }
 
 impl Reconciler {
@@ -120,21 +132,45 @@ impl Reconciler {
             .get(&ctx.key)
             .and_then(|r| r.deployments.get(name))
             .cloned();
+        let rt = match self.runtime_for(&deployment.config.context) {
+            Ok(rt) => rt,
+            Err(e) => {
+                entry.outcome = Err(e);
+                return entry;
+            }
+        };
+        let on_its_engine;
+        let observed = if plan::is_default_context(&deployment.config.context) {
+            observed
+        } else {
+            on_its_engine = match rt.containers().await {
+                Ok(containers) => containers,
+                Err(e) => {
+                    entry.outcome = Err(e.into());
+                    return entry;
+                }
+            };
+            &on_its_engine
+        };
         let empty = Vec::new();
         let containers = observed.get(name).unwrap_or(&empty);
+        let rt = rt.as_ref();
         // Shared with the job scheduler: a deploy and a job run of one stack never overlap. A stack
-        // with nothing to do does not wait for a job run (one holding services stopped may take
-        // hours), so the poll, and the healing of the repository's other stacks, goes on.
-        let idle = !deployment.config.destroy.enabled && {
-            let config_hash = deployment.config.hash();
-            let desired = Desired {
-                commit: ctx.commit,
-                config_hash: &config_hash,
-                force_recreate: deployment.config.force_recreate,
+        // with nothing to do (and no moved tag to look up) does not wait for a job run (one holding
+        // services stopped may take hours), so the poll, and the healing of the repository's other
+        // stacks, goes on.
+        let idle = !deployment.config.destroy.enabled
+            && !plan::checks_moved_tags(ctx.mode, deployment.config.force_image_pull)
+            && {
+                let config_hash = deployment.config.hash();
+                let desired = Desired {
+                    commit: ctx.commit,
+                    config_hash: &config_hash,
+                    force_recreate: deployment.config.force_recreate,
+                };
+                self.quick_plan(name, &desired, record.as_ref(), containers, ctx.mode)
+                    == QuickPlan::UpToDate
             };
-            self.quick_plan(name, &desired, record.as_ref(), containers, ctx.mode)
-                == QuickPlan::UpToDate
-        };
         let _stack = if idle {
             None
         } else {
@@ -142,7 +178,7 @@ impl Reconciler {
         };
         let applied = if deployment.config.destroy.enabled {
             entry.step = Step::Remove;
-            self.destroy(ctx, deployment, containers).await
+            self.destroy(ctx, deployment, containers, rt).await
         } else {
             let config_hash = deployment.config.hash();
             let attempt = backoff::Desired {
@@ -160,7 +196,7 @@ impl Reconciler {
                 config_hash: &config_hash,
                 force_recreate: deployment.config.force_recreate,
             };
-            self.change(ctx, deployment, &desired, record.as_ref(), containers)
+            self.change(ctx, deployment, &desired, record.as_ref(), containers, rt)
                 .await
         };
         match applied {
@@ -183,6 +219,7 @@ impl Reconciler {
         desired: &Desired<'_>,
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let config_hash = desired.config_hash;
         match self.quick_plan(
@@ -195,6 +232,13 @@ impl Reconciler {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
+                if let Some(record) = record
+                    && let Some(applied) = self
+                        .follow_moved_tags(ctx, deployment, record, containers, rt)
+                        .await?
+                {
+                    return Ok(applied);
+                }
                 tracing::debug!("up to date");
                 Ok(Applied {
                     unhealthy: unhealthy(deployment, containers),
@@ -206,7 +250,7 @@ impl Reconciler {
                     containers = ids.len(),
                     "starting stopped containers of unchanged services"
                 );
-                let outcome = self.start(&ids).await?;
+                let outcome = self.start(&ids, rt).await?;
                 Ok(Applied {
                     unhealthy: unhealthy(deployment, containers),
                     ..Applied::new(outcome, RecordChange::Keep)
@@ -217,7 +261,7 @@ impl Reconciler {
                 for warning in &deployment.config.warnings {
                     warn!(%warning, "deploy configuration");
                 }
-                self.render_and_apply(ctx, deployment, record, containers, config_hash)
+                self.render_and_apply(ctx, deployment, record, containers, config_hash, rt)
                     .await
             }
         }
@@ -261,6 +305,7 @@ impl Reconciler {
         ctx: &PollContext<'_>,
         deployment: &ResolvedDeployment,
         containers: &[ContainerInfo],
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let name = &deployment.config.name;
         let ours = doco_git::full_name(&ctx.poll.url);
@@ -284,7 +329,7 @@ impl Reconciler {
             DestroyPlan::Remove => {
                 let options = &deployment.config.destroy;
                 let outcome = self
-                    .remove_stack(name, options.remove_volumes, options.remove_images)
+                    .remove_stack(name, options.remove_volumes, options.remove_images, rt)
                     .await?;
                 Ok(Applied::new(outcome, RecordChange::Forget))
             }
@@ -297,22 +342,24 @@ impl Reconciler {
         project: &str,
         remove_volumes: bool,
         remove_images: bool,
+        rt: &dyn Runtime,
     ) -> Result<DeploymentOutcome, DeployError> {
         let own = self.registry.begin_project(project);
-        let down = self
-            .runtime
-            .down(project, remove_volumes, remove_images)
-            .await;
+        let down = rt.down(project, remove_volumes, remove_images).await;
         drop(own);
         down?;
         info!(%project, remove_volumes, remove_images, "stack removed");
         Ok(DeploymentOutcome::Destroyed)
     }
 
-    async fn start(&self, ids: &[String]) -> Result<DeploymentOutcome, DeployError> {
+    async fn start(
+        &self,
+        ids: &[String],
+        rt: &dyn Runtime,
+    ) -> Result<DeploymentOutcome, DeployError> {
         for id in ids {
             let _own = self.registry.begin_container(id);
-            self.runtime.start(id).await?;
+            rt.start(id).await?;
         }
         Ok(DeploymentOutcome::Started(ids.len()))
     }
@@ -326,19 +373,14 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         containers: &[ContainerInfo],
         config_hash: &str,
+        rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let project = self.compose_project(deployment);
-        let rendered = crate::sops::render_decrypted(
-            self.runtime.as_ref(),
-            &project,
-            deployment,
-            ctx.checkout,
-            &self.paths,
-        )
-        .await?;
+        let rendered =
+            crate::sops::render_decrypted(rt, &project, deployment, ctx.checkout, &self.paths)
+                .await?;
         // Job labels are checked, and running jobs of the stack waited for, before anything changes.
-        let jobs = crate::jobs::deploy::before_deploy(self.runtime.as_ref(), &rendered, deployment)
-            .await?;
+        let jobs = crate::jobs::deploy::before_deploy(rt, &rendered, deployment).await?;
         let (live_inputs, mounts) = self.live_mounts(
             &deployment.config.name,
             &rendered,
@@ -357,61 +399,53 @@ impl Reconciler {
         let (recorded_labels, recorded_hashes) = record
             .map(|r| (r.labels(), r.compose_hashes()))
             .unwrap_or_default();
-        match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
-            FullPlan::UpToDate => {
-                info!("stack unchanged by the new commit; nothing to do");
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &BTreeSet::new(),
-                )
-                .await?;
-                let record = unchanged(&recorded_labels, &recorded_hashes);
-                Ok(Applied::new(
-                    DeploymentOutcome::UpToDate,
-                    RecordChange::Store(record),
-                ))
-            }
-            FullPlan::Start(ids) => {
-                info!(
-                    containers = ids.len(),
-                    "stack unchanged; starting stopped containers"
-                );
-                let outcome = self.start(&ids).await?;
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &BTreeSet::new(),
-                )
-                .await?;
-                let record = unchanged(&recorded_labels, &recorded_hashes);
-                Ok(Applied::new(outcome, RecordChange::Store(record)))
-            }
-            FullPlan::Deploy(deploy) => {
-                let changed = deploy.changed.clone();
-                let target = DeployTarget {
-                    project: &project,
-                    planned: &planned,
-                    config_hash,
-                    mounts: &mounts,
-                    jobs: &jobs,
-                };
-                let applied = self.deploy(ctx, deployment, target, deploy).await?;
-                self.reload(
-                    &deployment.config.name,
-                    &planned,
-                    record,
-                    &rendered,
-                    &changed,
-                )
-                .await?;
-                Ok(applied)
-            }
-        }
+        let outcome =
+            match plan::full_plan(&planned, record, &adoptable, containers, switches, ctx.mode) {
+                FullPlan::UpToDate => {
+                    info!("stack unchanged by the new commit; nothing to do");
+                    DeploymentOutcome::UpToDate
+                }
+                FullPlan::Start(ids) => {
+                    info!(
+                        containers = ids.len(),
+                        "stack unchanged; starting stopped containers"
+                    );
+                    self.start(&ids, rt).await?
+                }
+                FullPlan::Deploy(deploy) => {
+                    let changed = deploy.changed.clone();
+                    let target = DeployTarget {
+                        project: &project,
+                        planned: &planned,
+                        config_hash,
+                        mounts: &mounts,
+                        jobs: &jobs,
+                        rt,
+                    };
+                    let applied = self.deploy(ctx, deployment, target, deploy).await?;
+                    self.reload(
+                        &deployment.config.name,
+                        &planned,
+                        record,
+                        &rendered,
+                        &changed,
+                        rt,
+                    )
+                    .await?;
+                    return Ok(applied);
+                }
+            };
+        self.reload(
+            &deployment.config.name,
+            &planned,
+            record,
+            &rendered,
+            &BTreeSet::new(),
+            rt,
+        )
+        .await?;
+        let record = unchanged(&recorded_labels, &recorded_hashes);
+        Ok(Applied::new(outcome, RecordChange::Store(record)))
     }
 
     /// The live copies of `rendered`'s inputs excluded from recreation (sources under `tree`), made
@@ -476,12 +510,13 @@ impl Reconciler {
         record: Option<&DeploymentRecord>,
         rendered: &doco_docker::RenderedProject,
         recreated: &BTreeSet<String>,
+        rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
         let reloads = plan::live_reloads(planned, record, recreated);
         if reloads.is_empty() {
             return Ok(());
         }
-        let all = self.runtime.containers().await?;
+        let all = rt.containers().await?;
         let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
         for service in reloads {
             let Some(signal) = rendered
@@ -497,7 +532,7 @@ impl Reconciler {
                 .filter(|c| c.service == service && c.state == doco_docker::ContainerState::Running)
             {
                 info!(%service, signal, "files excluded from recreation changed; signalling");
-                self.runtime.signal(&container.id, signal).await?;
+                rt.signal(&container.id, signal).await?;
             }
         }
         Ok(())
@@ -557,6 +592,7 @@ impl Reconciler {
             config_hash,
             mounts,
             jobs,
+            rt,
         } = target;
         info!(reason = %plan.reason, mode = ?ctx.mode, "deploying");
         let name = &deployment.config.name;
@@ -577,7 +613,7 @@ impl Reconciler {
                 timeout: Duration::from_secs(deployment.config.timeout.max(1) + 600),
             };
             info!(services = ?options.services, "building the changed services");
-            self.runtime.build(project, &options).await?;
+            rt.build(project, &options).await?;
         }
         let override_path = self.override_path(name);
         write_override(&override_path, &labels, mounts)?;
@@ -591,22 +627,27 @@ impl Reconciler {
         let own = self.registry.begin_project(name);
         let all: Vec<String> = planned.keys().cloned().collect();
         let labels_file = self.paths.to_host(&override_path);
-        let up = crate::jobs::deploy::up(
-            self.runtime.as_ref(),
-            project,
-            &labels_file,
-            &options,
-            &all,
-            jobs,
-        )
-        .await;
+        let up = crate::jobs::deploy::up(rt, project, &labels_file, &options, &all, jobs).await;
         drop(own);
-        up?;
+        if let Err(e) = up {
+            if !plan::deploys_service_by_service(&plan.changed) {
+                return Err(e.into());
+            }
+            warn!(error = %e, "the deploy failed as a whole; deploying the changed services one by one");
+            let up = UpCall {
+                labels: &labels,
+                labels_file: &labels_file,
+                options: &options,
+            };
+            return self
+                .deploy_one_by_one(ctx, deployment, target, &plan.changed, up)
+                .await;
+        }
         let hashes = self
-            .wait_ready(name, planned, deployment.config.timeout)
+            .wait_ready(name, planned, deployment.config.timeout, rt)
             .await?;
         if plan::prunes_images(ctx.mode, deployment.config.prune_images) {
-            self.prune_images(name, &plan.images_before).await?;
+            self.prune_images(name, &plan.images_before, rt).await?;
         }
         info!(changed = ?plan.changed, "deployed");
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
@@ -614,6 +655,91 @@ impl Reconciler {
             DeploymentOutcome::Deployed(plan.changed),
             RecordChange::Store(record),
         ))
+    }
+
+    /// When one `up` of every changed service fails (one broken service fails it before anything
+    /// starts), each changed service is brought up alone: those that come up are recorded at the new
+    /// commit, the others keep their last good record, and the deployment fails naming them, so its
+    /// change is retried with backoff.
+    async fn deploy_one_by_one(
+        &self,
+        ctx: &PollContext<'_>,
+        deployment: &ResolvedDeployment,
+        target: DeployTarget<'_>,
+        changed: &BTreeSet<String>,
+        up: UpCall<'_>,
+    ) -> Result<Applied, DeployError> {
+        let name = &deployment.config.name;
+        let mut deployed = BTreeSet::new();
+        let mut failed = BTreeMap::new();
+        for service in changed {
+            let only = UpOptions {
+                services: vec![service.clone()],
+                remove_orphans: false,
+                ..up.options.clone()
+            };
+            let own = self.registry.begin_project(name);
+            let all = vec![service.clone()];
+            let result = crate::jobs::deploy::up(
+                target.rt,
+                target.project,
+                up.labels_file,
+                &only,
+                &all,
+                target.jobs,
+            )
+            .await;
+            drop(own);
+            match result {
+                Ok(()) => {
+                    deployed.insert(service.clone());
+                }
+                Err(e) => {
+                    failed.insert(service.clone(), e.to_string());
+                }
+            }
+        }
+        let ready: BTreeMap<String, plan::RenderedService> = target
+            .planned
+            .iter()
+            .filter(|(service, _)| !failed.contains_key(*service))
+            .map(|(service, planned)| (service.clone(), planned.clone()))
+            .collect();
+        let hashes = self
+            .wait_ready(name, &ready, deployment.config.timeout, target.rt)
+            .await?;
+        let previous = self.recorded(&ctx.key, name).await;
+        let record = partial_record(
+            new_record(
+                ctx,
+                deployment,
+                target.config_hash,
+                target.planned,
+                up.labels,
+                &hashes,
+            ),
+            previous.as_ref(),
+            &failed,
+        );
+        warn!(
+            ?deployed,
+            ?failed,
+            "deployed the changed services that could be"
+        );
+        Ok(Applied::new(
+            DeploymentOutcome::PartlyDeployed { deployed, failed },
+            RecordChange::Store(record),
+        ))
+    }
+
+    async fn recorded(&self, key: &str, name: &str) -> Option<DeploymentRecord> {
+        self.state
+            .lock()
+            .await
+            .repositories
+            .get(key)
+            .and_then(|r| r.deployments.get(name))
+            .cloned()
     }
 
     /// upstream's labels for a service deployed now, from this commit and configuration.
@@ -662,10 +788,11 @@ impl Reconciler {
         project: &str,
         services: &BTreeMap<String, plan::RenderedService>,
         timeout_secs: u64,
+        rt: &dyn Runtime,
     ) -> Result<BTreeMap<String, String>, DeployError> {
         let deadline = Instant::now() + Duration::from_secs(timeout_secs);
         loop {
-            let all = self.runtime.containers().await?;
+            let all = rt.containers().await?;
             let containers = all.get(project).map(Vec::as_slice).unwrap_or(&[]);
             let waiting = plan::not_ready(services, containers);
             match waiting {
@@ -683,7 +810,7 @@ impl Reconciler {
                     });
                 }
                 Some(NotReady::NotHealthy(service, id)) if Instant::now() >= deadline => {
-                    let output = self.runtime.last_health_output(&id).await?;
+                    let output = rt.last_health_output(&id).await?;
                     return Err(DeployError::NotHealthy {
                         service,
                         seconds: timeout_secs,
@@ -701,8 +828,9 @@ impl Reconciler {
         &self,
         project: &str,
         before: &BTreeSet<String>,
+        rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
-        let all = self.runtime.containers().await?;
+        let all = rt.containers().await?;
         let now: BTreeSet<&String> = all
             .get(project)
             .into_iter()
@@ -713,7 +841,7 @@ impl Reconciler {
             .iter()
             .filter(|image| !image.is_empty() && !now.contains(image))
         {
-            self.runtime.remove_unused_image(image).await?;
+            rt.remove_unused_image(image).await?;
         }
         Ok(())
     }
@@ -768,6 +896,7 @@ fn new_record(
         config_hash: config_hash.to_string(),
         deployed_unix: unix_now(),
         reconciliation: Some(deployment.config.reconciliation.clone()),
+        context: deployment.config.context.clone(),
         services,
     }
 }
@@ -793,18 +922,74 @@ fn unhealthy(deployment: &ResolvedDeployment, containers: &[ContainerInfo]) -> V
         .collect()
 }
 
-/// Refuses deploy-config features that this build cannot honour yet, rather than ignoring them.
-fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
+/// The record after a service-by-service deploy: the services that came up at the new commit, the
+/// ones that failed as they were last deployed (or absent). The commit stays the last good one, so
+/// the next look still sees a change to retry.
+fn partial_record(
+    mut record: DeploymentRecord,
+    previous: Option<&DeploymentRecord>,
+    failed: &BTreeMap<String, String>,
+) -> DeploymentRecord {
+    for service in failed.keys() {
+        match previous.and_then(|p| p.services.get(service)) {
+            Some(old) => {
+                record.services.insert(service.clone(), old.clone());
+            }
+            None => {
+                record.services.remove(service);
+            }
+        }
+    }
+    record.commit = previous.map(|p| p.commit.clone()).unwrap_or_default();
+    record
+}
+
+/// Refuses deploy-config features that this build cannot honour, rather than ignoring them: the
+/// deployment fails naming the key, and nothing of it is deployed.
+pub(super) fn check_supported(deployment: &ResolvedDeployment) -> Result<(), DeployError> {
     let config = &deployment.config;
+    let refuse = |key: &str, why: &str| {
+        Err(DeployError::Unsupported(format!(
+            "deployment {} sets {key}, which is not supported by this implementation ({why}); nothing was deployed",
+            config.name
+        )))
+    };
     if config
         .repository_url
         .as_deref()
         .is_some_and(|u| !u.is_empty())
     {
-        return Err(DeployError::Unsupported(format!(
-            "deployment {} sets repository_url, which is not supported yet",
-            config.name
-        )));
+        return refuse("repository_url", "deploy from the repository itself");
+    }
+    if config.version != "doco.v1" {
+        return refuse(
+            "version",
+            "it is the layout version of `oci` sources, which are not supported",
+        );
+    }
+    if !config.oci.is_null() {
+        return refuse(
+            "oci",
+            "it is the trust policy of `oci` sources, which are not supported",
+        );
+    }
+    if !config.external_secrets.is_empty() {
+        return refuse(
+            "external_secrets",
+            "no secret provider is built; use SOPS-encrypted env files",
+        );
+    }
+    if config.swarm.config_retention.is_some() {
+        return refuse(
+            "swarm.config_retention",
+            "Swarm stack deploys are not built",
+        );
+    }
+    if config.swarm.secret_retention.is_some() {
+        return refuse(
+            "swarm.secret_retention",
+            "Swarm stack deploys are not built",
+        );
     }
     Ok(())
 }

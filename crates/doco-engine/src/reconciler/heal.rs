@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::deploy::LiveSync;
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, Reconciler};
+use crate::adapters::Runtime;
 use crate::plan::{self, HealPlan};
 use crate::registry::EventTarget;
 use crate::state::{DeploymentRecord, RepositoryState};
@@ -81,8 +82,20 @@ impl Reconciler {
                         poll: poll.clone(),
                         reconciliation,
                     });
+                let (rt, on_its_engine) = match self.engine_of(record).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        entry.outcome = Err(e);
+                        entries.push(entry);
+                        continue;
+                    }
+                };
                 let empty = Vec::new();
-                let containers = observed.get(&record.project).unwrap_or(&empty);
+                let containers = on_its_engine
+                    .as_ref()
+                    .unwrap_or(&observed)
+                    .get(&record.project)
+                    .unwrap_or(&empty);
                 let none = BTreeSet::new();
                 let wanted = forced.get(&record.project).unwrap_or(&none);
                 // Services a job run holds stopped, and the jobs themselves (also with the
@@ -103,7 +116,11 @@ impl Reconciler {
                 if !plan.is_empty() {
                     acted = true;
                     let started = tokio::time::Instant::now();
-                    match self.heal_one(poll, &key, &repository, record, plan).await {
+                    let rt = rt.as_ref();
+                    match self
+                        .heal_one(poll, &key, &repository, record, plan, rt)
+                        .await
+                    {
                         Ok((outcome, hashes)) => {
                             entry.outcome = Ok(outcome);
                             entry.record = hashes.map_or(RecordChange::Keep, RecordChange::Hashes);
@@ -119,6 +136,19 @@ impl Reconciler {
         Ok(HealReport { entries, untouched })
     }
 
+    /// The engine of `record`'s context and, for a context other than the default, what runs on it.
+    async fn engine_of(
+        &self,
+        record: &DeploymentRecord,
+    ) -> Result<(std::sync::Arc<dyn Runtime>, Option<Observed>), DeployError> {
+        let rt = self.runtime_for(&record.context)?;
+        if plan::is_default_context(&record.context) {
+            return Ok((rt, None));
+        }
+        let observed = rt.containers().await?;
+        Ok((rt, Some(observed)))
+    }
+
     /// Carries out one deployment's heal; returns the outcome and, when services were recreated,
     /// their new compose hashes.
     async fn heal_one(
@@ -128,13 +158,14 @@ impl Reconciler {
         repository: &RepositoryState,
         record: &DeploymentRecord,
         plan: HealPlan,
+        rt: &dyn Runtime,
     ) -> Result<(DeploymentOutcome, Option<BTreeMap<String, String>>), DeployError> {
         let project = &record.project;
         if !plan.start.is_empty() {
             info!(%project, containers = plan.start.len(), "starting stopped containers of the last known good state");
             for id in &plan.start {
                 let _own = self.registry.begin_container(id);
-                self.runtime.start(id).await?;
+                rt.start(id).await?;
             }
         }
         let mut hashes = None;
@@ -142,7 +173,7 @@ impl Reconciler {
             info!(%project, services = ?plan.recreate, commit = %crate::plan::short(&record.commit),
                 "recreating services as last deployed");
             hashes = Some(
-                self.recreate(poll, key, repository, record, &plan.recreate)
+                self.recreate(poll, key, repository, record, &plan.recreate, rt)
                     .await?,
             );
         }
@@ -162,6 +193,7 @@ impl Reconciler {
         repository: &RepositoryState,
         record: &DeploymentRecord,
         services: &BTreeSet<String>,
+        rt: &dyn Runtime,
     ) -> Result<BTreeMap<String, String>, DeployError> {
         let tree = self.good_tree(repository, key, &record.commit).await?;
         let resolved = doco_config::resolve_deployments(
@@ -182,14 +214,8 @@ impl Reconciler {
                 ))
             })?;
         let project = self.compose_project(&deployment);
-        let rendered = crate::sops::render_decrypted(
-            self.runtime.as_ref(),
-            &project,
-            &deployment,
-            &tree,
-            &self.paths,
-        )
-        .await?;
+        let rendered =
+            crate::sops::render_decrypted(rt, &project, &deployment, &tree, &self.paths).await?;
         // The live copies keep their current content; they are made only if they are missing.
         let (_, mounts) =
             self.live_mounts(&record.project, &rendered, &tree, LiveSync::IfMissing)?;
@@ -203,13 +229,12 @@ impl Reconciler {
             services: services.iter().cloned().collect(),
         };
         let own = self.registry.begin_project(&record.project);
-        let up = self
-            .runtime
+        let up = rt
             .up(&project, &self.paths.to_host(&override_path), &options)
             .await;
         drop(own);
         up?;
-        let observed = self.runtime.containers().await?;
+        let observed = rt.containers().await?;
         let containers = observed.get(&record.project).cloned().unwrap_or_default();
         Ok(compose_hashes(services, &containers))
     }

@@ -11,6 +11,7 @@
 
 mod deploy;
 mod heal;
+mod images;
 mod report;
 mod source;
 #[cfg(test)]
@@ -27,7 +28,7 @@ use doco_git::{GitClient, GitError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{Instrument, error, info, info_span};
 
-use crate::adapters::{Runtime, Source};
+use crate::adapters::{ContextOpener, Runtime, Source};
 use crate::backoff::Backoffs;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
@@ -153,6 +154,9 @@ pub enum DeployError {
     /// The last good commit's files could not be exported.
     #[error("{0}")]
     Git(#[from] GitError),
+    /// The engine of the deployment's `context` could not be opened.
+    #[error("{0}")]
+    Context(String),
     /// A live copy (`recreate.ignore`) could not be updated.
     #[error("{0}")]
     Live(#[from] crate::live::LiveError),
@@ -206,6 +210,21 @@ pub enum DeploymentOutcome {
     },
     /// Its change failed before and waits for its backoff to end.
     Waiting(std::time::Duration),
+    /// Deployed service by service: these came up at the new commit, these failed (with why). A
+    /// failure of the deployment, retried with backoff.
+    PartlyDeployed {
+        /// The services deployed at the new commit.
+        deployed: BTreeSet<String>,
+        /// The services that failed, and why.
+        failed: BTreeMap<String, String>,
+    },
+}
+
+impl DeploymentOutcome {
+    /// Whether the deployment failed (in part).
+    pub fn failed(&self) -> bool {
+        matches!(self, DeploymentOutcome::PartlyDeployed { .. })
+    }
 }
 
 /// The daemon's shared context: configuration, clients, state and metrics.
@@ -225,6 +244,13 @@ pub struct Reconciler {
     registry: Registry,
     /// Deployments whose change failed, and when they may try again.
     backoffs: Mutex<Backoffs>,
+    /// Opens the engine of a deploy config's `context` (other than the default).
+    contexts: Option<ContextOpener>,
+    /// The engines of the contexts opened so far.
+    context_runtimes: Mutex<HashMap<String, Arc<dyn Runtime>>>,
+    /// Moves the window of [`plan::digest_lookups`] on at each check, so a deployment with more
+    /// images than the cap has all of them looked at over a few polls.
+    digest_rounds: std::sync::atomic::AtomicUsize,
     /// Unhealthy containers a poll found, for the event loop (which owns the restart budget).
     unhealthy_tx: UnboundedSender<ContainerEvent>,
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
@@ -270,7 +296,12 @@ impl Reconciler {
             config.data_host_path.clone(),
         );
         let git = GitClient::new(crate::git_options::git_options(&config, &paths));
-        let runtime = crate::adapters::Docker { engine, compose };
+        let registry = doco_docker::Registry::new(&compose.docker_config_dir());
+        let runtime = crate::adapters::Docker {
+            engine,
+            compose,
+            registry,
+        };
         Reconciler::with(config, Arc::new(git), Arc::new(runtime), metrics)
     }
 
@@ -335,10 +366,37 @@ impl Reconciler {
             deploy_slots: tokio::sync::Semaphore::new(slots),
             registry: Registry::default(),
             backoffs: Mutex::new(Backoffs::default()),
+            contexts: None,
+            context_runtimes: Mutex::new(HashMap::new()),
+            digest_rounds: std::sync::atomic::AtomicUsize::new(0),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
             stack_locks: crate::jobs::StackLocks::default(),
         }
+    }
+
+    /// Lets deployments name a Docker `context`: `open` gives its engine (once per context).
+    pub fn with_contexts(mut self, open: ContextOpener) -> Self {
+        self.contexts = Some(open);
+        self
+    }
+
+    /// The engine of `context`: the daemon's own for the default context.
+    fn runtime_for(&self, context: &str) -> Result<Arc<dyn Runtime>, DeployError> {
+        if plan::is_default_context(context) {
+            return Ok(self.runtime.clone());
+        }
+        if let Some(runtime) = lock(&self.context_runtimes).get(context) {
+            return Ok(runtime.clone());
+        }
+        let open = self.contexts.as_ref().ok_or_else(|| {
+            DeployError::Unsupported(format!(
+                "context `{context}`: this doco-cd cannot open other Docker contexts"
+            ))
+        })?;
+        let runtime = open(context).map_err(DeployError::Context)?;
+        lock(&self.context_runtimes).insert(context.to_string(), runtime.clone());
+        Ok(runtime)
     }
 
     /// The data paths, for start-up set-up.
@@ -612,7 +670,12 @@ impl Reconciler {
             let mut entry = Entry::new(&ctx.key, &stack.project, at, Step::Remove);
             entry.record = RecordChange::Forget;
             entry.outcome = self
-                .remove_stack(&stack.project, stack.remove_volumes, stack.remove_images)
+                .remove_stack(
+                    &stack.project,
+                    stack.remove_volumes,
+                    stack.remove_images,
+                    self.runtime.as_ref(),
+                )
                 .await;
             entries.push(entry);
         }

@@ -141,6 +141,30 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// Whether the deployment failed (in part) in this step.
+    pub fn is_failure(&self) -> bool {
+        self.outcome
+            .as_ref()
+            .map_or(true, DeploymentOutcome::failed)
+    }
+
+    /// Why it failed, when it did.
+    fn failure(&self) -> Option<String> {
+        match &self.outcome {
+            Err(e) => Some(e.to_string()),
+            Ok(DeploymentOutcome::PartlyDeployed { failed, .. }) => Some(
+                failed
+                    .iter()
+                    .map(|(service, why)| format!("service {service}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            Ok(_) => None,
+        }
+    }
+}
+
 impl Report {
     /// The run's result for whoever waits on it: the run's own error, else the failed deployments.
     pub fn result(self) -> Result<(), PollError> {
@@ -150,7 +174,7 @@ impl Report {
         let failed: Vec<String> = self
             .entries
             .iter()
-            .filter(|e| e.outcome.is_err())
+            .filter(|e| e.is_failure())
             .map(|e| e.name.clone())
             .collect();
         if failed.is_empty() {
@@ -159,7 +183,7 @@ impl Report {
         let total = self
             .entries
             .iter()
-            .filter(|e| e.step != Step::Heal || e.outcome.is_err())
+            .filter(|e| e.step != Step::Heal || e.is_failure())
             .count();
         Err(PollError::Deployments {
             failed: failed.len(),
@@ -280,15 +304,15 @@ impl Reconciler {
             .deployment_backoff
             .get_or_create(&metrics::deployment(repository, &entry.name))
             .clone();
-        match &entry.outcome {
-            Err(e) => {
-                let delay = lock(&self.backoffs).failed(id, attempt.clone(), e.to_string(), now);
+        match (&entry.outcome, entry.failure()) {
+            (_, Some(why)) => {
+                let delay = lock(&self.backoffs).failed(id, attempt.clone(), why, now);
                 gauge.set(delay.as_secs() as i64);
                 warn!(deployment = %entry.name, retry_in_secs = delay.as_secs(),
                     "the change failed; the last known good state stays enforced and the change is retried after a backoff");
             }
-            Ok(DeploymentOutcome::Waiting(_)) => {}
-            Ok(_) => {
+            (Ok(DeploymentOutcome::Waiting(_)), None) => {}
+            (_, None) => {
                 lock(&self.backoffs).succeeded(&id);
                 gauge.set(0);
             }
@@ -297,10 +321,11 @@ impl Reconciler {
 
     fn record_deployment_metrics(&self, repository: &str, entry: &Entry) {
         let labels = metrics::deployment(repository, &entry.name);
+        if entry.is_failure() {
+            self.metrics.deployment_errors.get_or_create(&labels).inc();
+        }
         match &entry.outcome {
-            Err(_) => {
-                self.metrics.deployment_errors.get_or_create(&labels).inc();
-            }
+            Err(_) | Ok(DeploymentOutcome::PartlyDeployed { .. }) => {}
             Ok(DeploymentOutcome::UpToDate | DeploymentOutcome::Waiting(_)) => {}
             Ok(_) => {
                 self.metrics.deployments.get_or_create(&labels).inc();
@@ -325,7 +350,7 @@ impl Reconciler {
                 .observe(report.elapsed.as_secs_f64());
         }
         let elapsed_ms = report.elapsed.as_millis() as u64;
-        let failed = report.entries.iter().filter(|e| e.outcome.is_err()).count();
+        let failed = report.entries.iter().filter(|e| e.is_failure()).count();
         match &report.error {
             None if failed == 0 && report.reads_source => info!(elapsed_ms, "poll completed"),
             None if failed == 0 => info!(elapsed_ms, "last known good state enforced"),
@@ -390,6 +415,22 @@ impl Reconciler {
                 "Stopped services started",
                 format!("{name} from {repo_name}: started {count} stopped container(s)"),
             ),
+            Ok(DeploymentOutcome::PartlyDeployed { deployed, failed }) => {
+                let why: Vec<String> = failed
+                    .iter()
+                    .map(|(service, why)| format!("{service}: {why}"))
+                    .collect();
+                error!(deployment = %name, ?deployed, failed = %why.join("; "), "deployment failed in part");
+                (
+                    Level::Failure,
+                    "Deployment failed",
+                    format!(
+                        "{name} from {repo_name} at {at}: deployed {}; failed: {}",
+                        list(deployed),
+                        why.join("; ")
+                    ),
+                )
+            }
             Ok(DeploymentOutcome::Healed { started, recreated }) => (
                 Level::Success,
                 "Last known good state enforced",

@@ -48,10 +48,15 @@ struct SourceState {
 impl FakeSource {
     /// Pushes a commit holding `.doco-cd.yml` and `compose.yml` with `services`; returns its id.
     fn push(&self, services: &str) -> String {
+        self.push_with(&format!("name: {PROJECT}\n"), services)
+    }
+
+    /// Pushes a commit holding `deploy_config` as `.doco-cd.yml` and `services` as `compose.yml`.
+    fn push_with(&self, deploy_config: &str, services: &str) -> String {
         let mut state = self.state.lock().unwrap();
         let commit = format!("{:040x}", state.commits.len() + 1);
         let files = BTreeMap::from([
-            (".doco-cd.yml".to_string(), format!("name: {PROJECT}\n")),
+            (".doco-cd.yml".to_string(), deploy_config.to_string()),
             ("compose.yml".to_string(), services.to_string()),
         ]);
         state.commits.insert(commit.clone(), files);
@@ -143,6 +148,11 @@ struct RuntimeState {
     ups: u32,
     removed_images: Vec<String>,
     signals: Vec<(String, String)>,
+    /// Per image reference, the `RepoDigests` entry of the local image (`ref@digest`).
+    local_digests: BTreeMap<String, String>,
+    /// Per image reference, the registry's digest; a missing one is an unreachable registry.
+    remote_digests: BTreeMap<String, String>,
+    lookups: u32,
 }
 
 impl FakeRuntime {
@@ -336,6 +346,18 @@ impl Runtime for FakeRuntime {
         }
         for name in selected {
             let (image, restart) = &services[name];
+            if options.force_recreate {
+                state
+                    .containers
+                    .retain(|_, c| !(c.project == project.name && &c.service == name));
+            }
+            if options.pull == doco_docker::PullPolicy::Always
+                && let Some(digest) = state.remote_digests.get(image).cloned()
+            {
+                state
+                    .local_digests
+                    .insert(image.clone(), format!("{image}@{digest}"));
+            }
             let labels: BTreeMap<String, String> = override_file["services"][name]["labels"]
                 .as_object()
                 .map(|m| {
@@ -396,6 +418,36 @@ impl Runtime for FakeRuntime {
             state.removed_images.push(id.to_string());
         }
         Box::pin(async move { Ok(!used) })
+    }
+
+    fn local_image<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<doco_docker::LocalImage, DockerError>> {
+        let state = self.state.lock().unwrap();
+        let reference = state.containers[id].image_id.clone();
+        let repo_digests = state.local_digests.get(&reference).cloned();
+        let image = doco_docker::LocalImage {
+            repo_digests: repo_digests.into_iter().collect(),
+            reference,
+        };
+        Box::pin(async move { Ok(image) })
+    }
+
+    fn remote_digest<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<String, doco_docker::RegistryError>> {
+        let mut state = self.state.lock().unwrap();
+        state.lookups += 1;
+        let found = state.remote_digests.get(reference).cloned().ok_or_else(|| {
+            doco_docker::RegistryError::Status {
+                registry: "fake".into(),
+                image: reference.to_string(),
+                status: 503,
+            }
+        });
+        Box::pin(async move { found })
     }
 }
 
@@ -732,6 +784,127 @@ async fn images_no_container_uses_after_a_deploy_are_pruned_and_shared_ones_kept
         world.runtime.removed_images(),
         vec!["busybox:2".to_string()]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_moved_tag_recreates_only_its_service_online_with_force_image_pull() {
+    let world = World::new();
+    let (tagged, other) = ("reg.example/app:latest", "reg.example/db:1");
+    {
+        let mut state = world.runtime.state.lock().unwrap();
+        for image in [tagged, other] {
+            state
+                .local_digests
+                .insert(image.into(), format!("{image}@sha256:old"));
+            state
+                .remote_digests
+                .insert(image.into(), "sha256:old".into());
+        }
+    }
+    let services = format!("web={tagged};always\ndb={other};always\n");
+    world.source.push_with(
+        &format!("name: {PROJECT}\nforce_image_pull: true\n"),
+        &services,
+    );
+    world.poll().await.unwrap();
+    let (web, db) = (world.runtime.only("web"), world.runtime.only("db"));
+    world.poll().await.unwrap();
+    assert_eq!(world.runtime.only("web").id, web.id, "nothing moved");
+
+    let set_remote = |digest: Option<&str>| {
+        let mut state = world.runtime.state.lock().unwrap();
+        match digest {
+            Some(d) => state.remote_digests.insert(tagged.into(), d.into()),
+            None => state.remote_digests.remove(tagged),
+        };
+    };
+    set_remote(None);
+    let ups = world.runtime.ups();
+    world.poll().await.unwrap();
+    assert_eq!(
+        world.runtime.ups(),
+        ups,
+        "an unreachable registry changes nothing"
+    );
+
+    set_remote(Some("sha256:new"));
+    world.source.set_unreachable(true);
+    let lookups = world.runtime.state.lock().unwrap().lookups;
+    world.poll().await.unwrap();
+    assert_eq!(world.runtime.only("web").id, web.id, "offline never pulls");
+    assert_eq!(
+        world.runtime.state.lock().unwrap().lookups,
+        lookups,
+        "offline looks nothing up"
+    );
+
+    world.source.set_unreachable(false);
+    world.poll().await.unwrap();
+    assert_ne!(
+        world.runtime.only("web").id,
+        web.id,
+        "the moved tag's service is recreated"
+    );
+    assert_eq!(
+        world.runtime.only("db").id,
+        db.id,
+        "the other service is untouched"
+    );
+    let recreated = world.runtime.only("web").id;
+    world.poll().await.unwrap();
+    assert_eq!(
+        world.runtime.only("web").id,
+        recreated,
+        "once pulled, the tag no longer moved"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_breaking_one_of_its_changed_services_still_deploys_the_others() {
+    let (world, good) = deployed().await;
+    let web = world.runtime.only("web");
+    let key = "git.example.com/ops/stack#main";
+    let web_record = world.reconciler.state_snapshot().await.repositories[key].deployments[PROJECT]
+        .services["web"]
+        .clone();
+    world
+        .source
+        .push("proxy=busybox:2;always\nweb=missing/web:2;always\n");
+    let result = world.poll().await;
+    assert!(
+        matches!(result, Err(PollError::Deployments { failed: 1, .. })),
+        "{result:?}"
+    );
+    let proxy = world.runtime.only("proxy");
+    assert_eq!(
+        proxy.image_id, "busybox:2",
+        "the service that could be deployed was"
+    );
+    assert_eq!(
+        world.runtime.only("web").id,
+        web.id,
+        "the broken one keeps its container"
+    );
+    let state = world.reconciler.state_snapshot().await;
+    let record = &state.repositories[key].deployments[PROJECT];
+    assert_eq!(record.commit, good, "the change is still to be retried");
+    assert_eq!(
+        record.services["web"], web_record,
+        "web's last good state kept"
+    );
+    assert_ne!(record.services["proxy"].compose_hash, None);
+    let failing = world.reconciler.failing_deployments();
+    assert_eq!(failing.len(), 1);
+    assert!(
+        failing[0].1.error.contains("service web"),
+        "{}",
+        failing[0].1.error
+    );
+
+    // The retry after the backoff only touches the broken service.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(world.poll().await.is_err());
+    assert_eq!(world.runtime.only("proxy").id, proxy.id);
 }
 
 #[tokio::test(start_paused = true)]
