@@ -352,6 +352,13 @@ impl<S: EventSource> EventLoop<S> {
             debug!(%project, container = %short_id(&event.id), action, "event caused by doco-cd's own action; ignored");
             return;
         }
+        if let Some(service) = &event.service
+            && self.registry.is_left_alone(project, service)
+        {
+            debug!(%project, %service, container = %short_id(&event.id), action,
+                "event of a scheduled job, or of a service a job run holds stopped; ignored");
+            return;
+        }
         if is_restart_action(action) {
             self.restart(&event, action, &target).await;
         } else {

@@ -401,13 +401,20 @@ impl HealPlan {
 /// `destroy` event named it (`forced`), whatever its policy. A container counts as the deployed one
 /// when compose's config hash is the recorded one; a running container with another hash is left to
 /// the change step (a deploy in progress, or a change behind doco-cd's back), never stopped here.
+/// Services in `leave` are neither started nor recreated, whatever their policy or an event says:
+/// those a scheduled job holds stopped for its run (`stop_services`) and the scheduled jobs
+/// themselves, which run only when their schedule fires.
 pub fn heal_plan(
     record: &DeploymentRecord,
     observed: &[ContainerInfo],
     forced: &BTreeSet<String>,
+    leave: &BTreeSet<String>,
 ) -> HealPlan {
     let mut plan = HealPlan::default();
     for (name, service) in &record.services {
+        if leave.contains(name) {
+            continue;
+        }
         let wanted = (service.must_run && service.replicas > 0) || forced.contains(name);
         if !wanted {
             continue;
@@ -1122,16 +1129,31 @@ mod tests {
         let r = record();
         let none = BTreeSet::new();
         let forced_job = BTreeSet::from(["job".to_string()]);
-        type Case<'a> = (&'a str, Vec<ContainerInfo>, &'a BTreeSet<String>, HealPlan);
+        let web = BTreeSet::from(["web".to_string()]);
+        let job = BTreeSet::from(["job".to_string()]);
+        type Case<'a> = (
+            &'a str,
+            Vec<ContainerInfo>,
+            &'a BTreeSet<String>,
+            &'a BTreeSet<String>,
+            HealPlan,
+        );
         let plan = |start: &[&str], recreate: &[&str]| HealPlan {
             start: start.iter().map(|s| s.to_string()).collect(),
             recreate: recreate.iter().map(|s| s.to_string()).collect(),
         };
         let cases: Vec<Case> = vec![
-            ("all running", vec![running_web()], &none, plan(&[], &[])),
+            (
+                "all running",
+                vec![running_web()],
+                &none,
+                &none,
+                plan(&[], &[]),
+            ),
             (
                 "web stopped: started",
                 vec![container("w1", "web", Exited, "hw")],
+                &none,
                 &none,
                 plan(&["w1"], &[]),
             ),
@@ -1139,12 +1161,20 @@ mod tests {
                 "web created only: started",
                 vec![container("w1", "web", Created, "hw")],
                 &none,
+                &none,
                 plan(&["w1"], &[]),
             ),
-            ("web removed: recreated", vec![], &none, plan(&[], &["web"])),
+            (
+                "web removed: recreated",
+                vec![],
+                &none,
+                &none,
+                plan(&[], &["web"]),
+            ),
             (
                 "web dead: recreated",
                 vec![container("w1", "web", Dead, "hw")],
+                &none,
                 &none,
                 plan(&[], &["web"]),
             ),
@@ -1152,11 +1182,13 @@ mod tests {
                 "a stopped container of a newer deploy is not the deployed one",
                 vec![container("w2", "web", Exited, "new")],
                 &none,
+                &none,
                 plan(&[], &["web"]),
             ),
             (
                 "a running container of a newer deploy is left to the change step",
                 vec![container("w2", "web", Running, "new")],
+                &none,
                 &none,
                 plan(&[], &[]),
             ),
@@ -1164,23 +1196,47 @@ mod tests {
                 "a job may stay stopped",
                 vec![running_web(), container("j1", "job", Exited, "hj")],
                 &none,
+                &none,
                 plan(&[], &[]),
             ),
             (
                 "a job named by a die event is started",
                 vec![running_web(), container("j1", "job", Exited, "hj")],
                 &forced_job,
+                &none,
                 plan(&["j1"], &[]),
             ),
             (
                 "a job named by a destroy event is recreated",
                 vec![running_web()],
                 &forced_job,
+                &none,
                 plan(&[], &["job"]),
             ),
+            (
+                "web held stopped by a job run: left stopped",
+                vec![container("w1", "web", Exited, "hw")],
+                &none,
+                &web,
+                plan(&[], &[]),
+            ),
+            (
+                "web held stopped and removed: not recreated during the run",
+                vec![],
+                &none,
+                &web,
+                plan(&[], &[]),
+            ),
+            (
+                "a scheduled job named by a die event is not run by heal",
+                vec![running_web(), container("j1", "job", Exited, "hj")],
+                &forced_job,
+                &job,
+                plan(&[], &[]),
+            ),
         ];
-        for (what, observed, forced, expected) in cases {
-            assert_eq!(heal_plan(&r, &observed, forced), expected, "{what}");
+        for (what, observed, forced, leave, expected) in cases {
+            assert_eq!(heal_plan(&r, &observed, forced, leave), expected, "{what}");
         }
     }
 
@@ -1190,7 +1246,7 @@ mod tests {
         r.services.get_mut("web").unwrap().replicas = 2;
         let one_stopped = [container("w1", "web", ContainerState::Exited, "hw")];
         assert_eq!(
-            heal_plan(&r, &one_stopped, &BTreeSet::new()).recreate,
+            heal_plan(&r, &one_stopped, &BTreeSet::new(), &BTreeSet::new()).recreate,
             BTreeSet::from(["web".to_string()])
         );
     }

@@ -2,7 +2,7 @@
 //! reconciler writes it, the event loop reads it (kube-runtime's reflector store split into a writer
 //! and readers).
 //!
-//! Two facts live here:
+//! Three facts live here:
 //! - **Targets**: per compose project, the poll configuration that deploys it and its
 //!   `reconciliation` settings, so an engine event can be turned into a reconcile of the right
 //!   repository (polled or webhook-only alike).
@@ -10,8 +10,13 @@
 //!   container (a start or restart), and when it finished. An engine event is doco-cd's own doing
 //!   when it belongs to an action in progress, or happened before that action finished; a real
 //!   `stop` one second after doco-cd restarted the container is not, and is acted on.
+//! - **Services to leave alone**: per compose project, the services the job scheduler holds stopped
+//!   on purpose for a run (`cd.doco.job.stop_services`, until the run ends) and the scheduled job
+//!   services themselves (they run when their schedule fires, never because something healed
+//!   them). The heal step neither starts nor recreates them and the event loop does not restart
+//!   them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +48,52 @@ struct Inner {
     targets: HashMap<String, EventTarget>,
     projects: HashMap<String, Activity>,
     containers: HashMap<String, Activity>,
+    /// `(project, service)` held stopped by job runs.
+    held: HashMap<(String, String), Hold>,
+    /// `(project, service)` of the scheduled jobs on the engine.
+    jobs: BTreeSet<(String, String)>,
+}
+
+/// How many job runs hold a service stopped, and the containers the first of them stopped.
+#[derive(Debug, Default)]
+struct Hold {
+    runs: u32,
+    stopped: Vec<String>,
+}
+
+/// A service held stopped by a job run. [`HeldStopped::release`] (or dropping it) ends this run's
+/// hold; the service is left alone until every run holding it has released it.
+#[derive(Debug)]
+#[must_use = "the service is released when this guard is dropped"]
+pub struct HeldStopped {
+    registry: Registry,
+    key: (String, String),
+    released: bool,
+}
+
+impl HeldStopped {
+    /// Records that the run stopped container `id` of the service (to be started again by the last
+    /// run to release it).
+    pub fn stopped(&self, id: &str) {
+        if let Some(hold) = self.registry.lock().held.get_mut(&self.key) {
+            hold.stopped.push(id.to_string());
+        }
+    }
+
+    /// Ends this run's hold. When it was the last one, the containers stopped for the holds, which
+    /// the caller starts again; `None` while another run still needs the service stopped.
+    pub fn release(mut self) -> Option<Vec<String>> {
+        self.released = true;
+        self.registry.release_held(&self.key)
+    }
+}
+
+impl Drop for HeldStopped {
+    fn drop(&mut self) {
+        if !self.released {
+            self.registry.release_held(&self.key);
+        }
+    }
 }
 
 /// doco-cd's actions on one project or container: how many are running, and when the last one
@@ -131,6 +182,63 @@ impl Registry {
                 .project
                 .as_ref()
                 .is_some_and(|project| mine(inner.projects.get(project)))
+    }
+
+    /// Holds `service` of `project` stopped for a job run: heal and the event loop leave it alone
+    /// until the guard (and every other run's guard on it) is dropped. Whether this is the first
+    /// hold, the one that must stop the service (a later run finds it stopped already).
+    pub fn hold_stopped(&self, project: &str, service: &str) -> (HeldStopped, bool) {
+        let key = (project.to_string(), service.to_string());
+        let count = {
+            let mut inner = self.lock();
+            let hold = inner.held.entry(key.clone()).or_default();
+            hold.runs += 1;
+            hold.runs
+        };
+        (
+            HeldStopped {
+                registry: self.clone(),
+                key,
+                released: false,
+            },
+            count == 1,
+        )
+    }
+
+    fn release_held(&self, key: &(String, String)) -> Option<Vec<String>> {
+        let mut inner = self.lock();
+        let hold = inner.held.get_mut(key)?;
+        hold.runs = hold.runs.saturating_sub(1);
+        if hold.runs > 0 {
+            return None;
+        }
+        inner.held.remove(key).map(|hold| hold.stopped)
+    }
+
+    /// Records the scheduled job services on the engine, `(project, service)` (replacing the last
+    /// list).
+    pub fn set_jobs(&self, jobs: BTreeSet<(String, String)>) {
+        self.lock().jobs = jobs;
+    }
+
+    /// The services of `project` that heal and the event loop must leave alone: those held stopped
+    /// by a job run and the scheduled jobs.
+    pub fn left_alone(&self, project: &str) -> BTreeSet<String> {
+        let inner = self.lock();
+        inner
+            .held
+            .keys()
+            .chain(inner.jobs.iter())
+            .filter(|(p, _)| p == project)
+            .map(|(_, service)| service.clone())
+            .collect()
+    }
+
+    /// Whether `service` of `project` is left alone (see [`Registry::left_alone`]).
+    pub fn is_left_alone(&self, project: &str, service: &str) -> bool {
+        let key = (project.to_string(), service.to_string());
+        let inner = self.lock();
+        inner.held.contains_key(&key) || inner.jobs.contains(&key)
     }
 
     fn begin(&self, subject: Subject) -> OwnAction {
@@ -229,6 +337,39 @@ mod tests {
         );
         drop(nested);
         assert!(!registry.is_own(&event("any", "p", unix_nanos() + 5_000_000_000)));
+    }
+
+    #[test]
+    fn a_service_held_stopped_by_two_runs_is_left_alone_until_both_release_it() {
+        let registry = Registry::default();
+        let (first, must_stop) = registry.hold_stopped("p", "web");
+        assert!(must_stop);
+        first.stopped("c1");
+        let (second, must_stop) = registry.hold_stopped("p", "web");
+        assert!(!must_stop, "already held stopped by another run");
+        assert!(registry.is_left_alone("p", "web"));
+        assert!(!registry.is_left_alone("q", "web"));
+        assert_eq!(
+            first.release(),
+            None,
+            "the other run still needs it stopped"
+        );
+        assert_eq!(
+            registry.left_alone("p"),
+            BTreeSet::from(["web".to_string()])
+        );
+        assert_eq!(
+            second.release(),
+            Some(vec!["c1".to_string()]),
+            "the last run starts what the first stopped"
+        );
+        assert!(registry.left_alone("p").is_empty());
+        registry.set_jobs(BTreeSet::from([("p".to_string(), "backup".to_string())]));
+        assert!(registry.is_left_alone("p", "backup"));
+        assert_eq!(
+            registry.left_alone("p"),
+            BTreeSet::from(["backup".to_string()])
+        );
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the binary with only `vars` (plus PATH, HOME and free ports) in its environment.
+    /// Starts the binary with only `vars` (plus PATH, HOME, free ports, a 1 s minimum poll interval
+    /// and `SCHEDULER_ENABLED=false`, which `vars` may override) in its environment.
     pub fn start(data: &Path, vars: &[(&str, String)]) -> Self {
         Daemon::start_binary(Path::new(env!("CARGO_BIN_EXE_doco-cd")), data, vars)
     }
@@ -114,6 +115,9 @@ impl Daemon {
             .env("DATA_MOUNT_PATH", data)
             .env("DATA_HOST_PATH", data)
             .env("DOCO_CD_MIN_POLL_INTERVAL", "1s")
+            // The scheduler runs every job on the engine, other tests' too (as upstream): only the
+            // tests of scheduled jobs turn it on.
+            .env("SCHEDULER_ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);

@@ -11,6 +11,9 @@ pub trait JobEngine: Send + Sync {
     fn containers(&self) -> BoxFuture<'_, Result<Containers, DockerError>>;
     /// Starts a stopped container (a running one is left alone).
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
+    /// Restarts a container: stops it when it runs (killing it after a grace period), then starts
+    /// it; a stopped or created one is just started.
+    fn restart<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
     /// Stops a container.
     fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
     /// Waits until a container is not running; its exit code.
@@ -25,7 +28,8 @@ pub trait JobEngine: Send + Sync {
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
 }
 
-/// Seconds a service named in `stop_services` gets to stop before it is killed.
+/// Seconds a service named in `stop_services`, or a running job restarted by a new run, gets to
+/// stop before it is killed.
 const STOP_TIMEOUT_SECS: i32 = 10;
 
 impl JobEngine for doco_docker::Engine {
@@ -35,6 +39,10 @@ impl JobEngine for doco_docker::Engine {
 
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
         Box::pin(self.start_container(id))
+    }
+
+    fn restart<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(self.restart_container(id, STOP_TIMEOUT_SECS, None))
     }
 
     fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {

@@ -10,9 +10,20 @@
 //! - slots missed while the process was stalled (a sleep that overslept, a host suspend) run once,
 //!   then the schedule continues from now: at most one catch-up, never a burst;
 //! - with `skip_running`, a slot that fires while the job's previous run is still going is skipped
-//!   (`doco_cd_scheduled_run_skipped_total{reason="still_running"}`).
+//!   (`doco_cd_scheduled_run_skipped_total{reason="still_running"}`); without it, as upstream, a
+//!   `restart` job that an earlier run of this process still runs is restarted (the earlier run
+//!   ends as superseded, not failed) and a `one_off` job gets another copy beside the running one.
+//!   A job container running for another reason (another doco-cd instance on the same engine) is
+//!   joined: the run waits for it to exit.
+//!
+//! Locking, as upstream: a run holds the per-stack lock of its stack while it starts the job, and
+//! for the whole run (services stopped, job, services started again) when it names
+//! `stop_services`, then together with the stacks of those services, taken in sorted order. The
+//! services it stops are registered as held stopped ([`Registry::hold_stopped`]) until the run
+//! ends, so neither the heal step nor the event loop brings them back early; a service two runs
+//! hold is started again by the last of them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +109,9 @@ struct Table {
     slots: BTreeMap<String, Slot>,
     running: HashMap<String, usize>,
     last_outcome: HashMap<String, bool>,
+    /// Per restart-mode job, the number of its latest (re)start: a run whose job was restarted by a
+    /// newer run ends as superseded.
+    generation: HashMap<String, u64>,
 }
 
 /// Why a job could not be run on request.
@@ -245,7 +259,7 @@ impl Jobs {
     /// copies left out): another doco-cd on the same engine runs its own.
     async fn discover(&self) -> Result<BTreeMap<String, Target>, doco_docker::DockerError> {
         let containers = self.inner.engine.containers().await?;
-        Ok(containers
+        let targets: BTreeMap<String, Target> = containers
             .into_values()
             .flatten()
             .filter(|c| c.labels.contains_key(config::ENABLED) && !is_ephemeral(c))
@@ -260,7 +274,15 @@ impl Jobs {
                     },
                 )
             })
-            .collect())
+            .collect();
+        // Heal and the event loop leave the jobs to the schedule.
+        let jobs: BTreeSet<(String, String)> = targets
+            .values()
+            .filter(|t| matches!(t.parsed, Ok(Some(_))))
+            .map(|t| (t.stack().to_string(), t.container.service.clone()))
+            .collect();
+        self.inner.registry.set_jobs(jobs);
+        Ok(targets)
     }
 
     /// The jobs whose slot has come; each slot advances past `now` (missed slots coalesce).
@@ -428,10 +450,19 @@ impl Jobs {
     }
 
     /// Stops `stop_services`, runs the job, starts them again (whatever the run's outcome). The
-    /// stack's lock is held while the job starts, and for the whole run when it stops services, so a
-    /// deploy never races with either.
+    /// stack's lock is held while the job starts, and for the whole run when it names services to
+    /// stop (with their stacks' locks), so a deploy never races with either.
     async fn execute(&self, target: &Target, job: &JobConfig, run_id: &str) -> RunOutcome {
-        let lock = self.inner.locks.lock(target.stack()).await;
+        let mut stacks = BTreeSet::from([target.stack().to_string()]);
+        stacks.extend(job.stop_services.iter().map(|s| {
+            s.project
+                .clone()
+                .unwrap_or_else(|| target.stack().to_string())
+        }));
+        let mut locks = Vec::with_capacity(stacks.len());
+        for stack in &stacks {
+            locks.push(self.inner.locks.lock(stack).await);
+        }
         let held = match self.stop_services(target, job).await {
             Ok(held) => held,
             Err((held, e)) => {
@@ -441,30 +472,66 @@ impl Jobs {
         };
         let _own = self.inner.registry.begin_container(&target.container.id);
         let result = match job.execution_mode {
-            ExecutionMode::Restart => self.run_restart(target, held.0.is_empty(), lock).await,
-            ExecutionMode::OneOff => {
-                let result = self.run_copy(target, run_id).await;
-                drop(lock);
-                result
+            ExecutionMode::Restart => {
+                let started = self.restart_job(target).await;
+                if job.stop_services.is_empty() {
+                    // A deploy waits for the running job by itself (`wait_running_jobs`).
+                    locks.clear();
+                }
+                match started {
+                    Ok(generation) => self.wait_job(target, generation).await,
+                    Err(e) => Err(e),
+                }
             }
+            ExecutionMode::OneOff => self.run_copy(target, run_id).await,
         };
         self.start_services(held).await;
+        drop(locks);
         result
     }
 
-    async fn run_restart(
-        &self,
-        target: &Target,
-        release_early: bool,
-        lock: tokio::sync::OwnedMutexGuard<()>,
-    ) -> RunOutcome {
+    /// (Re)starts a restart-mode job's container: started when this process has no other run of it
+    /// in flight (a container another doco-cd instance runs is then joined, not killed), restarted
+    /// when one of its own earlier runs still runs it (as upstream). Returns this start's
+    /// generation.
+    async fn restart_job(&self, target: &Target) -> Result<u64, String> {
+        let (generation, overlapping) = {
+            let mut table = self.table();
+            let overlapping = table.running.get(target.name()).copied().unwrap_or(0) > 1;
+            let generation = table
+                .generation
+                .entry(target.name().to_string())
+                .or_default();
+            *generation += 1;
+            (*generation, overlapping)
+        };
         let engine = &self.inner.engine;
         let id = &target.container.id;
-        engine.start(id).await.map_err(|e| e.to_string())?;
-        if release_early {
-            drop(lock);
+        let started = if overlapping {
+            info!(job = %target.name(), "the previous run still runs: restarting the job (skip_running is off)");
+            engine.restart(id).await
+        } else {
+            engine.start(id).await
+        };
+        started.map_err(|e| e.to_string())?;
+        Ok(generation)
+    }
+
+    /// Waits for the job's container to exit; a run whose container a newer run restarted ends as
+    /// superseded (not as a failure).
+    async fn wait_job(&self, target: &Target, generation: u64) -> RunOutcome {
+        let waited = self.inner.engine.wait(&target.container.id).await;
+        let latest = self
+            .table()
+            .generation
+            .get(target.name())
+            .copied()
+            .unwrap_or(generation);
+        if latest != generation {
+            info!(job = %target.name(), "the job was restarted by a newer run; this run is superseded");
+            return Ok(());
         }
-        exit_status(engine.wait(id).await)
+        exit_status(waited)
     }
 
     async fn run_copy(&self, target: &Target, run_id: &str) -> RunOutcome {
@@ -475,6 +542,8 @@ impl Jobs {
             .start_copy(&target.container.id, &name)
             .await
             .map_err(|e| e.to_string())?;
+        // The copy carries the job's compose labels: its exit is not drift to act on.
+        let _own = self.inner.registry.begin_container(&copy);
         let status = exit_status(engine.wait(&copy).await);
         if let Err(e) = engine.remove(&copy).await {
             warn!(container = %name, error = %e, "cannot remove the one-off run's container");
@@ -482,8 +551,9 @@ impl Jobs {
         status
     }
 
-    /// Stops the running containers of `stop_services`; the ones stopped, each with its own-action
-    /// guard (kept until it is started again, so the event loop does not bring it back).
+    /// Holds the services of `stop_services` stopped: stops their running containers unless another
+    /// run holds them stopped already. The holds, each with the own-action guards of what it
+    /// stopped (kept until the run ends, so the event loop does not bring them back).
     async fn stop_services(
         &self,
         target: &Target,
@@ -497,34 +567,49 @@ impl Jobs {
             Ok(containers) => containers,
             Err(e) => return Err((held, e.to_string())),
         };
+        let registry = &self.inner.registry;
         for service in &job.stop_services {
             let project = service.project.as_deref().unwrap_or(target.stack());
-            let matching = containers
+            let (hold, first) = registry.hold_stopped(project, &service.service);
+            let mut own = Vec::new();
+            if !first {
+                info!(job = %target.name(), service = %service, "already held stopped by another job run");
+                held.0.push((hold, own));
+                continue;
+            }
+            let running = containers
                 .get(project)
                 .into_iter()
                 .flatten()
-                .filter(|c| c.service == service.service && !c.oneoff);
-            for container in matching.filter(|c| c.state == ContainerState::Running) {
-                let guard = self.inner.registry.begin_container(&container.id);
+                .filter(|c| c.service == service.service && !c.oneoff)
+                .filter(|c| c.state == ContainerState::Running);
+            for container in running {
+                own.push(registry.begin_container(&container.id));
                 if let Err(e) = self.inner.engine.stop(&container.id).await {
+                    held.0.push((hold, own));
                     return Err((
                         held,
                         format!("stopping service {service} before the job: {e}"),
                     ));
                 }
+                hold.stopped(&container.id);
                 info!(job = %target.name(), service = %service, container = %container.name, "stopped for the job run");
-                held.0.push((container.id.clone(), guard));
             }
+            held.0.push((hold, own));
         }
         Ok(held)
     }
 
+    /// Ends the run's holds; what the last holder of a service stopped is started again.
     async fn start_services(&self, held: Held) {
-        for (id, guard) in held.0 {
-            if let Err(e) = self.inner.engine.start(&id).await {
-                warn!(container = %id, error = %e, "failed to restart a service after the scheduled job");
+        for (hold, own) in held.0 {
+            for id in hold.release().unwrap_or_default() {
+                let _start = self.inner.registry.begin_container(&id);
+                if let Err(e) = self.inner.engine.start(&id).await {
+                    warn!(container = %id, error = %e, "failed to restart a service after the scheduled job");
+                }
             }
-            drop(guard);
+            drop(own);
         }
     }
 
@@ -620,9 +705,14 @@ impl Jobs {
     }
 }
 
-/// Containers stopped for a run, with the guards that mark them as doco-cd's own doing.
+/// The services a run holds stopped, each with the guards that mark its stops as doco-cd's own.
 #[derive(Default)]
-struct Held(Vec<(String, crate::registry::OwnAction)>);
+struct Held(
+    Vec<(
+        crate::registry::HeldStopped,
+        Vec<crate::registry::OwnAction>,
+    )>,
+);
 
 fn exit_status(waited: Result<i64, doco_docker::DockerError>) -> RunOutcome {
     match waited {
@@ -686,6 +776,7 @@ mod tests {
         labels: BTreeMap<String, String>,
         run_for: Duration,
         starts: AtomicUsize,
+        restarts: Arc<AtomicUsize>,
     }
 
     impl JobEngine for FakeEngine {
@@ -708,14 +799,28 @@ mod tests {
             self.starts.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Ok(()) })
         }
+        fn restart<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(), doco_docker::DockerError>> {
+            self.restarts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
         fn stop<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), doco_docker::DockerError>> {
             Box::pin(async { Ok(()) })
         }
         fn wait<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<i64, doco_docker::DockerError>> {
             let run_for = self.run_for;
+            let restarts = self.restarts.clone();
+            let before = restarts.load(Ordering::SeqCst);
             Box::pin(async move {
                 tokio::time::sleep(run_for).await;
-                Ok(0)
+                // A restart during the run kills it.
+                Ok(if restarts.load(Ordering::SeqCst) == before {
+                    0
+                } else {
+                    137
+                })
             })
         }
         fn start_copy<'a>(
@@ -742,6 +847,7 @@ mod tests {
                 .collect(),
             run_for,
             starts: AtomicUsize::new(0),
+            restarts: Arc::new(AtomicUsize::new(0)),
         });
         // The stack is one this doco-cd deploys.
         let registry = Registry::default();
@@ -821,6 +927,35 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(41)).await;
         assert_eq!(engine.starts.load(Ordering::SeqCst), 2);
         assert_eq!(skipped(&jobs), 2);
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_skip_running_an_overlapping_run_restarts_the_job_and_supersedes_the_earlier_run()
+     {
+        let (engine, jobs, cancel) = start(
+            &[(config::ENABLED, "true"), (config::SCHEDULE, "@every 10s")],
+            Duration::from_secs(15),
+            "2026-01-01T00:00:00Z",
+        );
+        // 10 s: started (runs until 25 s); 20 s, 30 s and 40 s: restarted while the previous run
+        // runs, which ends as superseded (the runs of 10 s and 20 s have ended by 41 s).
+        tokio::time::sleep(Duration::from_secs(41)).await;
+        assert_eq!(engine.starts.load(Ordering::SeqCst), 1);
+        assert_eq!(engine.restarts.load(Ordering::SeqCst), 3);
+        let labels = RunLabels {
+            stack: "stack".into(),
+            job: "stack-backup-1".into(),
+            mode: "container".into(),
+            execution_mode: "restart".into(),
+        };
+        assert_eq!(
+            jobs.inner.metrics.errors.get_or_create(&labels).get(),
+            0,
+            "superseded, not failed"
+        );
+        assert_eq!(jobs.inner.metrics.runs.get_or_create(&labels).get(), 2);
+        assert_eq!(skipped(&jobs), 0);
         cancel.cancel();
     }
 

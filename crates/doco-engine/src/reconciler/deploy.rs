@@ -124,8 +124,6 @@ impl Reconciler {
     ) -> Entry {
         let name = &deployment.config.name;
         let started = Instant::now();
-        // Shared with the job scheduler: a deploy and a job run of one stack never overlap.
-        let _stack = self.stack_locks.lock(name).await;
         let record = self
             .state
             .lock()
@@ -157,6 +155,27 @@ impl Reconciler {
         let empty = Vec::new();
         let containers = observed.get(name).unwrap_or(&empty);
         let rt = rt.as_ref();
+        // Shared with the job scheduler: a deploy and a job run of one stack never overlap. A stack
+        // with nothing to do (and no moved tag to look up) does not wait for a job run (one holding
+        // services stopped may take hours), so the poll, and the healing of the repository's other
+        // stacks, goes on.
+        let idle = !deployment.config.destroy.enabled
+            && !plan::checks_moved_tags(ctx.mode, deployment.config.force_image_pull)
+            && {
+                let config_hash = deployment.config.hash();
+                let desired = Desired {
+                    commit: ctx.commit,
+                    config_hash: &config_hash,
+                    force_recreate: deployment.config.force_recreate,
+                };
+                self.quick_plan(name, &desired, record.as_ref(), containers, ctx.mode)
+                    == QuickPlan::UpToDate
+            };
+        let _stack = if idle {
+            None
+        } else {
+            Some(self.stack_locks.lock(name).await)
+        };
         let applied = if deployment.config.destroy.enabled {
             entry.step = Step::Remove;
             self.destroy(ctx, deployment, containers, rt).await
@@ -203,7 +222,13 @@ impl Reconciler {
         rt: &dyn Runtime,
     ) -> Result<Applied, DeployError> {
         let config_hash = desired.config_hash;
-        match plan::quick_plan(desired, record, containers, ctx.mode) {
+        match self.quick_plan(
+            &deployment.config.name,
+            desired,
+            record,
+            containers,
+            ctx.mode,
+        ) {
             // Unhealthy containers are reported only when nothing else is deployed now, so a
             // restart never races a compose run of the same stack.
             QuickPlan::UpToDate => {
@@ -239,6 +264,37 @@ impl Reconciler {
                 self.render_and_apply(ctx, deployment, record, containers, config_hash, rt)
                     .await
             }
+        }
+    }
+
+    /// [`plan::quick_plan`], less the starts of services a job run holds stopped (and of jobs):
+    /// those are the job scheduler's until the run ends.
+    fn quick_plan(
+        &self,
+        project: &str,
+        desired: &Desired<'_>,
+        record: Option<&DeploymentRecord>,
+        containers: &[ContainerInfo],
+        mode: plan::Mode,
+    ) -> QuickPlan {
+        match plan::quick_plan(desired, record, containers, mode) {
+            QuickPlan::Start(ids) => {
+                let leave = self.registry.left_alone(project);
+                let ids: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| {
+                        !containers
+                            .iter()
+                            .any(|c| &c.id == id && leave.contains(&c.service))
+                    })
+                    .collect();
+                if ids.is_empty() {
+                    QuickPlan::UpToDate
+                } else {
+                    QuickPlan::Start(ids)
+                }
+            }
+            other => other,
         }
     }
 

@@ -98,7 +98,21 @@ impl Reconciler {
                     .unwrap_or(&empty);
                 let none = BTreeSet::new();
                 let wanted = forced.get(&record.project).unwrap_or(&none);
-                let plan = plan::heal_plan(record, containers, wanted);
+                // Services a job run holds stopped, and the jobs themselves (also with the
+                // scheduler off), are the scheduler's.
+                let mut leave = self.registry.left_alone(&record.project);
+                leave.extend(
+                    containers
+                        .iter()
+                        .filter(|c| {
+                            matches!(
+                                crate::jobs::config::parse(&c.service, &c.labels),
+                                Ok(Some(_))
+                            )
+                        })
+                        .map(|c| c.service.clone()),
+                );
+                let plan = plan::heal_plan(record, containers, wanted, &leave);
                 if !plan.is_empty() {
                     acted = true;
                     let started = tokio::time::Instant::now();

@@ -906,3 +906,31 @@ async fn a_commit_breaking_one_of_its_changed_services_still_deploys_the_others(
     assert!(world.poll().await.is_err());
     assert_eq!(world.runtime.only("proxy").id, proxy.id);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_a_job_run_holds_stopped_is_left_stopped_until_the_run_releases_it() {
+    let (world, _) = deployed().await;
+    let proxy = world.runtime.only("proxy");
+    let (hold, _) = world
+        .reconciler
+        .registry()
+        .hold_stopped(&proxy.project, "proxy");
+    world.runtime.set_state(&proxy.id, ContainerState::Exited);
+    world.poll().await.unwrap();
+    assert_eq!(
+        world.runtime.only("proxy").state,
+        ContainerState::Exited,
+        "neither the heal nor the change step starts it during the run"
+    );
+    assert_eq!(world.runtime.ups(), 1, "nothing redeployed");
+
+    hold.release();
+    world.poll().await.unwrap();
+    let healed = world.runtime.only("proxy");
+    assert_eq!(healed.id, proxy.id);
+    assert_eq!(
+        healed.state,
+        ContainerState::Running,
+        "healed once released"
+    );
+}
