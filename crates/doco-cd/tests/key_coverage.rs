@@ -287,7 +287,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "SCHEDULER_ENABLED",
-        Test("scheduler_enabled_false_runs_no_due_job_and_the_default_runs_it"),
+        Test("scheduler_enabled_false_runs_no_due_job_and_true_runs_it"),
     ),
     ("PASS_ENV", Test("pass_env_keeps_doco_cds_own_secrets_out")),
     (
