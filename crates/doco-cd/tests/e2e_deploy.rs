@@ -224,8 +224,10 @@ fn build_args_reach_the_image_a_changed_context_rebuilds_only_its_service_and_a_
     );
 
     // A build that fails leaves the running containers as they are.
-    repo.work
-        .write("app/Dockerfile", &format!("FROM {image}\nRUN exit 3\n"));
+    repo.work.write(
+        "app/Dockerfile",
+        &format!("FROM {image}\nRUN echo {project} && exit 3\n"),
+    );
     repo.push("a Dockerfile that cannot build");
     let errors = daemon.metric("doco_cd_deployment_errors_total", &[]);
     daemon.wait_for("the failed build reported", Duration::from_secs(90), || {
@@ -242,14 +244,28 @@ fn build_args_reach_the_image_a_changed_context_rebuilds_only_its_service_and_a_
     );
 }
 
-/// An image compose built for a test, removed on drop.
+/// An image compose built for a test, removed on drop, with the containers a failed build of it
+/// left behind (the classic builder keeps the container of a failed `RUN`; its command names the
+/// image).
 struct BuiltImage(String);
 
 impl Drop for BuiltImage {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["image", "rm", "-f", &self.0])
-            .output();
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).to_string())
+                .unwrap_or_default()
+        };
+        let project = self.0.trim_end_matches("-web");
+        let all = docker(&["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"]);
+        for line in all.lines().filter(|line| line.contains(project)) {
+            if let Some(id) = line.split_whitespace().next() {
+                docker(&["rm", "-f", id]);
+            }
+        }
+        docker(&["image", "rm", "-f", &self.0]);
     }
 }
 
