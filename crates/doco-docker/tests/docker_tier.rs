@@ -435,7 +435,12 @@ async fn up_of_named_services_leaves_a_broken_sibling_alone() {
     let p = project(dir.path(), &name, &body);
     let ov = override_path(dir.path());
     write_label_override(&ov, &labels_for("proxy", &[(labels::MANAGER, "doco-cd")])).unwrap();
-    let whole = compose().up(&p, &ov, &up_options()).await;
+    // As in a deploy: compose pulls what is missing first, and fails before creating anything.
+    let pulling = UpOptions {
+        pull: PullPolicy::Missing,
+        ..up_options()
+    };
+    let whole = compose().up(&p, &ov, &pulling).await;
     assert!(whole.is_err(), "the whole project cannot come up");
     assert!(container_ids(&name, "proxy").is_empty(), "nothing started");
     let only_proxy = UpOptions {
