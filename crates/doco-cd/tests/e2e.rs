@@ -49,6 +49,20 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     assert_eq!(label(&web, "cd.doco.metadata.manager"), "doco-cd");
     assert_eq!(label(&web, "cd.doco.deployment.name"), project);
     assert_eq!(http_get(daemon.http_port, "/v1/health").unwrap().0, 200);
+    // The error counters exist at 0 from the start, so the first error is a visible change.
+    daemon.wait_polls(1.0);
+    let metrics = http_get(daemon.metrics_port, "/metrics").unwrap().1;
+    for family in [
+        "doco_cd_poll_errors_total{",
+        "doco_cd_deployment_errors_total{",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(family) && l.ends_with(" 0")),
+            "{family}: {metrics}"
+        );
+    }
 
     // Quiet polls: no compose process, at most one git process per poll, no container touched,
     // nothing written to the state file.

@@ -321,14 +321,21 @@ impl Reconciler {
 
     fn record_deployment_metrics(&self, repository: &str, entry: &Entry) {
         let labels = metrics::deployment(repository, &entry.name);
+        // Both counters exist (at 0) once a deployment is known, so its first error is a change.
+        let errors = self
+            .metrics
+            .deployment_errors
+            .get_or_create(&labels)
+            .clone();
+        let deployments = self.metrics.deployments.get_or_create(&labels).clone();
         if entry.is_failure() {
-            self.metrics.deployment_errors.get_or_create(&labels).inc();
+            errors.inc();
         }
         match &entry.outcome {
             Err(_) | Ok(DeploymentOutcome::PartlyDeployed { .. }) => {}
             Ok(DeploymentOutcome::UpToDate | DeploymentOutcome::Waiting(_)) => {}
             Ok(_) => {
-                self.metrics.deployments.get_or_create(&labels).inc();
+                deployments.inc();
                 self.metrics
                     .deployment_duration
                     .get_or_create(&labels)
@@ -343,6 +350,8 @@ impl Reconciler {
         let labels = metrics::repo(&report.repository);
         let counted = report.trigger == Trigger::Poll && report.reads_source;
         if counted {
+            // The error counter exists (at 0) from the first poll on, so its first error is a change.
+            let _created = self.metrics.poll_errors.get_or_create(&labels);
             self.metrics.polls.get_or_create(&labels).inc();
             self.metrics
                 .poll_duration
