@@ -617,11 +617,7 @@ impl Engine {
     /// file) and the repository digests of the image it runs: what `force_image_pull` compares
     /// with the registry.
     pub async fn local_image(&self, id: &str) -> Result<LocalImage, DockerError> {
-        let container = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        let container = self.inspect(id).await?;
         let reference = container
             .config
             .and_then(|config| config.image)
@@ -659,11 +655,7 @@ impl Engine {
         container_id: &str,
         destination: &Path,
     ) -> Result<Option<PathBuf>, DockerError> {
-        let inspected = self
-            .docker
-            .inspect_container(container_id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.error(&format!("inspect container {container_id}"), e))?;
+        let inspected = self.inspect(container_id).await?;
         Ok(inspected
             .mounts
             .unwrap_or_default()
@@ -674,11 +666,7 @@ impl Engine {
 
     /// The output of container `id`'s last health check, if it has one.
     pub async fn last_health_output(&self, id: &str) -> Result<Option<String>, DockerError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        let inspected = self.inspect(id).await?;
         Ok(inspected
             .state
             .and_then(|state| state.health)
@@ -690,11 +678,7 @@ impl Engine {
 
     /// Whether container `id` is running now.
     async fn container_running(&self, id: &str) -> Result<bool, DockerError> {
-        let inspected = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.error(&format!("inspect container {id}"), e))?;
+        let inspected = self.inspect(id).await?;
         Ok(inspected
             .state
             .and_then(|state| state.running)
@@ -737,6 +721,17 @@ impl Engine {
             }) => Ok(false),
             Err(e) => Err(self.error(&format!("remove image {id}"), e)),
         }
+    }
+
+    /// The engine's full description of container `id`.
+    pub(crate) async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, DockerError> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.error(&format!("inspect container {id}"), e))
     }
 
     fn error(&self, context: &str, source: BollardError) -> DockerError {

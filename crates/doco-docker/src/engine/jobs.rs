@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, EndpointSettings, NetworkingConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -40,11 +39,7 @@ impl Engine {
     /// environment, mounts and first network; labels plus [`JOB_EPHEMERAL`]); returns the copy's id.
     pub async fn start_copy(&self, id: &str, name: &str) -> Result<String, DockerError> {
         let context = format!("copy container {id} for a one-off run");
-        let inspect = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.error(&context, e))?;
+        let inspect = self.inspect(id).await?;
         let mut body: ContainerCreateBody = inspect
             .config
             .and_then(|c| serde_json::to_value(c).ok())

@@ -45,6 +45,15 @@ impl Applied {
     }
 }
 
+/// How [`Reconciler::up_as_recorded`] treats images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RecordedImages {
+    /// Use the images present; pull only missing ones (a heal: no change).
+    Present,
+    /// Pull anew and recreate (a tag moved in the registry).
+    PullAndRecreate,
+}
+
 /// When [`Reconciler::live_mounts`] updates the live copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum LiveSync {
@@ -447,6 +456,43 @@ impl Reconciler {
         .await?;
         let record = unchanged(&recorded_labels, &recorded_hashes);
         Ok(Applied::new(outcome, RecordChange::Store(record)))
+    }
+
+    /// `docker compose up --no-deps` of `services` of `deployment` (its files under `tree`) with the
+    /// labels `record` gave them and the live copies' mounts (made only if missing), its events taken
+    /// as doco-cd's own: a service brought back as it was deployed (a heal, a moved tag).
+    pub(super) async fn up_as_recorded(
+        &self,
+        deployment: &ResolvedDeployment,
+        tree: &Path,
+        record: &DeploymentRecord,
+        services: &BTreeSet<String>,
+        images: RecordedImages,
+        rt: &dyn Runtime,
+    ) -> Result<(), DeployError> {
+        let name = &deployment.config.name;
+        let project = self.compose_project(deployment);
+        let rendered =
+            crate::sops::render_decrypted(rt, &project, deployment, tree, &self.paths).await?;
+        let (_, mounts) = self.live_mounts(name, &rendered, tree, LiveSync::IfMissing)?;
+        let override_path = self.override_path(name);
+        write_override(&override_path, &record.labels(), &mounts)?;
+        let options = UpOptions {
+            remove_orphans: false,
+            force_recreate: images == RecordedImages::PullAndRecreate,
+            pull: match images {
+                RecordedImages::Present => PullPolicy::Missing,
+                RecordedImages::PullAndRecreate => PullPolicy::Always,
+            },
+            timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
+            services: services.iter().cloned().collect(),
+        };
+        let own = self.registry.begin_project(name);
+        let up = rt
+            .up(&project, &self.paths.to_host(&override_path), &options)
+            .await;
+        drop(own);
+        Ok(up?)
     }
 
     /// The live copies of `rendered`'s inputs excluded from recreation (sources under `tree`), made

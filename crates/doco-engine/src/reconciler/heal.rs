@@ -9,13 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use doco_config::PollConfig;
-use doco_docker::{ContainerInfo, PullPolicy, UpOptions};
+use doco_docker::ContainerInfo;
 use tracing::{info, warn};
 
-use super::deploy::LiveSync;
+use super::deploy::RecordedImages;
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, Reconciler};
 use crate::adapters::Runtime;
@@ -213,27 +212,16 @@ impl Reconciler {
                     record.project, record.commit
                 ))
             })?;
-        let project = self.compose_project(&deployment);
-        let rendered =
-            crate::sops::render_decrypted(rt, &project, &deployment, &tree, &self.paths).await?;
-        // The live copies keep their current content; they are made only if they are missing.
-        let (_, mounts) =
-            self.live_mounts(&record.project, &rendered, &tree, LiveSync::IfMissing)?;
-        let override_path = self.override_path(&record.project);
-        super::deploy::write_override(&override_path, &record.labels(), &mounts)?;
-        let options = UpOptions {
-            remove_orphans: false,
-            force_recreate: false,
-            pull: PullPolicy::Missing,
-            timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
-            services: services.iter().cloned().collect(),
-        };
-        let own = self.registry.begin_project(&record.project);
-        let up = rt
-            .up(&project, &self.paths.to_host(&override_path), &options)
-            .await;
-        drop(own);
-        up?;
+        // The live copies keep their current content.
+        self.up_as_recorded(
+            &deployment,
+            &tree,
+            record,
+            services,
+            RecordedImages::Present,
+            rt,
+        )
+        .await?;
         let observed = rt.containers().await?;
         let containers = observed.get(&record.project).cloned().unwrap_or_default();
         Ok(compose_hashes(services, &containers))

@@ -14,13 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use doco_config::ResolvedDeployment;
-use doco_docker::{ContainerInfo, PullPolicy, UpOptions};
+use doco_docker::ContainerInfo;
 use tracing::{debug, info, warn};
 
-use super::deploy::{Applied, LiveSync, write_override};
+use super::deploy::{Applied, RecordedImages};
 use super::report::RecordChange;
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler};
 use crate::adapters::Runtime;
@@ -130,26 +129,8 @@ impl Reconciler {
         services: &BTreeSet<String>,
         rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
-        let name = &deployment.config.name;
-        let project = self.compose_project(deployment);
-        let rendered =
-            crate::sops::render_decrypted(rt, &project, deployment, ctx.checkout, &self.paths)
-                .await?;
-        let (_, mounts) = self.live_mounts(name, &rendered, ctx.checkout, LiveSync::IfMissing)?;
-        let override_path = self.override_path(name);
-        write_override(&override_path, &record.labels(), &mounts)?;
-        let options = UpOptions {
-            remove_orphans: false,
-            force_recreate: true,
-            pull: PullPolicy::Always,
-            timeout: Duration::from_secs(deployment.config.timeout.max(1) + 120),
-            services: services.iter().cloned().collect(),
-        };
-        let own = self.registry.begin_project(name);
-        let up = rt
-            .up(&project, &self.paths.to_host(&override_path), &options)
-            .await;
-        drop(own);
-        Ok(up?)
+        let images = RecordedImages::PullAndRecreate;
+        self.up_as_recorded(deployment, ctx.checkout, record, services, images, rt)
+            .await
     }
 }
