@@ -14,9 +14,7 @@ use axum::response::Response;
 use doco_engine::jobs::{RunObserver, RunOutcome, TriggerError};
 use serde_json::{Value, json};
 
-use super::{
-    Api, Params, RunStatus, RunTracker, RunTrigger, error, job_id, ok, unauthorized, wrong_method,
-};
+use super::{Api, Params, RunStatus, RunTracker, RunTrigger, error, job_id, ok};
 
 /// Records job runs in the run tracker.
 pub struct TrackerObserver(pub Arc<RunTracker>);
@@ -47,11 +45,8 @@ pub async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let job_id = job_id();
-    if method != Method::GET {
-        return wrong_method(&Method::GET);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::GET, &headers, &job_id) {
+        return refused;
     }
     let params = Params(query);
     match api.jobs.list(params.get("stack").map(str::trim)).await {
@@ -74,11 +69,8 @@ pub async fn run(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let job_id = job_id();
-    if method != Method::POST {
-        return wrong_method(&Method::POST);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::POST, &headers, &job_id) {
+        return refused;
     }
     let name = name.trim();
     if name.is_empty() {

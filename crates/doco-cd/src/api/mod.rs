@@ -104,6 +104,21 @@ impl Api {
     }
 
     /// Whether `headers` carry the right key.
+    /// upstream's checks before every route: the method (405), then the key (401); `None` when the
+    /// request may go on.
+    fn admit(
+        &self,
+        method: &Method,
+        required: &Method,
+        headers: &HeaderMap,
+        job_id: &str,
+    ) -> Option<Response> {
+        if method != required {
+            return Some(wrong_method(required));
+        }
+        (!self.authorized(headers)).then(|| unauthorized(job_id))
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(key) = headers.get(KEY_HEADER) else {
             return false;
@@ -221,11 +236,8 @@ async fn runs_handler(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let job_id = job_id();
-    if method != Method::GET {
-        return wrong_method(&Method::GET);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::GET, &headers, &job_id) {
+        return refused;
     }
     let mut limit = 50;
     if let Some(raw) = query
@@ -281,11 +293,8 @@ async fn run_handler(
     Path(requested): Path<String>,
 ) -> Response {
     let job_id = job_id();
-    if method != Method::GET {
-        return wrong_method(&Method::GET);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::GET, &headers, &job_id) {
+        return refused;
     }
     let requested = requested.trim();
     if requested.is_empty() {
@@ -348,11 +357,8 @@ fn unavailable(api: Api, request: Request, method: Option<Method>) -> Response {
 /// and which deployments' changes are failing and wait for their backoff (`failing`).
 async fn repositories(State(api): State<Api>, method: Method, headers: HeaderMap) -> Response {
     let job_id = job_id();
-    if method != Method::GET {
-        return wrong_method(&Method::GET);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::GET, &headers, &job_id) {
+        return refused;
     }
     let state = api.reconciler.state_snapshot().await;
     let offline = api.reconciler.offline_repositories();

@@ -18,7 +18,7 @@ use doco_engine::Reason;
 use serde_json::{Value, json};
 use tracing::{Instrument, error, info, info_span};
 
-use super::{Api, Params, RunStatus, RunTrigger, error, job_id, ok, unauthorized, wrong_method};
+use super::{Api, Params, RunStatus, RunTrigger, error, job_id, ok};
 
 /// The handler.
 pub async fn run(
@@ -29,11 +29,8 @@ pub async fn run(
     body: Bytes,
 ) -> Response {
     let job_id = job_id();
-    if method != Method::POST {
-        return wrong_method(&Method::POST);
-    }
-    if !api.authorized(&headers) {
-        return unauthorized(&job_id);
+    if let Some(refused) = api.admit(&method, &Method::POST, &headers, &job_id) {
+        return refused;
     }
     let wait = match Params(query).bool("wait", true, &job_id) {
         Ok(wait) => wait,
