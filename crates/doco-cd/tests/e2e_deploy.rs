@@ -799,3 +799,54 @@ fn data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output() {
         "compose output discarded:\n{quiet}"
     );
 }
+
+/// `git_depth` of a deployment at its poll's own reference shapes the poll's checkout from the next
+/// fetch on (the checkout must be read before its deploy configuration can ask for a depth).
+#[test]
+fn git_depth_at_the_polls_own_reference_makes_its_checkout_shallow() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-depth");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service("web", &image)),
+    );
+    repo.push("first");
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\ngit_depth: 1\n"));
+    repo.push("second: a shallow checkout is enough");
+    let data = tempfile::tempdir().unwrap();
+    // Over file:// (dumb HTTP cannot fetch shallow).
+    let daemon = Daemon::start(
+        data.path(),
+        &[("POLL_CONFIG", poll_config(&repo.bare.file_url()))],
+    );
+    running_container(&daemon, &project, "web");
+    // The count of commits in the poll's shallow checkout; a checkout being swapped is "not yet".
+    let commits = || {
+        walk(data.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".git/shallow") && !p.starts_with(data.path().join(".doco-cd")))
+            .find_map(|shallow| {
+                let checkout = shallow.parent()?.parent()?.to_path_buf();
+                let out = std::process::Command::new("git")
+                    .args(["rev-list", "--count", "HEAD"])
+                    .current_dir(checkout)
+                    .output()
+                    .ok()?;
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    daemon.wait_for(
+        "the poll's checkout made shallow",
+        Duration::from_secs(60),
+        || commits() == "1",
+    );
+}

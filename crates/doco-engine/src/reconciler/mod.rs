@@ -248,6 +248,8 @@ pub struct Reconciler {
     contexts: Option<ContextOpener>,
     /// The engines of the contexts opened so far.
     context_runtimes: Mutex<HashMap<String, Arc<dyn Runtime>>>,
+    /// Per checkout of a poll's own reference, the `git_depth` its deployments ask for.
+    checkout_depths: Mutex<HashMap<PathBuf, u32>>,
     /// Moves the window of [`plan::digest_lookups`] on at each check, so a deployment with more
     /// images than the cap has all of them looked at over a few polls.
     digest_rounds: std::sync::atomic::AtomicUsize,
@@ -369,6 +371,7 @@ impl Reconciler {
             contexts: None,
             context_runtimes: Mutex::new(HashMap::new()),
             digest_rounds: std::sync::atomic::AtomicUsize::new(0),
+            checkout_depths: Mutex::new(HashMap::new()),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
             stack_locks: crate::jobs::StackLocks::default(),
@@ -538,7 +541,9 @@ impl Reconciler {
         let _held = lock.lock().await;
         let url = doco_git::redact_url(&poll.url);
 
-        let revision = match self.sync(poll, &repo_name, &checkout, &url, None).await {
+        // The depth its deployments asked for when the checkout was last read (`git_depth`).
+        let depth = self::lock(&self.checkout_depths).get(&checkout).copied();
+        let revision = match self.sync(poll, &repo_name, &checkout, &url, depth).await {
             Ok(revision) => revision,
             Err(e) => {
                 report.error = Some(e);
@@ -605,6 +610,18 @@ impl Reconciler {
         let observed = match observed {
             Some(observed) => observed,
             None => self.runtime.containers().await?,
+        };
+        // A deployment's `git_depth` shapes the checkout it is read from, from the next fetch on (the
+        // checkout must be read before its deploy configuration can ask).
+        let depth = resolved
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .filter(|d| d.other_reference.is_none())
+            .map(|d| d.config.git_depth)
+            .find(|depth| *depth > 0);
+        match depth {
+            Some(depth) => lock(&self.checkout_depths).insert(ctx.checkout.to_path_buf(), depth),
+            None => lock(&self.checkout_depths).remove(ctx.checkout),
         };
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
         let mut here = Vec::new();
