@@ -615,9 +615,10 @@ impl AppConfig {
                 1,
                 "a whole number >= 1",
             )?,
+            // Only 0 is accepted (see [`UNSUPPORTED_VARIABLES`]), so `config env` shows what is in effect.
             max_deployment_loop_count: env.number(
                 "MAX_DEPLOYMENT_LOOP_COUNT",
-                2,
+                0,
                 0,
                 "a whole number >= 0",
             )?,
