@@ -49,12 +49,39 @@ const FIXED_ENV: &[(&str, &str)] = &[
 ];
 
 /// Where a call runs and what it talks to, for the environment and for error messages.
+#[derive(Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub remote: &'a Remote,
     /// The reference as the user wrote it, for messages.
     pub reference: &'a str,
-    /// The checkout the call works on, if any.
-    pub checkout: Option<&'a Path>,
+    /// The repository (a bare mirror) the call works on, if any.
+    pub repo: Option<&'a Path>,
+    /// The work tree of an export, for the calls that write files out of `repo`.
+    pub work_tree: Option<&'a Path>,
+    /// For a submodule: the superproject's remote, whose credentials are offered first (what
+    /// `git submodule update` in the superproject's checkout did).
+    pub via: Option<&'a Remote>,
+}
+
+impl<'a> Context<'a> {
+    /// A call about `remote` and `reference` that works on no repository (`ls-remote`).
+    pub fn new(remote: &'a Remote, reference: &'a str) -> Self {
+        Context {
+            remote,
+            reference,
+            repo: None,
+            work_tree: None,
+            via: None,
+        }
+    }
+
+    /// The same call, working on the repository `repo`.
+    pub fn in_repo(self, repo: &'a Path) -> Self {
+        Context {
+            repo: Some(repo),
+            ..self
+        }
+    }
 }
 
 /// What a call that talks to a remote needs besides the fixed environment: git settings passed as
@@ -125,22 +152,23 @@ impl GitCall {
             }
         }
         cmd = cmd.args(["-c", "core.hooksPath=/dev/null", "-c", "safe.directory=*"]);
-        match ctx.checkout {
-            // Pin git to this checkout: without it, a `dir` that lost its `.git` would make git
+        match ctx.repo {
+            // Pin git to this repository: without it, a mirror that lost its files would make git
             // walk up and act on an enclosing repository.
-            Some(dir) => {
-                cmd = cmd
-                    .current_dir(dir)
-                    .args(["--git-dir=.git", "--work-tree=."]);
-            }
+            Some(dir) => cmd = cmd.current_dir(dir).arg("--git-dir=."),
             None => cmd = cmd.current_dir("/"),
+        }
+        if let Some(work_tree) = ctx.work_tree {
+            let mut arg = OsString::from("--work-tree=");
+            arg.push(work_tree);
+            cmd = cmd.arg(arg);
         }
         cmd = cmd.args(&self.args);
         let command_line = format!("git {}", cmd.display_args());
         tracing::debug!(
             url = %ctx.remote.display,
             reference = ctx.reference,
-            dir = ?ctx.checkout,
+            dir = ?ctx.repo,
             command = %command_line,
             "running git"
         );
@@ -190,7 +218,7 @@ impl GitCall {
 pub(crate) fn error_from(op: &str, ctx: &Context<'_>, output: &Output) -> GitError {
     let url = ctx.remote.display.clone();
     let detail = summarize(&output.stderr);
-    match (classify(&output.stderr), ctx.checkout) {
+    match (classify(&output.stderr), ctx.repo) {
         (ErrorKind::Transport, _) => GitError::Transport {
             url,
             detail: format!("git {op} for '{}': {detail}", ctx.reference),

@@ -38,9 +38,11 @@ pub enum GitError {
     /// characters, empty...).
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: String, reason: String },
-    /// `dir` exists but is not a git checkout, or the checkout is broken. Never deleted automatically.
+    /// `dir` exists but is not a usable git repository: a directory in a mirror's place that is no
+    /// repository, a checkout to adopt without `.git`, a mirror whose damage git reported (repaired
+    /// by a clone beside it when the remote answers). Never deleted automatically.
     #[error(
-        "{} is not a usable Git checkout: {detail} (doco-cd does not delete it; repair or remove it by hand)",
+        "{} is not a usable Git repository: {detail} (doco-cd does not delete it; repair or remove it by hand)",
         dir.display()
     )]
     BrokenCheckout { dir: PathBuf, detail: String },
