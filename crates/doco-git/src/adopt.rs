@@ -16,7 +16,14 @@ use crate::url::Remote;
 use crate::{GitClient, GitError, check_dir};
 
 /// What is copied from the checkout's `.git` (the index, hooks, logs and submodule clones are not).
-const REPOSITORY_FILES: [&str; 6] = ["HEAD", "config", "objects", "refs", "packed-refs", "shallow"];
+const REPOSITORY_FILES: [&str; 6] = [
+    "HEAD",
+    "config",
+    "objects",
+    "refs",
+    "packed-refs",
+    "shallow",
+];
 
 impl GitClient {
     /// Makes `mirror` (which must not exist) a bare mirror holding every object and ref of the

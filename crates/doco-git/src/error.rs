@@ -112,6 +112,7 @@ const REFERENCE_NOT_FOUND: &[&str] = &[
     "unknown revision",
     "invalid reference",
     "bad revision",
+    "failed to unpack tree object",
 ];
 const BROKEN_CHECKOUT: &[&str] = &[
     "not a git repository (or any",
@@ -385,6 +386,10 @@ mod tests {
         ),
         (
             "error: Server does not allow request for unadvertised object 0123456789012345678901234567890123456789\nfatal: remote error: upload-pack: not our ref 0123456789012345678901234567890123456789",
+            ReferenceNotFound,
+        ),
+        (
+            "fatal: failed to unpack tree object 0123456789abcdef0123456789abcdef01234567",
             ReferenceNotFound,
         ),
         // Broken checkout

@@ -75,11 +75,14 @@ impl GitClient {
         let _guard = lock.lock().await;
         let staging = with_suffix(dest, ".partial");
         match std::fs::remove_dir_all(&staging) {
-            Ok(()) => tracing::info!(dir = %staging.display(), "removed an export left by an interrupted one"),
+            Ok(()) => {
+                tracing::info!(dir = %staging.display(), "removed an export left by an interrupted one")
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fs_error("remove", &staging, &e)),
         }
-        std::fs::create_dir_all(&staging).map_err(|e| fs_error("create directory", &staging, &e))?;
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| fs_error("create directory", &staging, &e))?;
         let ctx = Context::new(&remote, &sha).in_repo(mirror);
         let exported = match self.export_tree(ctx, &sha, &staging, &modules, 0).await {
             Ok(()) => seal(&staging)
@@ -106,7 +109,8 @@ impl GitClient {
         level: usize,
     ) -> BoxFuture<'a, Result<(), GitError>> {
         Box::pin(async move {
-            let index = tempfile::tempdir().map_err(|e| fs_error("create", Path::new("a temporary directory"), &e))?;
+            let index = tempfile::tempdir()
+                .map_err(|e| fs_error("create", Path::new("a temporary directory"), &e))?;
             let net = NetEnv {
                 vars: vec![(
                     "GIT_INDEX_FILE".into(),
@@ -126,8 +130,7 @@ impl GitClient {
                 .run_checked(&tree_ctx, Some(&net), timeout)
                 .await?;
             let gitmodules = target.join(".gitmodules");
-            if !self.options.submodules
-                || !gitmodules.symlink_metadata().is_ok_and(|m| m.is_file())
+            if !self.options.submodules || !gitmodules.symlink_metadata().is_ok_and(|m| m.is_file())
             {
                 return Ok(());
             }
@@ -159,7 +162,9 @@ impl GitClient {
         if level > MAX_SUBMODULE_NESTING {
             return Err(GitError::InvalidInput {
                 what: format!("submodule {url} of {}", parent.remote.display),
-                reason: format!("submodules are nested more than {MAX_SUBMODULE_NESTING} levels deep"),
+                reason: format!(
+                    "submodules are nested more than {MAX_SUBMODULE_NESTING} levels deep"
+                ),
             });
         }
         let remote = Remote::parse(&submodule_url(&parent.remote.clean, url)?)?;
@@ -345,14 +350,22 @@ mod tests {
     fn relative_submodule_urls_resolve_like_git() {
         let cases = [
             ("https://h/acme/app", "../lib", "https://h/acme/lib"),
-            ("https://h/acme/app.git/", "../lib.git", "https://h/acme/lib.git"),
+            (
+                "https://h/acme/app.git/",
+                "../lib.git",
+                "https://h/acme/lib.git",
+            ),
             ("https://h/acme/app", "./lib", "https://h/acme/app/lib"),
             ("https://h/acme/app", "../../o/lib", "https://h/o/lib"),
             ("git@h:acme/app.git", "../lib.git", "git@h:acme/lib.git"),
             ("git@h:app.git", "../lib.git", "git@h:lib.git"),
             ("file:///srv/git/app", "../lib", "file:///srv/git/lib"),
             ("/srv/git/app", "../lib", "/srv/git/lib"),
-            ("https://h/acme/app", "https://other/x.git", "https://other/x.git"),
+            (
+                "https://h/acme/app",
+                "https://other/x.git",
+                "https://other/x.git",
+            ),
         ];
         for (base, url, want) in cases {
             assert_eq!(submodule_url(base, url).unwrap(), want, "{base} + {url}");
@@ -374,7 +387,10 @@ mod tests {
     #[test]
     fn paths_from_trees_stay_inside() {
         let base = Path::new("/x");
-        assert_eq!(safe_join(base, "vendor/lib").unwrap(), base.join("vendor/lib"));
+        assert_eq!(
+            safe_join(base, "vendor/lib").unwrap(),
+            base.join("vendor/lib")
+        );
         for bad in ["../up", "/abs", "a/../../b", "./a"] {
             assert!(safe_join(base, bad).is_err(), "{bad}");
         }

@@ -36,7 +36,10 @@ impl GitClient {
         depth: u32,
     ) -> Result<SyncOutcome, GitError> {
         match mirror_state(mirror)? {
-            Mirror::Absent => self.clone_beside(ctx, reference, mirror, depth, false).await,
+            Mirror::Absent => {
+                self.clone_beside(ctx, reference, mirror, depth, false)
+                    .await
+            }
             Mirror::Broken(detail) => {
                 tracing::warn!(mirror = %mirror.display(), %detail, "the mirror is broken; re-cloning beside it");
                 self.clone_beside(ctx, reference, mirror, depth, true).await
@@ -191,8 +194,12 @@ impl GitClient {
     /// Fetches all branches and tags from `origin` (pruned, forced, `--depth` when shallow), plus
     /// `extra_ref` when it lies outside them (`refs/pull/1/head`).
     async fn fetch(&self, ctx: &Context<'_>, extra_ref: &str, depth: u32) -> Result<(), GitError> {
-        self.fetch_with(ctx, extra_ref, (depth > 0).then(|| format!("--depth={depth}")))
-            .await
+        self.fetch_with(
+            ctx,
+            extra_ref,
+            (depth > 0).then(|| format!("--depth={depth}")),
+        )
+        .await
     }
 
     async fn fetch_with(
@@ -339,8 +346,9 @@ fn mirror_state(mirror: &Path) -> Result<Mirror, GitError> {
         }
         Ok(false) => Err(GitError::BrokenCheckout {
             dir: mirror.to_path_buf(),
-            detail: "the directory is not empty and is not a git repository; refusing to clone into it"
-                .to_string(),
+            detail:
+                "the directory is not empty and is not a git repository; refusing to clone into it"
+                    .to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Mirror::Absent),
         Err(e) => Err(GitError::BrokenCheckout {

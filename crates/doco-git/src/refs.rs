@@ -241,7 +241,10 @@ mod tests {
     fn no_mirror_means_nothing_recorded() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(resolved_commit(dir.path(), "main").unwrap(), None);
-        assert_eq!(resolved_commit(&dir.path().join("missing"), "main").unwrap(), None);
+        assert_eq!(
+            resolved_commit(&dir.path().join("missing"), "main").unwrap(),
+            None
+        );
     }
 
     #[test]

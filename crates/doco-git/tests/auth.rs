@@ -1,6 +1,6 @@
 //! HTTP(S) authentication against a smart-HTTP server (`git http-backend`) on 127.0.0.1 that
 //! requires a token: the right token clones, a wrong or missing one is an authentication error (not
-//! "offline"), the token never appears in any process's argv, in `.git` or in logs; domain-scoped
+//! "offline"), the token never appears in any process's argv, in the mirror or in logs; domain-scoped
 //! credentials; GitHub App installation tokens minted against a local mock of the API.
 #![allow(clippy::unwrap_used)]
 
@@ -57,9 +57,9 @@ fn client_with(token: Option<(&str, &str)>) -> GitClient {
     })
 }
 
-fn checkout_dir() -> (tempfile::TempDir, PathBuf) {
+fn mirror_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data/checkout");
+    let dir = tmp.path().join("data/mirror");
     (tmp, dir)
 }
 
@@ -120,7 +120,7 @@ async fn token_clones_and_never_reaches_argv_disk_or_logs() {
         })
     };
     let c = client_with(Some((USER, TOKEN)));
-    let (_tmp, dir) = checkout_dir();
+    let (_tmp, dir) = mirror_dir();
     let first = c.sync(&f.url, "main", &dir).await.unwrap();
     assert!(first.cloned);
     f.work.write("more.txt", "x");
@@ -143,7 +143,7 @@ async fn token_clones_and_never_reaches_argv_disk_or_logs() {
             .contains(&format!("Basic {basic}"))
     );
     // ...and nothing on disk or in the logs has them.
-    for (path, bytes) in files_under(&dir.join(".git")) {
+    for (path, bytes) in files_under(&dir) {
         let text = String::from_utf8_lossy(&bytes);
         assert!(
             !text.contains(TOKEN) && !text.contains(&basic),
@@ -151,7 +151,7 @@ async fn token_clones_and_never_reaches_argv_disk_or_logs() {
             path.display()
         );
     }
-    let config = std::fs::read_to_string(dir.join(".git/config")).unwrap();
+    let config = std::fs::read_to_string(dir.join("config")).unwrap();
     assert!(config.contains(&f.url), "{config}");
 
     // A wrong token: an authentication error, not a transport ("offline") one.
@@ -166,7 +166,7 @@ async fn token_clones_and_never_reaches_argv_disk_or_logs() {
         assert!(!text.contains(wrong) && !text.contains(TOKEN), "{text}");
     }
     // No token at all: the same.
-    let (_tmp2, dir2) = checkout_dir();
+    let (_tmp2, dir2) = mirror_dir();
     let err = client_with(None)
         .sync(&f.url, "main", &dir2)
         .await
@@ -204,7 +204,7 @@ async fn domain_credentials_beat_the_global_token() {
         })
     };
     // An exact match for the server's host wins over the (wrong) global token.
-    let (_tmp, dir) = checkout_dir();
+    let (_tmp, dir) = mirror_dir();
     client("127.0.0.1")
         .sync(&f.url, "main", &dir)
         .await
@@ -266,7 +266,7 @@ async fn github_app_tokens_are_minted_and_cached() {
         github_api_url: Some(api.url()),
         ..GitOptions::default()
     });
-    let (_tmp, dir) = checkout_dir();
+    let (_tmp, dir) = mirror_dir();
     c.sync(&f.url, "main", &dir).await.unwrap();
     let owner_repo = format!(
         "acme/{}",

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use doco_git::{GitClient, GitError, GitOptions, SshKey, head_commit};
+use doco_git::{GitClient, GitError, GitOptions, SshKey, resolved_commit};
 use doco_testkit::git::{BareRepo, WorkTree};
 use doco_testkit::sshd::{Sshd, current_user, keygen};
 
@@ -72,7 +72,7 @@ impl Fixture {
         )
     }
 
-    fn checkout(&self) -> PathBuf {
+    fn mirror(&self) -> PathBuf {
         self.data.path().join("127.0.0.1/repo")
     }
 }
@@ -90,7 +90,7 @@ async fn key_auth_and_host_key_trusted_on_first_use_persisted() {
     let mut f = Fixture::new("");
     let c = GitClient::new(f.options(f.key(None)));
     assert!(!f.ssh_dir().exists());
-    let out = c.sync(&f.url(), "main", &f.checkout()).await.unwrap();
+    let out = c.sync(&f.url(), "main", &f.mirror()).await.unwrap();
     assert_eq!((out.commit.as_str(), out.cloned), (f.sha.as_str(), true));
 
     // First use recorded the host key on the data volume, privately.
@@ -113,10 +113,7 @@ async fn key_auth_and_host_key_trusted_on_first_use_persisted() {
     // A new client (a restart) trusts the recorded key; nothing is added.
     let restarted = GitClient::new(f.options(f.key(None)));
     let newer = f.work.commit_and_push("second");
-    let out = restarted
-        .sync(&f.url(), "main", &f.checkout())
-        .await
-        .unwrap();
+    let out = restarted.sync(&f.url(), "main", &f.mirror()).await.unwrap();
     assert_eq!(out.commit, newer);
     assert_eq!(f.known_hosts(), known);
 
@@ -152,9 +149,12 @@ async fn key_with_a_passphrase() {
     let private = f.key(None).private_key;
     assert!(private.contains("OPENSSH PRIVATE KEY"));
     let c = GitClient::new(f.options(f.key(Some(passphrase))));
-    let out = c.sync(&f.url(), "main", &f.checkout()).await.unwrap();
+    let out = c.sync(&f.url(), "main", &f.mirror()).await.unwrap();
     assert_eq!(out.commit, f.sha);
-    assert_eq!(head_commit(&f.checkout()).unwrap(), Some(f.sha.clone()));
+    assert_eq!(
+        resolved_commit(&f.mirror(), "main").unwrap(),
+        Some(f.sha.clone())
+    );
 
     // A wrong passphrase is a configuration error that names the setting, not the secret.
     let wrong = "not-the-passphrase";
@@ -178,20 +178,23 @@ async fn key_with_a_passphrase() {
 async fn changed_host_key_is_refused_unless_allowed() {
     let mut f = Fixture::new("");
     let c = GitClient::new(f.options(f.key(None)));
-    c.sync(&f.url(), "main", &f.checkout()).await.unwrap();
+    c.sync(&f.url(), "main", &f.mirror()).await.unwrap();
     let old_key = key_data(&f.sshd.host_public_key());
 
     f.sshd.restart_with_new_host_key();
     let new_key = key_data(&f.sshd.host_public_key());
     assert_ne!(old_key, new_key);
     f.work.commit_and_push("after the key change");
-    let err = c.sync(&f.url(), "main", &f.checkout()).await.unwrap_err();
+    let err = c.sync(&f.url(), "main", &f.mirror()).await.unwrap_err();
     assert!(err.is_auth() && !err.is_transport(), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("host key of 127.0.0.1 changed"), "{text}");
     assert!(text.contains("SSH_ACCEPT_CHANGED_HOST_KEYS"), "{text}");
     assert!(text.contains("known_hosts"), "{text}");
-    assert_eq!(head_commit(&f.checkout()).unwrap(), Some(f.sha.clone()));
+    assert_eq!(
+        resolved_commit(&f.mirror(), "main").unwrap(),
+        Some(f.sha.clone())
+    );
     assert!(f.known_hosts().contains(&old_key));
     assert!(!f.known_hosts().contains(&new_key));
 
@@ -200,10 +203,7 @@ async fn changed_host_key_is_refused_unless_allowed() {
         ssh_accept_changed_host_keys: true,
         ..f.options(f.key(None))
     });
-    let out = allowing
-        .sync(&f.url(), "main", &f.checkout())
-        .await
-        .unwrap();
+    let out = allowing.sync(&f.url(), "main", &f.mirror()).await.unwrap();
     assert!(out.fetched);
     assert!(f.known_hosts().contains(&new_key));
     assert!(!f.known_hosts().contains(&old_key));
