@@ -110,11 +110,18 @@ async fn clone_over_file_url_then_sync_without_changes() {
     assert_eq!(
         second,
         SyncOutcome {
-            commit: sha,
+            commit: sha.clone(),
             fetched: false,
             cloned: false
         }
     );
+
+    // After `git gc` packed the refs, the record is still read and the poll still quiet.
+    git(&dir, &["pack-refs", "--all"]);
+    assert!(!dir.join("refs/doco-cd/resolved/main").exists());
+    assert_eq!(resolved_commit(&dir, "main").unwrap(), Some(sha));
+    let third = c.sync(&bare.file_url(), "main", &dir).await.unwrap();
+    assert!(!third.fetched && !third.cloned);
 }
 
 #[tokio::test]
