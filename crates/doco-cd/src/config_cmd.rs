@@ -467,6 +467,16 @@ fn effective(c: &AppConfig) -> Vec<(&'static str, String)> {
         ("GIT_ACCESS_TOKEN_USER", c.git_access_token_user.clone()),
         ("GIT_CLONE_DEPTH", c.git_clone_depth.to_string()),
         ("GIT_CLONE_SUBMODULES", c.git_clone_submodules.to_string()),
+        ("ARTIFACT_GC_ENABLED", c.artifact_gc_enabled.to_string()),
+        ("ARTIFACT_GC_INTERVAL", seconds(c.artifact_gc_interval)),
+        (
+            "ARTIFACT_GC_RETENTION_RECORDS",
+            c.artifact_gc_retention_records.to_string(),
+        ),
+        (
+            "ARTIFACT_GC_RETENTION_TTL",
+            seconds(c.artifact_gc_retention_ttl),
+        ),
         ("SSH_PRIVATE_KEY", secret(c.ssh_private_key.as_ref())),
         (
             "SSH_PRIVATE_KEY_PASSPHRASE",

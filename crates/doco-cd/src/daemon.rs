@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use doco_config::AppConfig;
@@ -292,6 +293,30 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             "the event loops of other Docker contexts".to_string()
         }
     });
+    if config.artifact_gc_enabled {
+        let (reconciler, cancel) = (reconciler.clone(), shutdown.clone());
+        let interval = config.artifact_gc_interval.max(Duration::from_secs(1));
+        let settings = doco_engine::store::GcSettings {
+            retention_records: config.artifact_gc_retention_records,
+            retention_ttl: config.artifact_gc_retention_ttl,
+        };
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = reconciler.collect_garbage(settings).await {
+                    warn!(error = %e, "artifact GC skipped this pass: the engine could not say which exports its containers use");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+            }
+            "the artifact garbage collector".to_string()
+        });
+    } else {
+        info!(
+            "artifact GC disabled (ARTIFACT_GC_ENABLED=false): exports stay until removed by hand"
+        );
+    }
     info!(
         polls = config.poll_configs.len(),
         offline_state = config.maintain_offline_state,

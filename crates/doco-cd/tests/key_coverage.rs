@@ -345,6 +345,22 @@ const COVERAGE: &[(&str, Coverage)] = &[
         "DOCKER_SWARM_SECRET_RETENTION",
         Refused("unsupported_variables_stop_start_up_naming_them_and_deploy_nothing"),
     ),
+    (
+        "ARTIFACT_GC_ENABLED",
+        Test("artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest"),
+    ),
+    (
+        "ARTIFACT_GC_INTERVAL",
+        Test("artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest"),
+    ),
+    (
+        "ARTIFACT_GC_RETENTION_RECORDS",
+        Test("artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest"),
+    ),
+    (
+        "ARTIFACT_GC_RETENTION_TTL",
+        Test("artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest"),
+    ),
     ("APPRISE_API_URL", Test("start")),
     ("APPRISE_NOTIFY_URLS", Test("start")),
     ("APPRISE_NOTIFY_LEVEL", Test("start")),

@@ -257,6 +257,15 @@ pub struct AppConfig {
     pub git_access_token_user: String,
     pub git_clone_depth: u32,
     pub git_clone_submodules: bool,
+    // --- artifact store
+    /// `ARTIFACT_GC_ENABLED`: whether unused exports are removed.
+    pub artifact_gc_enabled: bool,
+    /// `ARTIFACT_GC_INTERVAL`: how often the collector sweeps (it also sweeps at start-up).
+    pub artifact_gc_interval: Duration,
+    /// `ARTIFACT_GC_RETENTION_RECORDS`: unused exports kept per repository, newest first.
+    pub artifact_gc_retention_records: usize,
+    /// `ARTIFACT_GC_RETENTION_TTL`: unused exports younger than this are kept.
+    pub artifact_gc_retention_ttl: Duration,
     pub ssh_private_key: Option<Secret>,
     pub ssh_private_key_passphrase: Option<Secret>,
     pub skip_tls_verification: bool,
@@ -642,6 +651,15 @@ impl AppConfig {
                 "a whole number >= 0 (0 = full clone)",
             )?,
             git_clone_submodules: env.bool("GIT_CLONE_SUBMODULES", true)?,
+            artifact_gc_enabled: env.bool("ARTIFACT_GC_ENABLED", true)?,
+            artifact_gc_interval: env.duration("ARTIFACT_GC_INTERVAL", Duration::from_secs(600))?,
+            artifact_gc_retention_records: env.number(
+                "ARTIFACT_GC_RETENTION_RECORDS",
+                2,
+                0,
+                "a whole number >= 0",
+            )?,
+            artifact_gc_retention_ttl: env.duration("ARTIFACT_GC_RETENTION_TTL", Duration::ZERO)?,
             ssh_private_key: env.secret("SSH_PRIVATE_KEY")?,
             ssh_private_key_passphrase: env.secret("SSH_PRIVATE_KEY_PASSPHRASE")?,
             skip_tls_verification: env.bool("SKIP_TLS_VERIFICATION", false)?,

@@ -18,6 +18,9 @@ pub const DEPLOYMENT_TIMESTAMP: &str = "cd.doco.deployment.timestamp";
 pub const DEPLOYMENT_COMPOSE_SHA: &str = "cd.doco.deployment.compose.sha";
 /// Host path of the working directory the deployment ran in.
 pub const DEPLOYMENT_WORKING_DIR: &str = "cd.doco.deployment.working_dir";
+/// The revisions of the artifacts whose files an unchanged service still mounts (upstream ≥ v0.120):
+/// one commit for a compose service, comma-separated for a Swarm service.
+pub const DEPLOYMENT_PINNED_REVISIONS: &str = "cd.doco.deployment.pinned_revisions";
 /// Deploy-config target suffix (`nas` for `.doco-cd.nas.yml`).
 pub const DEPLOYMENT_CONFIG_TARGET: &str = "cd.doco.deployment.config.target";
 /// Branch or tag that was deployed.

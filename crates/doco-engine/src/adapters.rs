@@ -25,27 +25,39 @@ pub type ContextOpener =
 /// The containers of every compose project, by project name.
 pub type Containers = BTreeMap<String, Vec<ContainerInfo>>;
 
-/// What the reconciler asks of a Git repository.
+/// What the reconciler asks of a Git repository: a bare mirror it fetches, and exports of commits.
 pub trait Source: Send + Sync {
-    /// Brings `checkout` to the commit `reference` names on the remote `url`.
+    /// Fetches `url` into the bare `mirror` and resolves `reference` (one `git ls-remote` when
+    /// nothing changed).
     fn sync<'a>(
         &'a self,
         url: &'a str,
         reference: &'a str,
-        checkout: &'a Path,
+        mirror: &'a Path,
         options: &'a SyncOptions,
     ) -> BoxFuture<'a, Result<SyncOutcome, GitError>>;
 
-    /// The commit `checkout` is at, if it is a checkout; no network.
-    fn head(&self, checkout: &Path) -> Result<Option<String>, GitError>;
+    /// The commit `reference` resolved to at `mirror`'s last successful sync; no network.
+    fn resolved(&self, mirror: &Path, reference: &str) -> Result<Option<String>, GitError>;
 
-    /// Writes the files of `commit` (present in `checkout`) to `dest`, which must not exist.
+    /// Writes the files of `commit` (present in `mirror`) to `dest`, which must not exist, whole or
+    /// not at all.
     fn export<'a>(
         &'a self,
         url: &'a str,
-        checkout: &'a Path,
+        mirror: &'a Path,
         commit: &'a str,
         dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), GitError>>;
+
+    /// Makes `mirror` from the working-tree checkout `checkout` of the layout before the store,
+    /// without touching its files (migration).
+    fn adopt<'a>(
+        &'a self,
+        url: &'a str,
+        reference: &'a str,
+        checkout: &'a Path,
+        mirror: &'a Path,
     ) -> BoxFuture<'a, Result<(), GitError>>;
 }
 
@@ -122,24 +134,34 @@ impl Source for GitClient {
         &'a self,
         url: &'a str,
         reference: &'a str,
-        checkout: &'a Path,
+        mirror: &'a Path,
         options: &'a SyncOptions,
     ) -> BoxFuture<'a, Result<SyncOutcome, GitError>> {
-        Box::pin(self.sync_with(url, reference, checkout, options))
+        Box::pin(self.sync_with(url, reference, mirror, options))
     }
 
-    fn head(&self, checkout: &Path) -> Result<Option<String>, GitError> {
-        doco_git::head_commit(checkout)
+    fn resolved(&self, mirror: &Path, reference: &str) -> Result<Option<String>, GitError> {
+        doco_git::resolved_commit(mirror, reference)
     }
 
     fn export<'a>(
         &'a self,
         url: &'a str,
-        checkout: &'a Path,
+        mirror: &'a Path,
         commit: &'a str,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), GitError>> {
-        Box::pin(self.export_commit(url, checkout, commit, dest))
+        Box::pin(GitClient::export(self, url, mirror, commit, dest))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        url: &'a str,
+        reference: &'a str,
+        checkout: &'a Path,
+        mirror: &'a Path,
+    ) -> BoxFuture<'a, Result<(), GitError>> {
+        Box::pin(self.adopt_checkout(url, reference, checkout, mirror))
     }
 }
 

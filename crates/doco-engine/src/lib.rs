@@ -20,6 +20,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod sops;
 pub mod state;
+pub mod store;
 pub mod watch;
 
 pub use metrics::Metrics;

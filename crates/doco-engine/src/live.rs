@@ -179,7 +179,7 @@ fn copy_in_place(
 }
 
 /// A hash of the content of `sources` (what a live copy reflects), to tell when to signal.
-pub fn content_hash(sources: &[PathBuf], tree: &Path) -> String {
+pub fn content_hash(sources: &[PathBuf], tree: crate::fingerprint::Tree<'_>) -> String {
     crate::fingerprint::service_fingerprint(&Value::Null, sources, tree)
 }
 

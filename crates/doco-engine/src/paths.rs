@@ -66,38 +66,76 @@ impl DataPaths {
         self.mount.join(".doco-cd")
     }
 
-    /// The checkout of another reference of a repository, for deployments whose `reference` differs
-    /// from their poll's: `<mount>/.doco-cd/refs/<host>/<owner>/<repo>/<reference, '/' as %2F>`.
-    pub fn reference_checkout(&self, repo_name: &str, reference: &str) -> PathBuf {
-        let encoded = reference.replace('%', "%25").replace('/', "%2F");
-        self.internal_dir()
-            .join("refs")
-            .join(bind_safe(repo_name))
-            .join(encoded)
+    /// The source directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`,
+    /// with a port's `:` as `_` (`127.0.0.1_8080/o/r`). It holds the bare `mirror/`, the
+    /// `artifacts/<commit>/` exports and the `submodules/` mirrors ([`SourceDir`]).
+    pub fn source_dir(&self, repo_name: &str) -> SourceDir {
+        SourceDir {
+            root: self.mount.join(bind_safe(repo_name)),
+        }
+    }
+}
+
+/// One repository's store on the data volume: a bare mirror that is fetched and never checked out,
+/// and one read-only export per deployed commit, so a deployment's files never change under its
+/// containers and its last good files stay exactly as they were deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDir {
+    root: PathBuf,
+}
+
+impl SourceDir {
+    /// The store of the repository whose source directory is `root`.
+    pub fn at(root: PathBuf) -> SourceDir {
+        SourceDir { root }
     }
 
-    /// Where the files of a repository's last good commit are exported when its checkout has moved
-    /// on to a commit that did not deploy: `<mount>/.doco-cd/good/<key>`, with every character but
-    /// letters, digits, `.`, `-` and `_` as `_` (no `:` or `,` that would break compose's bind syntax).
-    pub fn good_tree_dir(&self, key: &str) -> PathBuf {
-        let safe: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.internal_dir().join("good").join(safe)
+    /// The source directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
-    /// The checkout directory of a repository, upstream's layout: `<mount>/<host>/<owner>/<repo>`,
-    /// with a port's `:` as `_` (`127.0.0.1_8080/o/r`).
-    pub fn checkout(&self, repo_name: &str) -> PathBuf {
-        self.mount.join(bind_safe(repo_name))
+    /// The bare mirror.
+    pub fn mirror(&self) -> PathBuf {
+        self.root.join(MIRROR)
     }
+
+    /// The directory of the exports.
+    pub fn artifacts(&self) -> PathBuf {
+        self.root.join(ARTIFACTS)
+    }
+
+    /// The export of `commit` (40 hex digits).
+    pub fn artifact(&self, commit: &str) -> PathBuf {
+        self.artifacts().join(commit)
+    }
+
+    /// The commit of the export `path` lies in, if it lies in one of this store's exports.
+    pub fn revision_of(&self, path: &Path) -> Option<String> {
+        let rest = path.strip_prefix(self.artifacts()).ok()?;
+        let first = rest.components().next()?.as_os_str().to_str()?;
+        is_commit(first).then(|| first.to_string())
+    }
+
+    /// Whether the source directory is still a working-tree checkout of the layout before the
+    /// store (this project's first versions and upstream ≤ v0.119).
+    pub fn is_legacy_checkout(&self) -> bool {
+        self.root.join(".git").exists()
+    }
+}
+
+/// The names the store uses inside a source directory.
+pub const MIRROR: &str = "mirror";
+/// See [`MIRROR`].
+pub const ARTIFACTS: &str = "artifacts";
+/// See [`MIRROR`].
+pub const SUBMODULES: &str = "submodules";
+/// See [`MIRROR`].
+pub const LIVE: &str = "live";
+
+/// Whether `name` is a full commit id (40 lower-case hex digits), the name of an export.
+pub fn is_commit(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `repo_name` as a relative directory that Compose's short bind syntax (`SOURCE:TARGET[:MODE]`) can
@@ -123,30 +161,38 @@ mod tests {
             PathBuf::from("/data/github.com/o/r")
         );
         assert_eq!(paths.to_host(Path::new("/etc/x")), PathBuf::from("/etc/x"));
+        let source = paths.source_dir("github.com/o/r");
+        assert_eq!(source.root(), Path::new("/data/github.com/o/r"));
         assert_eq!(
-            paths.checkout("github.com/o/r"),
-            PathBuf::from("/data/github.com/o/r")
+            source.mirror(),
+            PathBuf::from("/data/github.com/o/r/mirror")
+        );
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            source.artifact(commit),
+            PathBuf::from(format!("/data/github.com/o/r/artifacts/{commit}"))
         );
         assert_eq!(
-            paths.reference_checkout("github.com/o/r", "refs/heads/dev"),
-            PathBuf::from("/data/.doco-cd/refs/github.com/o/r/refs%2Fheads%2Fdev")
+            source.revision_of(&source.artifact(commit).join("conf/a.conf")),
+            Some(commit.to_string())
         );
+        assert_eq!(source.revision_of(&source.mirror()), None);
         assert_eq!(
-            paths.checkout("/srv/git/repo"),
-            PathBuf::from("/data/srv/git/repo")
+            paths.source_dir("/srv/git/repo").root(),
+            Path::new("/data/srv/git/repo")
         );
     }
 
     #[test]
-    fn checkouts_have_no_character_that_breaks_a_short_bind_mount() {
+    fn source_dirs_have_no_character_that_breaks_a_short_bind_mount() {
         let paths = DataPaths::new("/data".into(), None);
         assert_eq!(
-            paths.checkout("127.0.0.1:8080/o/r"),
-            PathBuf::from("/data/127.0.0.1_8080/o/r")
+            paths.source_dir("127.0.0.1:8080/o/r").root(),
+            Path::new("/data/127.0.0.1_8080/o/r")
         );
         assert_eq!(
-            paths.reference_checkout("git.example.com:3000/o/a,b", "dev"),
-            PathBuf::from("/data/.doco-cd/refs/git.example.com_3000/o/a_b/dev")
+            paths.source_dir("git.example.com:3000/o/a,b").root(),
+            Path::new("/data/git.example.com_3000/o/a_b")
         );
     }
 

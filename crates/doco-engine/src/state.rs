@@ -38,8 +38,10 @@ pub struct RepositoryState {
     /// The deploy-config target (`.doco-cd.<target>.yml`; empty for the default file).
     #[serde(default)]
     pub target: String,
-    /// The checkout directory on the data volume.
-    pub checkout: PathBuf,
+    /// The repository's source directory on the data volume (its mirror and exports). State files
+    /// of the layout before the store call it `checkout`.
+    #[serde(alias = "checkout")]
+    pub source_dir: PathBuf,
     /// The last commit fetched successfully.
     pub commit: String,
     /// When that fetch succeeded (Unix seconds).
@@ -297,7 +299,7 @@ mod tests {
         let mut repo = RepositoryState {
             url: "http://127.0.0.1:1/repo.git".into(),
             reference: "refs/heads/main".into(),
-            checkout: "/data/127.0.0.1:1/repo".into(),
+            source_dir: "/data/127.0.0.1_1/repo".into(),
             commit: "a".repeat(40),
             last_success_unix: 42,
             ..Default::default()

@@ -15,11 +15,12 @@ use doco_docker::{
 };
 use tracing::{Instrument, info, info_span, warn};
 
+use super::pins::{Files, with_pins};
 use super::report::{Entry, RecordChange, Step};
 use super::{DeployError, DeploymentOutcome, PollContext, Reconciler, Trigger, lock, unix_now};
 use crate::adapters::Runtime;
 use crate::backoff;
-use crate::fingerprint::{project_hash, service_fingerprint};
+use crate::fingerprint::{Tree, project_hash, service_fingerprint};
 use crate::labels::{LabelContext, adoptable_labels, fresh_labels};
 use crate::live::LiveStack;
 use crate::metrics;
@@ -387,14 +388,13 @@ impl Reconciler {
     ) -> Result<Applied, DeployError> {
         let project = self.compose_project(deployment);
         let rendered =
-            crate::sops::render_decrypted(rt, &project, deployment, ctx.checkout, &self.paths)
-                .await?;
+            crate::sops::render_decrypted(rt, &project, deployment, ctx.tree, &self.paths).await?;
         // Job labels are checked, and running jobs of the stack waited for, before anything changes.
         let jobs = crate::jobs::deploy::before_deploy(rt, &rendered, deployment).await?;
-        let (live_inputs, mounts) = self.live_mounts(
+        let (live_inputs, live) = self.live_mounts(
             &deployment.config.name,
             &rendered,
-            ctx.checkout,
+            ctx.tree,
             LiveSync::Always,
         )?;
         let planned = self.plan_services(ctx, &rendered, &live_inputs);
@@ -424,6 +424,13 @@ impl Reconciler {
                 }
                 FullPlan::Deploy(deploy) => {
                     let changed = deploy.changed.clone();
+                    let files = Files {
+                        store: ctx.store,
+                        tree: ctx.tree,
+                        working_dir: &deployment.working_dir,
+                    };
+                    let pins = self.pinned_mounts(files, &rendered, &deploy.kept_labels);
+                    let mounts = with_pins(&live, pins);
                     let target = DeployTarget {
                         project: &project,
                         planned: &planned,
@@ -458,23 +465,34 @@ impl Reconciler {
         Ok(Applied::new(outcome, RecordChange::Store(record)))
     }
 
-    /// `docker compose up --no-deps` of `services` of `deployment` (its files under `tree`) with the
-    /// labels `record` gave them and the live copies' mounts (made only if missing), its events taken
-    /// as doco-cd's own: a service brought back as it was deployed (a heal, a moved tag).
+    /// `docker compose up --no-deps` of `services` of `deployment` (read from the export of the
+    /// recorded commit in `store`, each service's bind mounts from the export it is pinned to) with
+    /// the labels `record` gave them and the live copies' mounts (made only if missing), its events
+    /// taken as doco-cd's own: a service brought back as it was deployed (a heal, a moved tag).
     pub(super) async fn up_as_recorded(
         &self,
         deployment: &ResolvedDeployment,
-        tree: &Path,
+        store: &crate::paths::SourceDir,
         record: &DeploymentRecord,
         services: &BTreeSet<String>,
         images: RecordedImages,
         rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
         let name = &deployment.config.name;
+        let tree = &store.artifact(&record.commit);
         let project = self.compose_project(deployment);
         let rendered =
             crate::sops::render_decrypted(rt, &project, deployment, tree, &self.paths).await?;
-        let (_, mounts) = self.live_mounts(name, &rendered, tree, LiveSync::IfMissing)?;
+        let (_, live) = self.live_mounts(name, &rendered, tree, LiveSync::IfMissing)?;
+        let files = Files {
+            store,
+            tree,
+            working_dir: &deployment.working_dir,
+        };
+        let mounts = with_pins(
+            &live,
+            self.pinned_mounts(files, &rendered, &record.labels()),
+        );
         let override_path = self.override_path(name);
         write_override(&override_path, &record.labels(), &mounts)?;
         let options = UpOptions {
@@ -593,6 +611,16 @@ impl Reconciler {
         rendered: &doco_docker::RenderedProject,
         live_inputs: &BTreeMap<String, Vec<LiveInput>>,
     ) -> BTreeMap<String, plan::RenderedService> {
+        let (host_dir, host_name) = (
+            self.paths.to_host(ctx.tree),
+            self.paths.to_host(ctx.store.root()),
+        );
+        let tree = Tree {
+            dir: ctx.tree,
+            name: ctx.store.root(),
+            host_dir: &host_dir,
+            host_name: &host_name,
+        };
         rendered
             .services
             .iter()
@@ -611,9 +639,8 @@ impl Reconciler {
                     .filter(|p| !live.contains(p))
                     .collect();
                 let planned = plan::RenderedService {
-                    live_hash: (!live.is_empty())
-                        .then(|| crate::live::content_hash(&live, ctx.checkout)),
-                    fingerprint: service_fingerprint(&service.spec, &inputs, ctx.checkout),
+                    live_hash: (!live.is_empty()).then(|| crate::live::content_hash(&live, tree)),
+                    fingerprint: service_fingerprint(&service.spec, &inputs, tree),
                     must_run: service.must_run(),
                     replicas: service.replicas,
                     healthcheck: service.has_healthcheck,

@@ -2,17 +2,19 @@
 //! deploy that succeeded, whatever the newest commit says and whether Git answers or not.
 //!
 //! Stopped containers of recorded services are started (same container); services with no container
-//! left as deployed are recreated from the files of the recorded commit, with the recorded labels,
-//! one service at a time with compose's `--no-deps`, so a sibling whose new commit cannot be pulled
-//! or built never keeps them down. When the checkout has moved on to a commit that did not deploy,
-//! the recorded commit's files are exported beside it (`.doco-cd/good/`).
+//! left as deployed are recreated from the export of the recorded commit (and the exports each
+//! service stayed pinned to), with the recorded labels, one service at a time with compose's
+//! `--no-deps`, so a sibling whose new commit cannot be pulled or built never keeps them down. A
+//! newer commit that was fetched and failed never touches those files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::store;
+
 use doco_config::PollConfig;
 use doco_docker::ContainerInfo;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::deploy::RecordedImages;
 use super::report::{Entry, RecordChange, Step};
@@ -38,7 +40,7 @@ pub(super) struct HealReport {
 
 impl Reconciler {
     /// Enforces the last known good state of every deployment recorded for `repo_name` (each of its
-    /// references). `held` is the checkout whose lock the caller holds already.
+    /// references). `held` is the source directory whose lock the caller holds already.
     pub(super) async fn heal_all(
         &self,
         poll: &PollConfig,
@@ -65,12 +67,13 @@ impl Reconciler {
         let observed = self.runtime.containers().await?;
         let mut entries = Vec::new();
         let mut acted = false;
+        let store = self.paths.source_dir(repo_name);
+        let lock = self.source_lock(&store);
+        let _held = match held {
+            Some(path) if path == store.root() => None,
+            _ => Some(lock.lock().await),
+        };
         for (key, repository) in repositories {
-            let lock = self.checkout_lock(&repository.checkout);
-            let _held = match held {
-                Some(path) if path == repository.checkout => None,
-                _ => Some(lock.lock().await),
-            };
             for record in repository.deployments.values() {
                 let at = crate::plan::short(&record.commit);
                 let mut entry = Entry::new(&key, &record.project, at, Step::Heal);
@@ -116,10 +119,7 @@ impl Reconciler {
                     acted = true;
                     let started = tokio::time::Instant::now();
                     let rt = rt.as_ref();
-                    match self
-                        .heal_one(poll, &key, &repository, record, plan, rt)
-                        .await
-                    {
+                    match self.heal_one(poll, &repository, record, plan, rt).await {
                         Ok((outcome, hashes)) => {
                             entry.outcome = Ok(outcome);
                             entry.record = hashes.map_or(RecordChange::Keep, RecordChange::Hashes);
@@ -153,7 +153,6 @@ impl Reconciler {
     async fn heal_one(
         &self,
         poll: &PollConfig,
-        key: &str,
         repository: &RepositoryState,
         record: &DeploymentRecord,
         plan: HealPlan,
@@ -172,7 +171,7 @@ impl Reconciler {
             info!(%project, services = ?plan.recreate, commit = %crate::plan::short(&record.commit),
                 "recreating services as last deployed");
             hashes = Some(
-                self.recreate(poll, key, repository, record, &plan.recreate, rt)
+                self.recreate(poll, repository, record, &plan.recreate, rt)
                     .await?,
             );
         }
@@ -188,13 +187,12 @@ impl Reconciler {
     async fn recreate(
         &self,
         poll: &PollConfig,
-        key: &str,
         repository: &RepositoryState,
         record: &DeploymentRecord,
         services: &BTreeSet<String>,
         rt: &dyn Runtime,
     ) -> Result<BTreeMap<String, String>, DeployError> {
-        let tree = self.good_tree(repository, key, &record.commit).await?;
+        let tree = self.good_tree(poll, repository, &record.commit).await?;
         let resolved = doco_config::resolve_deployments(
             &poll.deployments,
             &tree,
@@ -213,9 +211,10 @@ impl Reconciler {
                 ))
             })?;
         // The live copies keep their current content.
+        let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
         self.up_as_recorded(
             &deployment,
-            &tree,
+            &store,
             record,
             services,
             RecordedImages::Present,
@@ -227,35 +226,23 @@ impl Reconciler {
         Ok(compose_hashes(services, &containers))
     }
 
-    /// The recorded commit's files: the checkout when it is at that commit, else an export of the
-    /// commit beside it (made once, kept while it is the last good commit).
+    /// The export of the recorded commit, made from the mirror when it is missing (a source directory
+    /// of the layout before the store is migrated first).
     async fn good_tree(
         &self,
+        poll: &PollConfig,
         repository: &RepositoryState,
-        key: &str,
         commit: &str,
     ) -> Result<PathBuf, DeployError> {
-        let checkout = &repository.checkout;
-        if self.source.head(checkout).ok().flatten().as_deref() == Some(commit) {
-            return Ok(checkout.clone());
-        }
-        let dir = self.paths.good_tree_dir(key);
-        let tree = dir.join(commit);
-        if tree.is_dir() {
-            return Ok(tree);
-        }
-        // Only the current last good commit of this key is kept.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|source| DeployError::Override {
-            path: dir.clone(),
-            source,
-        })?;
-        warn!(commit = %crate::plan::short(commit), dir = %tree.display(),
-            "the checkout is at a commit that did not deploy; exporting the last good commit's files");
-        self.source
-            .export(&repository.url, checkout, commit, &tree)
-            .await?;
-        Ok(tree)
+        let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
+        store::migrate(
+            self.source.as_ref(),
+            &poll.url,
+            &repository.reference,
+            &store,
+        )
+        .await?;
+        Ok(store::artifact(self.source.as_ref(), &poll.url, &store, commit).await?)
     }
 }
 

@@ -130,7 +130,7 @@ impl Reconciler {
         rt: &dyn Runtime,
     ) -> Result<(), DeployError> {
         let images = RecordedImages::PullAndRecreate;
-        self.up_as_recorded(deployment, ctx.checkout, record, services, images, rt)
+        self.up_as_recorded(deployment, ctx.store, record, services, images, rt)
             .await
     }
 }

@@ -1,5 +1,5 @@
 //! One reconcile of one repository, end to end, for every trigger the scheduler merges into a
-//! [`Run`]: sync the checkout (when the run reads its source), **heal** every deployment's last known
+//! [`Run`]: sync the repository's mirror (when the run reads its source), **heal** every deployment's last known
 //! good state ([`heal`]), then **change**: resolve the deployments, look at the engine once, decide
 //! per deployment with `plan` and apply ([`deploy`]). Each step describes what it did in a
 //! [`report::Report`], which one step records ([`report`]).
@@ -12,6 +12,7 @@
 mod deploy;
 mod heal;
 mod images;
+mod pins;
 mod report;
 mod source;
 #[cfg(test)]
@@ -32,11 +33,12 @@ use crate::adapters::{ContextOpener, Runtime, Source};
 use crate::backoff::Backoffs;
 use crate::metrics::{self, Metrics};
 use crate::notify::{Level, Notifier};
-use crate::paths::DataPaths;
+use crate::paths::{DataPaths, SourceDir};
 use crate::plan::{self, Mode};
 use crate::registry::Registry;
 use crate::scheduler::{Action, Reason, Run, RunResult};
 use crate::state::{State, StateStore, repository_key};
+use crate::store::{self, Leases, StoreError};
 use report::{Entry, Fetch, RecordChange, Report, Step};
 
 /// Why a poll failed. Deployment failures are reported per deployment and summarised here.
@@ -66,6 +68,9 @@ pub enum PollError {
     /// The deploy configuration file could not be read.
     #[error("{0}")]
     DeployConfig(#[from] doco_config::DeployConfigError),
+    /// The repository's artifact store could not be prepared.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// The Docker engine could not be asked what runs.
     #[error("cannot read the Docker engine's state: {0}")]
     Engine(#[from] doco_docker::DockerError),
@@ -154,13 +159,16 @@ pub enum DeployError {
     /// The last good commit's files could not be exported.
     #[error("{0}")]
     Git(#[from] GitError),
+    /// The repository's artifact store could not be prepared.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// The engine of the deployment's `context` could not be opened.
     #[error("{0}")]
     Context(String),
     /// A live copy (`recreate.ignore`) could not be updated.
     #[error("{0}")]
     Live(#[from] crate::live::LiveError),
-    /// The checkout of the deployment's own `reference` could not be brought up to date.
+    /// The deployment's own `reference` could not be fetched.
     #[error("reference {reference}: {detail}")]
     Reference {
         /// The deployment's reference.
@@ -238,7 +246,11 @@ pub struct Reconciler {
     metrics: Arc<Metrics>,
     notifier: Notifier,
     offline: Mutex<BTreeSet<String>>,
-    checkout_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per source directory: a poll, a heal and a deploy of one repository's store never
+    /// overlap.
+    source_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// The exports deploys are using now, which the artifact GC leaves alone.
+    leases: Leases,
     deploy_slots: tokio::sync::Semaphore,
     /// What the event loop reads: which poll deploys each project, and doco-cd's own actions.
     registry: Registry,
@@ -248,8 +260,8 @@ pub struct Reconciler {
     contexts: Option<ContextOpener>,
     /// The engines of the contexts opened so far.
     context_runtimes: Mutex<HashMap<String, Arc<dyn Runtime>>>,
-    /// Per checkout of a poll's own reference, the `git_depth` its deployments ask for.
-    checkout_depths: Mutex<HashMap<PathBuf, u32>>,
+    /// Per mirror, the `git_depth` its deployments ask for.
+    mirror_depths: Mutex<HashMap<PathBuf, u32>>,
     /// Moves the window of [`plan::digest_lookups`] on at each check, so a deployment with more
     /// images than the cap has all of them looked at over a few polls.
     digest_rounds: std::sync::atomic::AtomicUsize,
@@ -279,7 +291,10 @@ struct PollContext<'a> {
     key: String,
     repo_name: &'a str,
     url: &'a str,
-    checkout: &'a Path,
+    /// The repository's store.
+    store: &'a SourceDir,
+    /// The export of `commit` the deployments are read and deployed from.
+    tree: &'a Path,
     commit: &'a str,
     mode: Mode,
 }
@@ -364,14 +379,15 @@ impl Reconciler {
             metrics,
             notifier,
             offline: Mutex::new(BTreeSet::new()),
-            checkout_locks: Mutex::new(HashMap::new()),
+            source_locks: Mutex::new(HashMap::new()),
+            leases: Leases::default(),
             deploy_slots: tokio::sync::Semaphore::new(slots),
             registry: Registry::default(),
             backoffs: Mutex::new(Backoffs::default()),
             contexts: None,
             context_runtimes: Mutex::new(HashMap::new()),
             digest_rounds: std::sync::atomic::AtomicUsize::new(0),
-            checkout_depths: Mutex::new(HashMap::new()),
+            mirror_depths: Mutex::new(HashMap::new()),
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
             stack_locks: crate::jobs::StackLocks::default(),
@@ -536,14 +552,19 @@ impl Reconciler {
     /// A run that reads its source: sync, heal, then (online) apply what changed.
     async fn poll_inner(&self, poll: &PollConfig, forced: &heal::Forced, report: &mut Report) {
         let repo_name = report.repository.clone();
-        let checkout = self.paths.checkout(&repo_name);
-        let lock = self.checkout_lock(&checkout);
+        let store = self.paths.source_dir(&repo_name);
+        let lock = self.source_lock(&store);
         let _held = lock.lock().await;
         let url = doco_git::redact_url(&poll.url);
-
-        // The depth its deployments asked for when the checkout was last read (`git_depth`).
-        let depth = self::lock(&self.checkout_depths).get(&checkout).copied();
-        let revision = match self.sync(poll, &repo_name, &checkout, &url, depth).await {
+        if let Err(e) =
+            store::migrate(self.source.as_ref(), &poll.url, &poll.reference, &store).await
+        {
+            report.error = Some(e.into());
+            return;
+        }
+        // The depth its deployments asked for when the mirror was last read (`git_depth`).
+        let depth = self::lock(&self.mirror_depths).get(store.root()).copied();
+        let revision = match self.sync(poll, &repo_name, &store, &url, depth).await {
             Ok(revision) => revision,
             Err(e) => {
                 report.error = Some(e);
@@ -552,7 +573,7 @@ impl Reconciler {
         };
         report.fetches.extend(revision.fetch);
         let untouched = match self
-            .heal_all(poll, &repo_name, Some(&checkout), forced)
+            .heal_all(poll, &repo_name, Some(store.root()), forced)
             .await
         {
             Ok(healed) => {
@@ -565,13 +586,25 @@ impl Reconciler {
             }
         };
         if plan::applies_changes(revision.mode) {
+            let _lease = self.leases.take(&revision.commit);
+            let tree =
+                match store::artifact(self.source.as_ref(), &poll.url, &store, &revision.commit)
+                    .await
+                {
+                    Ok(tree) => tree,
+                    Err(e) => {
+                        report.error = Some(PollError::Git(e));
+                        return;
+                    }
+                };
             let ctx = PollContext {
                 poll,
                 kind: report.trigger,
                 key: repository_key(&repo_name, &poll.reference),
                 repo_name: &repo_name,
                 url: &url,
-                checkout: &checkout,
+                store: &store,
+                tree: &tree,
                 commit: &revision.commit,
                 mode: revision.mode,
             };
@@ -584,16 +617,51 @@ impl Reconciler {
         }
     }
 
-    fn checkout_lock(&self, checkout: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self
-            .checkout_locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        locks.entry(checkout.to_path_buf()).or_default().clone()
+    fn source_lock(&self, store: &SourceDir) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.source_locks)
+            .entry(store.root().to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// One pass of the artifact garbage collector over every source directory on the data volume.
+    /// Each source is swept under its lock, with what the engines and the state file use read
+    /// afresh, so an export a deploy has just made or is using is never removed.
+    pub async fn collect_garbage(
+        &self,
+        settings: store::GcSettings,
+    ) -> Result<store::SweepReport, doco_docker::DockerError> {
+        let mut report = store::SweepReport::default();
+        for root in store::source_dirs(self.paths.mount()) {
+            let source = SourceDir::at(root);
+            let lock = self.source_lock(&source);
+            let _held = lock.lock().await;
+            let in_use = self.in_use().await?;
+            store::sweep_source(&source, &in_use, settings, SystemTime::now(), &mut report);
+        }
+        Ok(report)
+    }
+
+    /// What every engine doco-cd deploys to, the state file and the deploys in progress use.
+    async fn in_use(&self) -> Result<store::InUse, doco_docker::DockerError> {
+        let mut engines = vec![self.runtime.containers().await?];
+        let others: Vec<Arc<dyn Runtime>> =
+            lock(&self.context_runtimes).values().cloned().collect();
+        for engine in others {
+            engines.push(engine.containers().await?);
+        }
+        let engines: Vec<&crate::adapters::Containers> = engines.iter().collect();
+        let state = self.state.lock().await;
+        Ok(store::InUse::collect(
+            &engines,
+            &state,
+            &self.leases,
+            &self.paths,
+        ))
     }
 
     /// Resolves and applies every deployment of the poll into `report`. Deployments that follow
-    /// another reference (their `reference` key) are applied from a checkout of that reference.
+    /// another reference (their `reference` key) are applied from that reference's commit.
     async fn deploy_all(
         &self,
         ctx: &PollContext<'_>,
@@ -602,7 +670,7 @@ impl Reconciler {
     ) -> Result<(), PollError> {
         let resolved = doco_config::resolve_deployments(
             &ctx.poll.deployments,
-            ctx.checkout,
+            ctx.tree,
             &self.config.deploy_config_base_dir,
             &ctx.poll.target,
             &ctx.poll.reference,
@@ -611,17 +679,17 @@ impl Reconciler {
             Some(observed) => observed,
             None => self.runtime.containers().await?,
         };
-        // A deployment's `git_depth` shapes the checkout it is read from, from the next fetch on (the
-        // checkout must be read before its deploy configuration can ask).
+        // A deployment's `git_depth` shapes the mirror it is read from, from the next fetch on (the
+        // mirror must be read before its deploy configuration can ask).
         let depth = resolved
             .iter()
             .filter_map(|d| d.as_ref().ok())
-            .filter(|d| d.other_reference.is_none())
             .map(|d| d.config.git_depth)
             .find(|depth| *depth > 0);
+        let root = ctx.store.root().to_path_buf();
         match depth {
-            Some(depth) => lock(&self.checkout_depths).insert(ctx.checkout.to_path_buf(), depth),
-            None => lock(&self.checkout_depths).remove(ctx.checkout),
+            Some(depth) => lock(&self.mirror_depths).insert(root, depth),
+            None => lock(&self.mirror_depths).remove(&root),
         };
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
         let mut here = Vec::new();
@@ -650,7 +718,7 @@ impl Reconciler {
                     .is_ok_and(|o| *o == DeploymentOutcome::Destroyed)
             })
         {
-            self.remove_checkout(ctx, &entries).await;
+            self.remove_source_dir(ctx, &entries).await;
         }
         report.entries.extend(entries);
         for (reference, deployments) in elsewhere {
@@ -664,9 +732,10 @@ impl Reconciler {
     }
 
     /// `destroy.remove_dir`: once the only deployment of a repository destroyed its stack, the
-    /// repository's checkout is removed from the data volume, unless another deployment of it is
-    /// still recorded (the next poll clones it again to read the deploy configuration).
-    async fn remove_checkout(&self, ctx: &PollContext<'_>, destroyed: &[Entry]) {
+    /// repository's source directory (mirror and exports) is removed from the data volume, unless
+    /// another deployment of it is still recorded (the next poll clones it again to read the deploy
+    /// configuration).
+    async fn remove_source_dir(&self, ctx: &PollContext<'_>, destroyed: &[Entry]) {
         let prefix = format!("{}#", ctx.repo_name);
         let others = self
             .state
@@ -680,12 +749,13 @@ impl Reconciler {
         if others {
             return;
         }
-        match std::fs::remove_dir_all(ctx.checkout) {
+        let dir = ctx.store.root();
+        match store::remove_tree(dir) {
             Ok(()) => {
-                info!(checkout = %ctx.checkout.display(), "destroy.remove_dir: removed the repository's checkout")
+                info!(dir = %dir.display(), "destroy.remove_dir: removed the repository's files")
             }
             Err(e) => {
-                warn!(checkout = %ctx.checkout.display(), error = %e, "destroy.remove_dir: could not remove the repository's checkout")
+                warn!(dir = %dir.display(), error = %e, "destroy.remove_dir: could not remove the repository's files")
             }
         }
     }
@@ -763,8 +833,9 @@ impl Reconciler {
         futures_util::future::join_all(jobs).await
     }
 
-    /// Syncs a checkout of `reference` (beside the poll's) and applies the deployments that follow it,
-    /// with the same offline rules as the poll's own reference (their heal ran with the poll's).
+    /// Resolves `reference` in the repository's mirror (which the poll holds) and applies the
+    /// deployments that follow it from that commit's export, with the same offline rules as the
+    /// poll's own reference (their heal ran with the poll's).
     async fn deploy_other_reference(
         &self,
         ctx: &PollContext<'_>,
@@ -777,32 +848,25 @@ impl Reconciler {
             ..ctx.poll.clone()
         };
         let key = repository_key(ctx.repo_name, reference);
-        let checkout = self.paths.reference_checkout(ctx.repo_name, reference);
-        let lock = self.checkout_lock(&checkout);
-        let _held = lock.lock().await;
-        // The checkout of this reference exists for these deployments: their `git_depth` shapes it.
-        let depth = deployments
-            .iter()
-            .map(|d| d.config.git_depth)
-            .find(|depth| *depth > 0);
+        let depth = lock(&self.mirror_depths).get(ctx.store.root()).copied();
+        let failed = |deployments: Vec<ResolvedDeployment>, detail: String| {
+            deployments
+                .into_iter()
+                .map(|d| {
+                    let error = DeployError::Reference {
+                        reference: reference.to_string(),
+                        detail: detail.clone(),
+                    };
+                    Entry::failed(&key, &d.config.name, reference, error)
+                })
+                .collect()
+        };
         let revision = match self
-            .sync(&poll, ctx.repo_name, &checkout, ctx.url, depth)
+            .sync(&poll, ctx.repo_name, ctx.store, ctx.url, depth)
             .await
         {
             Ok(revision) => revision,
-            Err(e) => {
-                let entries = deployments
-                    .into_iter()
-                    .map(|d| {
-                        let error = DeployError::Reference {
-                            reference: reference.to_string(),
-                            detail: e.to_string(),
-                        };
-                        Entry::failed(&key, &d.config.name, reference, error)
-                    })
-                    .collect();
-                return (entries, None);
-            }
+            Err(e) => return (failed(deployments, e.to_string()), None),
         };
         if let Some(e) = &revision.deferred_error {
             error!(%reference, error = %e, "enforcing the last known good state of this reference");
@@ -810,19 +874,32 @@ impl Reconciler {
         if !plan::applies_changes(revision.mode) {
             return (Vec::new(), revision.fetch);
         }
+        let _lease = self.leases.take(&revision.commit);
+        let tree = match store::artifact(
+            self.source.as_ref(),
+            &ctx.poll.url,
+            ctx.store,
+            &revision.commit,
+        )
+        .await
+        {
+            Ok(tree) => tree,
+            Err(e) => return (failed(deployments, e.to_string()), revision.fetch),
+        };
         let sub = PollContext {
             poll: &poll,
             kind: ctx.kind,
             key,
             repo_name: ctx.repo_name,
             url: ctx.url,
-            checkout: &checkout,
+            store: ctx.store,
+            tree: &tree,
             commit: &revision.commit,
             mode: revision.mode,
         };
         let resolved = deployments
             .into_iter()
-            .map(|d| doco_config::resolve_deployment(d.config, &checkout, d.source_file))
+            .map(|d| doco_config::resolve_deployment(d.config, &tree, d.source_file))
             .collect();
         let entries = self.deploy_resolved(&sub, resolved, observed).await;
         (entries, revision.fetch)

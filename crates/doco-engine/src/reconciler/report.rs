@@ -42,7 +42,7 @@ pub(super) struct Report {
 /// A fetch and what followed from it.
 #[derive(Debug)]
 pub(super) enum Fetch {
-    /// The remote answered: the checkout is at `commit`.
+    /// The remote answered: the mirror holds `commit`.
     Fetched {
         /// The state key (repository and reference).
         key: String,
@@ -52,14 +52,14 @@ pub(super) enum Fetch {
         reference: String,
         /// The deploy-config target.
         target: String,
-        /// The checkout.
-        checkout: PathBuf,
+        /// The repository's source directory.
+        source_dir: PathBuf,
         /// The commit reached.
         commit: String,
     },
     /// The remote cannot be reached and the flag is on: the last known good state is enforced.
     Offline {
-        /// The commit of the checkout.
+        /// The last commit fetched.
         commit: String,
         /// The fetch error.
         reason: String,
@@ -213,7 +213,7 @@ impl Reconciler {
                 url,
                 reference,
                 target,
-                checkout,
+                source_dir,
                 commit,
             } => {
                 let now = unix_now();
@@ -225,7 +225,7 @@ impl Reconciler {
                 entry.url = url.clone();
                 entry.reference = reference.clone();
                 entry.target = target.clone();
-                entry.checkout = checkout.clone();
+                entry.source_dir = source_dir.clone();
                 entry.commit = commit.clone();
                 entry.last_success_unix = now;
                 drop(state);

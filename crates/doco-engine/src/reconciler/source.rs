@@ -1,9 +1,7 @@
-//! The source side of a poll: bringing the checkout to the remote's commit, and, when the remote
+//! The source side of a poll: fetching the remote's commit into the repository's mirror, and, when the remote
 //! cannot be read, deciding whether to enforce the last known good state (offline mode) or to fail.
 //! What happened goes into the run's report as a [`Fetch`]; the offline gauge, log line and
 //! notification on each transition are written when the report is recorded ([`Reconciler::set_offline`]).
-
-use std::path::Path;
 
 use doco_config::PollConfig;
 use doco_git::GitError;
@@ -13,23 +11,25 @@ use super::report::Fetch;
 use super::{PollError, Reconciler, Revision};
 use crate::metrics;
 use crate::notify::Level;
+use crate::paths::SourceDir;
 use crate::plan::Mode;
 use crate::state::repository_key;
 
 impl Reconciler {
-    /// Brings the checkout to the remote's commit, or decides to enforce the last known one.
+    /// Fetches the remote's commit into the mirror, or decides to enforce the last known one.
     pub(super) async fn sync(
         &self,
         poll: &PollConfig,
         repo_name: &str,
-        checkout: &Path,
+        store: &SourceDir,
         url: &str,
         depth: Option<u32>,
     ) -> Result<Revision, PollError> {
         let options = doco_git::SyncOptions { depth };
+        let mirror = store.mirror();
         match self
             .source
-            .sync(&poll.url, &poll.reference, checkout, &options)
+            .sync(&poll.url, &poll.reference, &mirror, &options)
             .await
         {
             Ok(outcome) => {
@@ -41,7 +41,7 @@ impl Reconciler {
                     url: url.to_string(),
                     reference: poll.reference.clone(),
                     target: poll.target.clone(),
-                    checkout: checkout.to_path_buf(),
+                    source_dir: store.root().to_path_buf(),
                     commit: outcome.commit.clone(),
                 };
                 Ok(Revision {
@@ -52,7 +52,7 @@ impl Reconciler {
                 })
             }
             Err(e) if e.is_transport() && self.config.maintain_offline_state => {
-                let (commit, reason) = self.last_known_commit(checkout, url, e)?;
+                let (commit, reason) = self.last_known_commit(&mirror, poll, url, e)?;
                 let fetch = Fetch::Offline {
                     commit: commit.clone(),
                     reason,
@@ -66,7 +66,7 @@ impl Reconciler {
             }
             Err(e) if e.is_auth() && self.config.maintain_offline_state => {
                 let message = e.to_string();
-                let (commit, _) = self.last_known_commit(checkout, url, e)?;
+                let (commit, _) = self.last_known_commit(&mirror, poll, url, e)?;
                 warn!(%commit, "authentication failed; enforcing the last known state meanwhile");
                 Ok(Revision {
                     commit,
@@ -89,14 +89,15 @@ impl Reconciler {
         }
     }
 
-    /// The commit of the checkout on the data volume: the last one fetched successfully.
+    /// The commit the reference resolved to at the mirror's last successful fetch.
     fn last_known_commit(
         &self,
-        checkout: &Path,
+        mirror: &std::path::Path,
+        poll: &PollConfig,
         url: &str,
         error: GitError,
     ) -> Result<(String, String), PollError> {
-        match self.source.head(checkout) {
+        match self.source.resolved(mirror, &poll.reference) {
             Ok(Some(commit)) => Ok((commit, error.to_string())),
             _ => Err(PollError::NeverFetched {
                 url: url.to_string(),

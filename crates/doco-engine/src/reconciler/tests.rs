@@ -94,7 +94,7 @@ impl Source for FakeSource {
         &'a self,
         url: &'a str,
         _reference: &'a str,
-        checkout: &'a Path,
+        mirror: &'a Path,
         _options: &'a SyncOptions,
     ) -> BoxFuture<'a, Result<SyncOutcome, GitError>> {
         let mut state = self.state.lock().unwrap();
@@ -106,8 +106,8 @@ impl Source for FakeSource {
             })
         } else {
             let commit = state.branch.clone();
-            write_files(checkout, &state.commits[&commit]);
-            let previous = state.heads.insert(checkout.to_path_buf(), commit.clone());
+            std::fs::create_dir_all(mirror).unwrap();
+            let previous = state.heads.insert(mirror.to_path_buf(), commit.clone());
             Ok(SyncOutcome {
                 fetched: previous.as_ref() != Some(&commit),
                 cloned: previous.is_none(),
@@ -117,20 +117,30 @@ impl Source for FakeSource {
         Box::pin(async move { result })
     }
 
-    fn head(&self, checkout: &Path) -> Result<Option<String>, GitError> {
-        Ok(self.state.lock().unwrap().heads.get(checkout).cloned())
+    fn resolved(&self, mirror: &Path, _reference: &str) -> Result<Option<String>, GitError> {
+        Ok(self.state.lock().unwrap().heads.get(mirror).cloned())
     }
 
     fn export<'a>(
         &'a self,
         _url: &'a str,
-        _checkout: &'a Path,
+        _mirror: &'a Path,
         commit: &'a str,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), GitError>> {
         let mut state = self.state.lock().unwrap();
         write_files(dest, &state.commits[commit]);
         state.exports.push(commit.to_string());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        _url: &'a str,
+        _reference: &'a str,
+        _checkout: &'a Path,
+        _mirror: &'a Path,
+    ) -> BoxFuture<'a, Result<(), GitError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -548,7 +558,7 @@ async fn a_broken_commit_does_not_keep_a_stopped_unchanged_service_down_online()
     let (world, good) = deployed().await;
     let proxy = world.runtime.only("proxy");
     let web = world.runtime.only("web");
-    world.source.push(BROKEN);
+    let broken = world.source.push(BROKEN);
     assert!(world.poll().await.is_err(), "the broken commit fails");
 
     world.runtime.set_state(&proxy.id, ContainerState::Exited);
@@ -562,14 +572,18 @@ async fn a_broken_commit_does_not_keep_a_stopped_unchanged_service_down_online()
         "web keeps its last good container"
     );
 
-    // Removed: recreated from the last good commit, exported beside the checkout at the broken one.
+    // Removed: recreated from the last good commit's export, which the broken one never touched.
     world.runtime.remove(&proxy.id);
     let _ = world.poll().await;
     let recreated = world.runtime.only("proxy");
     assert_ne!(recreated.id, proxy.id);
     assert_eq!(recreated.labels, proxy.labels, "exactly as last deployed");
     assert_eq!(recreated.config_hash, proxy.config_hash);
-    assert_eq!(world.source.exports(), vec![good]);
+    assert_eq!(
+        world.source.exports(),
+        vec![good, broken],
+        "each commit exported once"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -577,7 +591,7 @@ async fn a_broken_commit_does_not_keep_a_service_down_offline_and_offline_enforc
  {
     let (world, good) = deployed().await;
     let proxy = world.runtime.only("proxy");
-    world.source.push(BROKEN);
+    let broken = world.source.push(BROKEN);
     assert!(world.poll().await.is_err());
     let ups = world.runtime.ups();
 
@@ -591,7 +605,7 @@ async fn a_broken_commit_does_not_keep_a_service_down_offline_and_offline_enforc
     let proxy_again = world.runtime.only("proxy");
     assert_eq!(proxy_again.labels, proxy.labels);
     assert_eq!(world.runtime.only("web").state, ContainerState::Running);
-    assert_eq!(world.source.exports(), vec![good.clone()]);
+    assert_eq!(world.source.exports(), vec![good.clone(), broken]);
     assert_eq!(
         world.runtime.ups(),
         ups + 1,

@@ -1,0 +1,443 @@
+//! End-to-end scenarios of the artifact store (issue 11): the built binary against a local Git server
+//! (its URL has a port, as self-hosted Forgejo's does) and the real engine. Every commit is deployed
+//! from its own read-only export; a fetched commit that fails never changes the files running
+//! containers mount; a removed service comes back from the exact files it was deployed with, offline
+//! and after a restart too; a commit touching one service recreates nothing else; the collector
+//! removes only what nothing uses; a data volume of the layout before the store is migrated without
+//! recreating anything.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+#[allow(dead_code)] // Each test binary uses part of the shared harness.
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use doco_testkit::docker::{ProjectGuard, container_ids, docker, require_docker, test_image};
+use doco_testkit::unique_name;
+use support::{Daemon, HttpRepo, running_container};
+
+fn poll_config(url: &str) -> String {
+    format!("- url: {url}\n  reference: main\n  interval: 1s\n")
+}
+
+/// A long-running service mounting `./conf/<name>.conf` (short syntax, relative) at `/conf.txt`.
+fn service_with_conf(name: &str, image: &str) -> String {
+    format!(
+        "  {name}:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n    volumes:\n      - ./conf/{name}.conf:/conf.txt:ro\n"
+    )
+}
+
+/// What `/conf.txt` holds in container `id`.
+fn conf_in(id: &str) -> String {
+    docker(&["exec", id, "cat", "/conf.txt"]).trim().to_string()
+}
+
+/// The host path container `id` mounts at `/conf.txt`.
+fn conf_source(id: &str) -> PathBuf {
+    let format = "{{range .Mounts}}{{if eq .Destination \"/conf.txt\"}}{{.Source}}{{end}}{{end}}";
+    PathBuf::from(docker(&["inspect", "--format", format, id]).trim())
+}
+
+/// The repository's source directory under `data` (the URL's port written with `_`).
+fn source_dir(data: &Path, repo: &HttpRepo) -> PathBuf {
+    data.join(format!("127.0.0.1_{}/repo", repo.server.port()))
+}
+
+/// The exports of the repository, by commit.
+fn exports(data: &Path, repo: &HttpRepo) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(source_dir(data, repo).join("artifacts"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 40)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn failures(daemon: &Daemon, project: &str) -> f64 {
+    daemon.metric(
+        "doco_cd_deployment_errors_total",
+        &[("deployment", project)],
+    )
+}
+
+#[test]
+fn a_failed_commit_never_changes_the_files_running_containers_mount_and_a_fix_deploys_them() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-files");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/web.conf", "one");
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    let first = repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(conf_in(&web), "one");
+    let export = source_dir(data.path(), &repo)
+        .join("artifacts")
+        .join(&first);
+    assert_eq!(conf_source(&web), export.join("conf/web.conf"));
+    assert!(
+        !source_dir(data.path(), &repo).join("conf").exists(),
+        "nothing is checked out"
+    );
+
+    // A commit that changes the file and cannot deploy (its image does not exist).
+    repo.work.write("conf/web.conf", "two");
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n{}",
+            service_with_conf("web", "doco-test/absent-image:1")
+        ),
+    );
+    let broken = repo.push("broken");
+    daemon.wait_for("the broken commit failed", Duration::from_secs(90), || {
+        failures(&daemon, &project) >= 1.0
+    });
+    assert!(
+        exports(data.path(), &repo).contains(&broken),
+        "the broken commit was exported"
+    );
+    assert_eq!(container_ids(&project, "web"), vec![web.clone()]);
+    assert_eq!(
+        conf_in(&web),
+        "one",
+        "the running container still sees the deployed file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(export.join("conf/web.conf")).unwrap(),
+        "one"
+    );
+
+    // A stopped container is started again with the same files.
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for("web started again", Duration::from_secs(60), || {
+        doco_testkit::docker::container_state(&web) == "running"
+    });
+    assert_eq!(conf_in(&web), "one");
+
+    // The fix deploys the new file.
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    let fixed = repo.push("fixed");
+    daemon.wait_for(
+        "web redeployed with the new file",
+        Duration::from_secs(90),
+        || match container_ids(&project, "web").as_slice() {
+            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "two",
+            _ => false,
+        },
+    );
+    let web = running_container(&daemon, &project, "web");
+    let fixed_export = source_dir(data.path(), &repo)
+        .join("artifacts")
+        .join(&fixed);
+    assert_eq!(conf_source(&web), fixed_export.join("conf/web.conf"));
+    let mode = std::fs::metadata(fixed_export.join("conf/web.conf")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        mode.permissions().mode() & 0o222,
+        0,
+        "exported files are read-only"
+    );
+}
+
+#[test]
+fn offline_a_removed_service_comes_back_from_its_pinned_files_also_after_a_restart() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-offline");
+    let _guard = ProjectGuard::new(&project);
+    let mut repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/web.conf", "good");
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("DOCO_CD_MAINTAIN_OFFLINE_STATE", "true".to_string()),
+    ];
+    let mut daemon = Daemon::start(data.path(), &vars);
+    let web = running_container(&daemon, &project, "web");
+    repo.work.write("conf/web.conf", "newer");
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n{}",
+            service_with_conf("web", "doco-test/absent-image:1")
+        ),
+    );
+    repo.push("newer commit, fetched, never deployed");
+    daemon.wait_for("the newer commit failed", Duration::from_secs(90), || {
+        failures(&daemon, &project) >= 1.0
+    });
+
+    // Git goes away and the service is removed: it comes back from the files it was deployed with.
+    repo.server.stop();
+    docker(&["rm", "-f", &web]);
+    let again = running_container(&daemon, &project, "web");
+    assert_ne!(again, web);
+    assert_eq!(conf_in(&again), "good");
+
+    // The same after a restart during the outage.
+    daemon.stop();
+    docker(&["rm", "-f", &again]);
+    let daemon = Daemon::start(data.path(), &vars);
+    let third = running_container(&daemon, &project, "web");
+    assert_eq!(conf_in(&third), "good");
+}
+
+#[test]
+fn a_commit_touching_one_service_recreates_nothing_else() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-pins");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/a.conf", "a1");
+    repo.work.write("conf/b.conf", "b1");
+    repo.work.write(
+        "compose.yml",
+        &format!(
+            "services:\n{}{}",
+            service_with_conf("a", &image),
+            service_with_conf("b", &image)
+        ),
+    );
+    let first = repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
+    let a = running_container(&daemon, &project, "a");
+    let b = running_container(&daemon, &project, "b");
+    repo.work.write("conf/a.conf", "a2");
+    repo.work.write("README.md", "unrelated\n");
+    let second = repo.push("touch a only");
+    daemon.wait_for(
+        "a redeployed",
+        Duration::from_secs(90),
+        || match container_ids(&project, "a").as_slice() {
+            [id] => id != &a && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "a2",
+            _ => false,
+        },
+    );
+    let a2 = running_container(&daemon, &project, "a");
+    assert_eq!(
+        container_ids(&project, "b"),
+        vec![b.clone()],
+        "b was not recreated"
+    );
+    let artifacts = source_dir(data.path(), &repo).join("artifacts");
+    assert_eq!(
+        conf_source(&a2),
+        artifacts.join(&second).join("conf/a.conf")
+    );
+    assert_eq!(conf_source(&b), artifacts.join(&first).join("conf/b.conf"));
+
+    // b, removed, comes back on the files of the export it is pinned to.
+    docker(&["rm", "-f", &b]);
+    let b2 = running_container(&daemon, &project, "b");
+    assert_eq!(conf_source(&b2), artifacts.join(&first).join("conf/b.conf"));
+    assert_eq!(conf_in(&b2), "b1");
+    // The next commit that changes nothing of a or b recreates neither.
+    repo.work.write("README.md", "still unrelated\n");
+    let third = repo.push("docs only");
+    daemon.wait_for("the third commit exported", Duration::from_secs(60), || {
+        exports(data.path(), &repo).contains(&third)
+    });
+    daemon.wait_polls(2.0);
+    assert_eq!(container_ids(&project, "a"), vec![a2]);
+    assert_eq!(container_ids(&project, "b"), vec![b2]);
+}
+
+#[test]
+fn artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-gc");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/web.conf", "0");
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    let mut commits = vec![repo.push("0")];
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("ARTIFACT_GC_INTERVAL", "1s".to_string()),
+        ("ARTIFACT_GC_RETENTION_RECORDS", "1".to_string()),
+        ("ARTIFACT_GC_RETENTION_TTL", "0s".to_string()),
+    ];
+    let daemon = Daemon::start(data.path(), &vars);
+    running_container(&daemon, &project, "web");
+    // Each commit changes the file, so each deploy moves web to the new export while the collector
+    // sweeps every second beside the deploys.
+    for n in 1..4 {
+        repo.work.write("conf/web.conf", &n.to_string());
+        commits.push(repo.push(&n.to_string()));
+        daemon.wait_for(
+            "web on the new file",
+            Duration::from_secs(90),
+            || match container_ids(&project, "web").as_slice() {
+                [id] => docker(&["exec", id, "cat", "/conf.txt"]).trim() == n.to_string(),
+                _ => false,
+            },
+        );
+    }
+    // In use: the last commit; kept: the newest unused one; gone: the two oldest.
+    let mut expected = vec![commits[2].clone(), commits[3].clone()];
+    expected.sort();
+    daemon.wait_for(
+        "the collector removed the two oldest exports",
+        Duration::from_secs(30),
+        || exports(data.path(), &repo) == expected,
+    );
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(conf_in(&web), "3");
+
+    // Disabled, it removes nothing.
+    drop(daemon);
+    repo.work.write("conf/web.conf", "4");
+    commits.push(repo.push("4"));
+    let disabled = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("ARTIFACT_GC_ENABLED", "false".to_string()),
+        ("ARTIFACT_GC_RETENTION_RECORDS", "0".to_string()),
+    ];
+    let daemon = Daemon::start(data.path(), &disabled);
+    daemon.wait_for("web on the fifth commit", Duration::from_secs(90), || {
+        exports(data.path(), &repo).contains(&commits[4])
+            && match container_ids(&project, "web").as_slice() {
+                [id] => docker(&["exec", id, "cat", "/conf.txt"]).trim() == "4",
+                _ => false,
+            }
+    });
+    daemon.wait_polls(2.0);
+    assert!(daemon.log().contains("artifact GC disabled"));
+    assert_eq!(exports(data.path(), &repo).len(), 3);
+}
+
+#[test]
+fn a_checkout_of_the_layout_before_the_store_is_migrated_without_recreating_anything() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-migrate");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/web.conf", "old layout");
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    let first = repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    // The old layout: a working-tree clone at the source directory, and a stack deployed from it by
+    // compose with the labels the earlier doco-cd gave it (through an override file).
+    let dir = source_dir(data.path(), &repo);
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    doco_testkit::git::git(
+        data.path(),
+        &["clone", "--quiet", &repo.url(), &dir.display().to_string()],
+    );
+    let labels = format!(
+        "services:\n  web:\n    labels:\n      cd.doco.metadata.manager: doco-cd\n      cd.doco.deployment.name: {project}\n      cd.doco.deployment.target.sha: {first}\n      cd.doco.deployment.working_dir: {dir}\n",
+        dir = dir.display()
+    );
+    let override_file = data.path().join("old-labels.yml");
+    std::fs::write(&override_file, labels).unwrap();
+    docker(&[
+        "compose",
+        "--project-directory",
+        &dir.display().to_string(),
+        "-p",
+        &project,
+        "-f",
+        &dir.join("compose.yml").display().to_string(),
+        "-f",
+        &override_file.display().to_string(),
+        "up",
+        "-d",
+    ]);
+    let web = container_ids(&project, "web").pop().unwrap();
+    assert_eq!(conf_source(&web), dir.join("conf/web.conf"));
+
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("ARTIFACT_GC_INTERVAL", "1s".to_string()),
+    ];
+    let daemon = Daemon::start(data.path(), &vars);
+    daemon.wait_for("the checkout migrated", Duration::from_secs(60), || {
+        dir.join("mirror").is_dir() && !dir.join(".git").exists()
+    });
+    daemon.wait_polls(3.0);
+    assert_eq!(
+        container_ids(&project, "web"),
+        vec![web.clone()],
+        "nothing recreated"
+    );
+    assert_eq!(conf_source(&web), dir.join("conf/web.conf"));
+    assert!(
+        dir.join("conf/web.conf").is_file(),
+        "files a container mounts stay"
+    );
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for("web started again", Duration::from_secs(60), || {
+        doco_testkit::docker::container_state(&web) == "running"
+    });
+
+    // A commit that changes the file moves web to its export; the old files then go.
+    repo.work.write("conf/web.conf", "store");
+    repo.push("second");
+    daemon.wait_for(
+        "web on the new file",
+        Duration::from_secs(90),
+        || match container_ids(&project, "web").as_slice() {
+            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "store",
+            _ => false,
+        },
+    );
+    daemon.wait_for(
+        "the old checkout's files removed",
+        Duration::from_secs(30),
+        || !dir.join("conf").exists() && !dir.join("compose.yml").exists(),
+    );
+    assert!(dir.join("mirror").is_dir());
+}
