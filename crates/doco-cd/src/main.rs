@@ -23,9 +23,11 @@ Configuration is read from environment variables, as upstream doco-cd reads it:
                                     run_once, deployments)
   DOCO_CD_MAINTAIN_OFFLINE_STATE    keep enforcing the last fetched commit while Git is unreachable
                                     (true/false, default false)
-  DATA_MOUNT_PATH                   where checkouts and the state file live (default /data)
+  DATA_MOUNT_PATH                   where mirrors, exports and the state file live (default /data)
   DATA_HOST_PATH                    the same directory as the Docker daemon sees it (default: detected from
                                     doco-cd's own container, or DATA_MOUNT_PATH outside a container)
+  ARTIFACT_GC_ENABLED, _INTERVAL,   remove exports of commits nothing uses (default true, every 10m,
+  _RETENTION_RECORDS, _RETENTION_TTL  keeping the 2 newest unused per repository, and those younger than 0s)
   HTTP_PORT                         /v1/health, /v1/webhook and /v1/api (default 80)
   API_SECRET(_FILE)                 enables the REST API /v1/api/* (x-api-key header): runs, projects,
                                     poll/run, repositories

@@ -477,11 +477,6 @@ fn unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothi
             "swarm.secret_retention",
             "swarm: {secret_retention: -1}",
         ),
-        (
-            "repo-url",
-            "repository_url",
-            "repository_url: https://example.com/other.git",
-        ),
         ("version", "version", "version: doco.v2"),
         ("src", "source", "source: oci"),
         ("trust", "oci", "oci: {verify: true}"),

@@ -441,3 +441,79 @@ fn a_checkout_of_the_layout_before_the_store_is_migrated_without_recreating_anyt
     );
     assert!(dir.join("mirror").is_dir());
 }
+
+#[test]
+fn repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_local_healing() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let local = unique_name("e2e-store-local");
+    let discovered = unique_name("e2e-store-ext");
+    let _guards = [ProjectGuard::new(&local), ProjectGuard::new(&discovered)];
+    // The other repository: one stack per directory, for auto-discovery; its compose file takes one
+    // value from an env file of the polled repository and one from its own (`remote:`).
+    let mut other = HttpRepo::new();
+    other.work.write(
+        &format!("{discovered}/compose.yml"),
+        &format!(
+            "services:\n  app:\n    image: {image}\n    command: [\"sleep\", \"${{LOCAL_ARG}}${{REMOTE_ARG}}\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n"
+        ),
+    );
+    other.work.write(&format!("{discovered}/remote.env"), "REMOTE_ARG=2\n");
+    other.push("a stack in the other repository");
+    // The polled repository: a stack of its own, and the other repository's stacks.
+    let mut repo = HttpRepo::new();
+    repo.work.write(
+        ".doco-cd.yml",
+        &format!(
+            "name: {local}\n---\nname: from-elsewhere\nrepository_url: {url}\nreference: main\nauto_discovery: true\nenv_files: [vars.env, \"remote:remote.env\"]\n",
+            url = other.url()
+        ),
+    );
+    repo.work.write("vars.env", "LOCAL_ARG=360\n");
+    repo.work.write(
+        "compose.yml",
+        &support::sleep_services(&image, &[("web", "3600")]),
+    );
+    repo.push("first");
+    let data = tempfile::tempdir().unwrap();
+    let vars = [
+        ("POLL_CONFIG", poll_config(&repo.url())),
+        ("DOCO_CD_MAINTAIN_OFFLINE_STATE", "true".to_string()),
+    ];
+    let daemon = Daemon::start(data.path(), &vars);
+    let web = running_container(&daemon, &local, "web");
+    let app = running_container(&daemon, &discovered, "app");
+    let command = docker(&["inspect", "--format", "{{json .Config.Cmd}}", &app]);
+    assert_eq!(command.trim(), r#"["sleep","3602"]"#, "both env files were read");
+    let other_store = data
+        .path()
+        .join(format!("127.0.0.1_{}/repo", other.server.port()));
+    assert!(other_store.join("mirror").is_dir(), "the other repository has its own store");
+
+    // The other repository goes away: the local stack still heals, and so does the other's stack
+    // from its export.
+    other.server.stop();
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for("web started again", Duration::from_secs(60), || {
+        doco_testkit::docker::container_state(&web) == "running"
+    });
+    docker(&["rm", "-f", &app]);
+    let app_again = running_container(&daemon, &discovered, "app");
+    let command = docker(&["inspect", "--format", "{{json .Config.Cmd}}", &app_again]);
+    assert_eq!(command.trim(), r#"["sleep","3602"]"#);
+    // And a new commit of the polled repository still deploys.
+    repo.work.write(
+        "compose.yml",
+        &support::sleep_services(&image, &[("web", "3601")]),
+    );
+    repo.push("second");
+    daemon.wait_for("web redeployed", Duration::from_secs(90), || {
+        match container_ids(&local, "web").as_slice() {
+            [id] => docker(&["inspect", "--format", "{{json .Config.Cmd}}", id]).contains("3601"),
+            _ => false,
+        }
+    });
+    repo.server.stop();
+}

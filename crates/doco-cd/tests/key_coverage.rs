@@ -48,7 +48,7 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "repository_url",
-        Refused("unsupported_deploy_keys_fail_their_deployment_naming_the_key_and_deploy_nothing"),
+        Test("repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_local_healing"),
     ),
     (
         "webhook_filter",

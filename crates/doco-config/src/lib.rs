@@ -31,6 +31,6 @@ pub use env::{
 pub use poll::{PollConfig, PollConfigs, parse_poll_configs};
 pub use resolve::{
     ResolvedDeployment, load_deploy_configs, resolve_deployment, resolve_deployments,
-    same_reference, short_reference,
+    resolve_external, same_reference, short_reference,
 };
 pub use rewrite::rewrite_source_url;

@@ -408,6 +408,15 @@ fn resolve_entry(
         name: (!config.name.is_empty()).then(|| config.name.clone()),
         ..location.clone()
     };
+    // `reference` then names a reference of the other repository.
+    if let Some(url) = config.repository_url.clone() {
+        return vec![Ok(ResolvedDeployment::elsewhere(
+            config,
+            source_file,
+            Some(url),
+            None,
+        ))];
+    }
     if let Some(own) = config
         .reference
         .clone()
@@ -420,16 +429,8 @@ fn resolve_entry(
             Some(own),
         ))];
     }
-    if config.auto_discovery.enabled && config.repository_url.is_none() {
+    if config.auto_discovery.enabled {
         return discover_located(&config, repo_dir, source_file, &location);
-    }
-    if let Some(url) = config.repository_url.clone() {
-        return vec![Ok(ResolvedDeployment::elsewhere(
-            config,
-            source_file,
-            Some(url),
-            None,
-        ))];
     }
     vec![resolve_located(config, repo_dir, source_file, &location)]
 }
@@ -509,6 +510,62 @@ pub fn resolve_deployment(
     let mut resolved = resolve_located(config, checkout_dir, source_file.as_deref(), &location)?;
     resolved.external_repository = None;
     Ok(resolved)
+}
+
+/// The deployments of a deploy config with `repository_url`, resolved against the export of that
+/// repository (`external_tree`), as upstream reads them: the working directory, the compose files and
+/// the `remote:` env files are in that repository (auto-discovery scans it), the other env files in
+/// the repository holding the deploy configuration (`local_tree`, relative to its root). Local env
+/// files come first, so a `remote:` file's value wins.
+pub fn resolve_external(
+    config: DeployConfig,
+    external_tree: &Path,
+    local_tree: &Path,
+    source_file: Option<PathBuf>,
+) -> Vec<Result<ResolvedDeployment, DeployConfigError>> {
+    let location = Location {
+        file: source_file.clone(),
+        name: (!config.name.is_empty()).then(|| config.name.clone()),
+        ..Location::default()
+    };
+    let local_root = match canonical(local_tree) {
+        Ok(root) => root,
+        Err(e) => return vec![Err(e)],
+    };
+    let paths = Paths {
+        root: &local_root,
+        location: &location,
+    };
+    let (local_env, remote_env) = match paths.env_files(&config.env_files, &local_root) {
+        Ok(split) => split,
+        Err(e) => return vec![Err(e)],
+    };
+    let declared_env = config.env_files.clone();
+    let in_external = DeployConfig {
+        env_files: remote_env,
+        ..config
+    };
+    let resolved = if in_external.auto_discovery.enabled {
+        discover_located(&in_external, external_tree, source_file.as_deref(), &location)
+    } else {
+        vec![resolve_located(
+            in_external,
+            external_tree,
+            source_file.as_deref(),
+            &location,
+        )]
+    };
+    resolved
+        .into_iter()
+        .map(|item| {
+            item.map(|mut deployment| {
+                deployment.env_files.splice(0..0, local_env.iter().cloned());
+                deployment.config.env_files = declared_env.clone();
+                deployment.external_repository = None;
+                deployment
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn resolve_located(

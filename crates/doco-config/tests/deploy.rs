@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use doco_config::{
     DeployConfig, DeployConfigError, ResolvedDeployment, load_deploy_configs, resolve_deployments,
+    resolve_external,
 };
 
 mod support;
@@ -472,6 +473,71 @@ fn resolution_of_paths_in_the_checkout() {
         "reference defaults to the poll's"
     );
     assert_eq!(r.external_repository, None);
+}
+
+#[test]
+fn repository_url_deployments_read_local_env_files_here_and_the_rest_there() {
+    let here = Repo::new(&[
+        (
+            ".doco-cd.yml",
+            "name: other
+repository_url: https://git.example.com/o/other.git
+reference: main
+working_dir: app
+env_files: [vars.env, \"remote:app.env\"]
+",
+        ),
+        ("vars.env", "A=1\n"),
+    ]);
+    let there = Repo::new(&[
+        ("app/compose.yaml", COMPOSE),
+        ("app/app.env", "B=2\n"),
+    ]);
+    // The poll's reference differs: `reference` names the other repository's.
+    let resolved = here.resolve(&[], "refs/heads/dev").remove(0).unwrap();
+    assert_eq!(
+        resolved.external_repository.as_deref(),
+        Some("https://git.example.com/o/other.git")
+    );
+    assert_eq!(resolved.other_reference, None);
+    let declared = resolved.config.env_files.clone();
+    let mut deployments =
+        resolve_external(resolved.config, there.path(), here.path(), resolved.source_file);
+    let d = deployments.remove(0).unwrap();
+    assert_eq!(d.working_dir, there.real("app"));
+    assert_eq!(d.compose_files, [there.real("app/compose.yaml")]);
+    assert_eq!(d.env_files, [here.real("vars.env"), there.real("app/app.env")]);
+    assert_eq!(d.config.env_files, declared, "the deploy config (and its hash) as written");
+    assert_eq!(d.external_repository, None);
+
+    // A local env file that is missing is an error naming it; auto-discovery scans the other one.
+    let here = Repo::new(&[(
+        ".doco-cd.yml",
+        "name: t\nrepository_url: https://git.example.com/o/other.git\nauto_discovery: true\nenv_files: [missing.env]\n",
+    )]);
+    let there = Repo::new(&[("one/compose.yaml", COMPOSE), ("two/compose.yaml", COMPOSE)]);
+    let template = here.resolve(&[], "main").remove(0).unwrap();
+    let err = resolve_external(
+        template.config.clone(),
+        there.path(),
+        here.path(),
+        template.source_file.clone(),
+    )
+    .remove(0)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("missing.env"), "{err}");
+    let here = Repo::new(&[(
+        ".doco-cd.yml",
+        "name: t\nrepository_url: https://git.example.com/o/other.git\nauto_discovery: true\n",
+    )]);
+    let template = here.resolve(&[], "main").remove(0).unwrap();
+    let names: Vec<String> =
+        resolve_external(template.config, there.path(), here.path(), template.source_file)
+            .into_iter()
+            .map(|d| d.unwrap().config.name)
+            .collect();
+    assert_eq!(names, ["one", "two"]);
 }
 
 #[test]

@@ -871,6 +871,7 @@ mod tests {
             deployed_unix: 1,
             reconciliation: None,
             context: String::new(),
+            origin: None,
             services: BTreeMap::from([
                 ("web".into(), service("fw", true, "hw")),
                 ("job".into(), service("fj", false, "hj")),

@@ -68,6 +68,10 @@ pub struct DeploymentRecord {
     /// Its deploy config's Docker `context` (empty: the daemon's own engine).
     #[serde(default)]
     pub context: String,
+    /// Set when its files come from another repository (`repository_url`): `commit` is then that
+    /// repository's commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     /// Per service.
     pub services: BTreeMap<String, ServiceRecord>,
 }
@@ -88,6 +92,15 @@ impl DeploymentRecord {
             .filter_map(|(name, service)| service.compose_hash.clone().map(|h| (name.clone(), h)))
             .collect()
     }
+}
+
+/// Where a deployment with `repository_url` came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The other repository's URL (without credentials).
+    pub repository_url: String,
+    /// The commit of the polled repository whose deploy configuration described the deployment.
+    pub config_commit: String,
 }
 
 /// One service as it was deployed.
@@ -313,6 +326,7 @@ mod tests {
                 deployed_unix: 43,
                 reconciliation: None,
                 context: String::new(),
+                origin: None,
                 services: BTreeMap::from([(
                     "proxy".into(),
                     ServiceRecord {

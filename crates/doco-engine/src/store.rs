@@ -241,6 +241,10 @@ impl InUse {
         for repository in state.repositories.values() {
             for record in repository.deployments.values() {
                 in_use.revisions.insert(record.commit.clone());
+                // A `repository_url` deployment is described by the polled repository's commit.
+                if let Some(origin) = &record.origin {
+                    in_use.revisions.insert(origin.config_commit.clone());
+                }
                 for service in record.services.values() {
                     in_use.add_labels(&service.labels, paths);
                 }

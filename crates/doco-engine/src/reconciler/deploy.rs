@@ -971,6 +971,7 @@ fn new_record(
         deployed_unix: unix_now(),
         reconciliation: Some(deployment.config.reconciliation.clone()),
         context: deployment.config.context.clone(),
+        origin: ctx.origin.cloned(),
         services,
     }
 }
@@ -1028,13 +1029,6 @@ pub(super) fn check_supported(deployment: &ResolvedDeployment) -> Result<(), Dep
             config.name
         )))
     };
-    if config
-        .repository_url
-        .as_deref()
-        .is_some_and(|u| !u.is_empty())
-    {
-        return refuse("repository_url", "deploy from the repository itself");
-    }
     if config.version != "doco.v1" {
         return refuse(
             "version",

@@ -10,6 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use doco_config::ResolvedDeployment;
+
+use crate::paths::SourceDir;
+use crate::state::Origin;
 use crate::store;
 
 use doco_config::PollConfig;
@@ -192,26 +196,11 @@ impl Reconciler {
         services: &BTreeSet<String>,
         rt: &dyn Runtime,
     ) -> Result<BTreeMap<String, String>, DeployError> {
-        let tree = self.good_tree(poll, repository, &record.commit).await?;
-        let resolved = doco_config::resolve_deployments(
-            &poll.deployments,
-            &tree,
-            &self.config.deploy_config_base_dir,
-            &repository.target,
-            &repository.reference,
-        )?;
-        let deployment = resolved
-            .into_iter()
-            .filter_map(Result::ok)
-            .find(|d| d.config.name == record.project)
-            .ok_or_else(|| {
-                DeployError::Unsupported(format!(
-                    "deployment {} is not described at its last good commit {}, so it cannot be recreated",
-                    record.project, record.commit
-                ))
-            })?;
+        let (deployment, store) = match &record.origin {
+            None => self.recorded_here(poll, repository, record).await?,
+            Some(origin) => self.recorded_elsewhere(poll, repository, record, origin).await?,
+        };
         // The live copies keep their current content.
-        let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
         self.up_as_recorded(
             &deployment,
             &store,
@@ -226,24 +215,99 @@ impl Reconciler {
         Ok(compose_hashes(services, &containers))
     }
 
-    /// The export of the recorded commit, made from the mirror when it is missing (a source directory
-    /// of the layout before the store is migrated first).
-    async fn good_tree(
+    /// A deployment of the polled repository as its recorded commit describes it, and that
+    /// repository's store.
+    async fn recorded_here(
         &self,
         poll: &PollConfig,
         repository: &RepositoryState,
+        record: &DeploymentRecord,
+    ) -> Result<(ResolvedDeployment, SourceDir), DeployError> {
+        let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
+        let tree = self.good_tree(poll, &store, &repository.reference, &record.commit).await?;
+        let resolved = self.described_at(poll, repository, &tree)?;
+        let deployment = resolved
+            .into_iter()
+            .find(|d| d.config.name == record.project)
+            .ok_or_else(|| not_described(record))?;
+        Ok((deployment, store))
+    }
+
+    /// A `repository_url` deployment as recorded: described by the polled repository at the commit
+    /// that configured it, its files from the other repository's recorded commit.
+    async fn recorded_elsewhere(
+        &self,
+        poll: &PollConfig,
+        repository: &RepositoryState,
+        record: &DeploymentRecord,
+        origin: &Origin,
+    ) -> Result<(ResolvedDeployment, SourceDir), DeployError> {
+        let here = self.paths.source_dir(&doco_git::repo_name(&poll.url));
+        let local = self
+            .good_tree(poll, &here, &repository.reference, &origin.config_commit)
+            .await?;
+        let other = PollConfig {
+            url: origin.repository_url.clone(),
+            ..poll.clone()
+        };
+        let store = self.paths.source_dir(&doco_git::repo_name(&other.url));
+        let lock = self.source_lock(&store);
+        let _held = tokio::time::timeout(std::time::Duration::from_secs(120), lock.lock())
+            .await
+            .map_err(|_| DeployError::Repository {
+                url: origin.repository_url.clone(),
+                detail: "its store stayed busy for 2 minutes".into(),
+            })?;
+        let tree = self.good_tree(&other, &store, &repository.reference, &record.commit).await?;
+        let deployment = self
+            .described_at(poll, repository, &local)?
+            .into_iter()
+            .filter(|d| d.external_repository.is_some())
+            .flat_map(|d| doco_config::resolve_external(d.config, &tree, &local, d.source_file))
+            .filter_map(Result::ok)
+            .find(|d| d.config.name == record.project)
+            .ok_or_else(|| not_described(record))?;
+        Ok((deployment, store))
+    }
+
+    /// The deployments `poll` describes in `tree` (those that resolve).
+    fn described_at(
+        &self,
+        poll: &PollConfig,
+        repository: &RepositoryState,
+        tree: &Path,
+    ) -> Result<Vec<ResolvedDeployment>, DeployError> {
+        Ok(doco_config::resolve_deployments(
+            &poll.deployments,
+            tree,
+            &self.config.deploy_config_base_dir,
+            &repository.target,
+            &repository.reference,
+        )?
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect())
+    }
+
+    /// The export of `commit` in `store`, made from the mirror when it is missing (a source
+    /// directory of the layout before the store is migrated first).
+    async fn good_tree(
+        &self,
+        poll: &PollConfig,
+        store: &SourceDir,
+        reference: &str,
         commit: &str,
     ) -> Result<PathBuf, DeployError> {
-        let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
-        store::migrate(
-            self.source.as_ref(),
-            &poll.url,
-            &repository.reference,
-            &store,
-        )
-        .await?;
-        Ok(store::artifact(self.source.as_ref(), &poll.url, &store, commit).await?)
+        store::migrate(self.source.as_ref(), &poll.url, reference, store).await?;
+        Ok(store::artifact(self.source.as_ref(), &poll.url, store, commit).await?)
     }
+}
+
+fn not_described(record: &DeploymentRecord) -> DeployError {
+    DeployError::Unsupported(format!(
+        "deployment {} is not described at its last good commit {}, so it cannot be recreated",
+        record.project, record.commit
+    ))
 }
 
 /// The compose hashes of `services`' containers (those a heal created), so the next look finds them

@@ -37,7 +37,7 @@ use crate::paths::{DataPaths, SourceDir};
 use crate::plan::{self, Mode};
 use crate::registry::Registry;
 use crate::scheduler::{Action, Reason, Run, RunResult};
-use crate::state::{State, StateStore, repository_key};
+use crate::state::{Origin, State, StateStore, repository_key};
 use crate::store::{self, Leases, StoreError};
 use report::{Entry, Fetch, RecordChange, Report, Step};
 
@@ -168,6 +168,14 @@ pub enum DeployError {
     /// A live copy (`recreate.ignore`) could not be updated.
     #[error("{0}")]
     Live(#[from] crate::live::LiveError),
+    /// The other repository of a `repository_url` deployment could not be fetched or read.
+    #[error("repository_url {url}: {detail}")]
+    Repository {
+        /// The other repository (without credentials).
+        url: String,
+        /// Why.
+        detail: String,
+    },
     /// The deployment's own `reference` could not be fetched.
     #[error("reference {reference}: {detail}")]
     Reference {
@@ -297,6 +305,8 @@ struct PollContext<'a> {
     tree: &'a Path,
     commit: &'a str,
     mode: Mode,
+    /// Set for deployments from another repository (`repository_url`).
+    origin: Option<&'a Origin>,
 }
 
 impl Reconciler {
@@ -607,6 +617,7 @@ impl Reconciler {
                 tree: &tree,
                 commit: &revision.commit,
                 mode: revision.mode,
+                origin: None,
             };
             if let Err(e) = self.deploy_all(&ctx, untouched, report).await {
                 report.error = Some(e);
@@ -684,6 +695,7 @@ impl Reconciler {
         let depth = resolved
             .iter()
             .filter_map(|d| d.as_ref().ok())
+            .filter(|d| d.external_repository.is_none())
             .map(|d| d.config.git_depth)
             .find(|depth| *depth > 0);
         let root = ctx.store.root().to_path_buf();
@@ -692,9 +704,15 @@ impl Reconciler {
             None => lock(&self.mirror_depths).remove(&root),
         };
         let mut elsewhere: BTreeMap<String, Vec<ResolvedDeployment>> = BTreeMap::new();
+        let mut external: BTreeMap<(String, String), Vec<ResolvedDeployment>> = BTreeMap::new();
         let mut here = Vec::new();
         for item in resolved {
             match item {
+                Ok(d) if d.external_repository.is_some() => {
+                    let url = d.external_repository.clone().unwrap_or_default();
+                    let reference = d.config.reference.clone().unwrap_or_default();
+                    external.entry((url, reference)).or_default().push(d);
+                }
                 Ok(d) if d.other_reference.is_some() => {
                     let reference = d.other_reference.clone().unwrap_or_default();
                     elsewhere.entry(reference).or_default().push(d);
@@ -726,6 +744,12 @@ impl Reconciler {
                 .deploy_other_reference(ctx, &reference, deployments, &observed)
                 .await;
             report.fetches.extend(fetch);
+            report.entries.extend(entries);
+        }
+        for ((url, reference), deployments) in external {
+            let entries = self
+                .deploy_external(ctx, &url, &reference, deployments, &observed)
+                .await;
             report.entries.extend(entries);
         }
         Ok(())
@@ -896,6 +920,7 @@ impl Reconciler {
             tree: &tree,
             commit: &revision.commit,
             mode: revision.mode,
+            origin: None,
         };
         let resolved = deployments
             .into_iter()
@@ -903,6 +928,91 @@ impl Reconciler {
             .collect();
         let entries = self.deploy_resolved(&sub, resolved, observed).await;
         (entries, revision.fetch)
+    }
+
+    /// Fetches the other repository of deployments with `repository_url` into its own store and
+    /// applies them from the export of its `reference`, their records kept under the poll's key. That
+    /// repository unreachable is that repository's outage alone: with the flag on its deployments keep
+    /// their last good state (healed with the poll's), without it they fail; the poll's own stacks are
+    /// never held up.
+    async fn deploy_external(
+        &self,
+        ctx: &PollContext<'_>,
+        url: &str,
+        reference: &str,
+        deployments: Vec<ResolvedDeployment>,
+        observed: &BTreeMap<String, Vec<ContainerInfo>>,
+    ) -> Vec<Entry> {
+        let url = doco_config::rewrite_source_url(&self.config.source_url_rewrites, url)
+            .unwrap_or_else(|| url.to_string());
+        let shown = doco_git::redact_url(&url);
+        let repo_name = doco_git::repo_name(&url);
+        let store = self.paths.source_dir(&repo_name);
+        let failed = |deployments: &[ResolvedDeployment], detail: String| -> Vec<Entry> {
+            deployments
+                .iter()
+                .map(|d| {
+                    let error = DeployError::Repository {
+                        url: shown.clone(),
+                        detail: detail.clone(),
+                    };
+                    Entry::failed(&ctx.key, &d.config.name, reference, error)
+                })
+                .collect()
+        };
+        let lock = self.source_lock(&store);
+        let _held = if store.root() == ctx.store.root() {
+            None
+        } else {
+            Some(lock.lock().await)
+        };
+        if let Err(e) = store::migrate(self.source.as_ref(), &url, reference, &store).await {
+            return failed(&deployments, e.to_string());
+        }
+        let poll = PollConfig {
+            url: url.clone(),
+            reference: reference.to_string(),
+            ..ctx.poll.clone()
+        };
+        let depth = deployments
+            .iter()
+            .map(|d| d.config.git_depth)
+            .find(|depth| *depth > 0);
+        let revision = match self.sync(&poll, &repo_name, &store, &shown, depth).await {
+            Ok(revision) => revision,
+            Err(e) => return failed(&deployments, e.to_string()),
+        };
+        if !plan::applies_changes(revision.mode) {
+            warn!(repository = %shown, "the repository of repository_url deployments is unreachable: they keep their last known good state");
+            return Vec::new();
+        }
+        let _lease = self.leases.take(&revision.commit);
+        let tree =
+            match store::artifact(self.source.as_ref(), &url, &store, &revision.commit).await {
+                Ok(tree) => tree,
+                Err(e) => return failed(&deployments, e.to_string()),
+            };
+        let origin = Origin {
+            repository_url: shown.clone(),
+            config_commit: ctx.commit.to_string(),
+        };
+        let sub = PollContext {
+            poll: &poll,
+            kind: ctx.kind,
+            key: ctx.key.clone(),
+            repo_name: ctx.repo_name,
+            url: &shown,
+            store: &store,
+            tree: &tree,
+            commit: &revision.commit,
+            mode: revision.mode,
+            origin: Some(&origin),
+        };
+        let resolved = deployments
+            .into_iter()
+            .flat_map(|d| doco_config::resolve_external(d.config, &tree, ctx.tree, d.source_file))
+            .collect();
+        self.deploy_resolved(&sub, resolved, observed).await
     }
 }
 
