@@ -592,15 +592,15 @@ fn a_deployments_own_reference_depth_directory_variables_profiles_and_orphans_ta
         doco_testkit::docker::container_ids(&project, "hidden").is_empty(),
         "a service of a profile not listed is not deployed"
     );
-    // git_depth: the checkout of `dev` holds one commit.
-    let shallow: Vec<_> = walk(&data.path().join(".doco-cd/refs"))
+    // git_depth: the repository's one mirror is shallow, `dev` holds one commit there.
+    let shallow: Vec<_> = walk(data.path())
         .into_iter()
-        .filter(|p| p.ends_with(".git/shallow"))
+        .filter(|p| p.ends_with("mirror/shallow"))
         .collect();
-    assert_eq!(shallow.len(), 1, "one shallow checkout: {shallow:?}");
-    let checkout = shallow[0].parent().unwrap().parent().unwrap();
+    assert_eq!(shallow.len(), 1, "one shallow mirror: {shallow:?}");
+    let mirror = shallow[0].parent().unwrap();
     assert_eq!(
-        doco_testkit::git::git(checkout, &["rev-list", "--count", "HEAD"]).trim(),
+        doco_testkit::git::git(mirror, &["rev-list", "--count", "refs/heads/dev"]).trim(),
         "1"
     );
 
@@ -798,7 +798,7 @@ fn data_host_path_is_the_bind_source_and_a_loud_deploy_logs_compose_output() {
 /// `git_depth` of a deployment at its poll's own reference shapes the poll's checkout from the next
 /// fetch on (the checkout must be read before its deploy configuration can ask for a depth).
 #[test]
-fn git_depth_at_the_polls_own_reference_makes_its_checkout_shallow() {
+fn git_depth_at_the_polls_own_reference_makes_its_mirror_shallow() {
     if !require_docker() {
         return;
     }
@@ -815,7 +815,7 @@ fn git_depth_at_the_polls_own_reference_makes_its_checkout_shallow() {
     repo.push("first");
     repo.work
         .write(".doco-cd.yml", &format!("name: {project}\ngit_depth: 1\n"));
-    repo.push("second: a shallow checkout is enough");
+    repo.push("second: a shallow mirror is enough");
     let data = tempfile::tempdir().unwrap();
     // Over file:// (dumb HTTP cannot fetch shallow).
     let daemon = Daemon::start(
@@ -823,16 +823,16 @@ fn git_depth_at_the_polls_own_reference_makes_its_checkout_shallow() {
         &[("POLL_CONFIG", poll_config(&repo.bare.file_url()))],
     );
     running_container(&daemon, &project, "web");
-    // The count of commits in the poll's shallow checkout; a checkout being swapped is "not yet".
+    // The count of commits of `main` in the shallow mirror; a mirror being swapped is "not yet".
     let commits = || {
         walk(data.path())
             .into_iter()
-            .filter(|p| p.ends_with(".git/shallow") && !p.starts_with(data.path().join(".doco-cd")))
+            .filter(|p| p.ends_with("mirror/shallow"))
             .find_map(|shallow| {
-                let checkout = shallow.parent()?.parent()?.to_path_buf();
+                let mirror = shallow.parent()?.to_path_buf();
                 let out = std::process::Command::new("git")
-                    .args(["rev-list", "--count", "HEAD"])
-                    .current_dir(checkout)
+                    .args(["rev-list", "--count", "refs/heads/main"])
+                    .current_dir(mirror)
                     .output()
                     .ok()?;
                 Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -840,7 +840,7 @@ fn git_depth_at_the_polls_own_reference_makes_its_checkout_shallow() {
             .unwrap_or_default()
     };
     daemon.wait_for(
-        "the poll's checkout made shallow",
+        "the poll's mirror made shallow",
         Duration::from_secs(60),
         || commits() == "1",
     );

@@ -460,7 +460,9 @@ fn repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_
             "services:\n  app:\n    image: {image}\n    command: [\"sleep\", \"${{LOCAL_ARG}}${{REMOTE_ARG}}\"]\n    restart: unless-stopped\n    network_mode: none\n    stop_signal: SIGKILL\n"
         ),
     );
-    other.work.write(&format!("{discovered}/remote.env"), "REMOTE_ARG=2\n");
+    other
+        .work
+        .write(&format!("{discovered}/remote.env"), "REMOTE_ARG=2\n");
     other.push("a stack in the other repository");
     // The polled repository: a stack of its own, and the other repository's stacks.
     let mut repo = HttpRepo::new();
@@ -486,11 +488,18 @@ fn repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_
     let web = running_container(&daemon, &local, "web");
     let app = running_container(&daemon, &discovered, "app");
     let command = docker(&["inspect", "--format", "{{json .Config.Cmd}}", &app]);
-    assert_eq!(command.trim(), r#"["sleep","3602"]"#, "both env files were read");
+    assert_eq!(
+        command.trim(),
+        r#"["sleep","3602"]"#,
+        "both env files were read"
+    );
     let other_store = data
         .path()
         .join(format!("127.0.0.1_{}/repo", other.server.port()));
-    assert!(other_store.join("mirror").is_dir(), "the other repository has its own store");
+    assert!(
+        other_store.join("mirror").is_dir(),
+        "the other repository has its own store"
+    );
 
     // The other repository goes away: the local stack still heals, and so does the other's stack
     // from its export.
@@ -509,11 +518,119 @@ fn repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_
         &support::sleep_services(&image, &[("web", "3601")]),
     );
     repo.push("second");
-    daemon.wait_for("web redeployed", Duration::from_secs(90), || {
-        match container_ids(&local, "web").as_slice() {
+    daemon.wait_for(
+        "web redeployed",
+        Duration::from_secs(90),
+        || match container_ids(&local, "web").as_slice() {
             [id] => docker(&["inspect", "--format", "{{json .Config.Cmd}}", id]).contains("3601"),
             _ => false,
-        }
-    });
+        },
+    );
     repo.server.stop();
+}
+
+#[test]
+fn a_data_volume_laid_out_by_upstream_v0_120_is_adopted_without_recreating_anything() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-store-upstream");
+    let _guard = ProjectGuard::new(&project);
+    let repo = HttpRepo::new();
+    repo.work
+        .write(".doco-cd.yml", &format!("name: {project}\n"));
+    repo.work.write("conf/web.conf", "upstream");
+    repo.work.write(
+        "compose.yml",
+        &format!("services:\n{}", service_with_conf("web", &image)),
+    );
+    let first = repo.push("first");
+    let url = repo.bare.file_url();
+    let data = tempfile::tempdir().unwrap();
+    // Upstream's layout: `<repo>/mirror` (bare) and `<repo>/artifacts/<commit>` (an export), and a
+    // stack deployed from the export, labelled as upstream labels it.
+    let dir = data.path().join(
+        repo.bare
+            .path()
+            .display()
+            .to_string()
+            .trim_start_matches('/'),
+    );
+    let mirror = dir.join("mirror");
+    let export = dir.join("artifacts").join(&first);
+    std::fs::create_dir_all(&export).unwrap();
+    doco_testkit::git::git(
+        data.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            &url,
+            &mirror.display().to_string(),
+        ],
+    );
+    let archive = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git --git-dir={} archive {first} | tar -x -C {}",
+            mirror.display(),
+            export.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(archive.success());
+    let labels = format!(
+        "services:\n  web:\n    labels:\n      cd.doco.metadata.manager: doco-cd\n      cd.doco.deployment.name: {project}\n      cd.doco.deployment.target.sha: {first}\n      cd.doco.deployment.pinned_revisions: {first}\n      cd.doco.deployment.working_dir: {export}\n",
+        export = export.display()
+    );
+    let override_file = data.path().join("upstream-labels.yml");
+    std::fs::write(&override_file, labels).unwrap();
+    docker(&[
+        "compose",
+        "--project-directory",
+        &export.display().to_string(),
+        "-p",
+        &project,
+        "-f",
+        &export.join("compose.yml").display().to_string(),
+        "-f",
+        &override_file.display().to_string(),
+        "up",
+        "-d",
+    ]);
+    let web = container_ids(&project, "web").pop().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&export).unwrap().ino();
+
+    let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&url))]);
+    daemon.wait_polls(3.0);
+    assert_eq!(
+        container_ids(&project, "web"),
+        vec![web.clone()],
+        "nothing recreated"
+    );
+    assert_eq!(conf_source(&web), export.join("conf/web.conf"));
+    assert_eq!(
+        std::fs::metadata(&export).unwrap().ino(),
+        inode,
+        "the export is used as it is"
+    );
+
+    // The next commit is exported beside it and deployed from there.
+    repo.work.write("conf/web.conf", "ours");
+    let second = repo.push("second");
+    daemon.wait_for(
+        "web on the new file",
+        Duration::from_secs(90),
+        || match container_ids(&project, "web").as_slice() {
+            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "ours",
+            _ => false,
+        },
+    );
+    let web = running_container(&daemon, &project, "web");
+    assert_eq!(
+        conf_source(&web),
+        dir.join("artifacts").join(&second).join("conf/web.conf")
+    );
 }

@@ -48,7 +48,9 @@ const COVERAGE: &[(&str, Coverage)] = &[
     ),
     (
         "repository_url",
-        Test("repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_local_healing"),
+        Test(
+            "repository_url_deploys_from_the_other_repository_and_its_outage_never_blocks_local_healing",
+        ),
     ),
     (
         "webhook_filter",

@@ -546,7 +546,12 @@ pub fn resolve_external(
         ..config
     };
     let resolved = if in_external.auto_discovery.enabled {
-        discover_located(&in_external, external_tree, source_file.as_deref(), &location)
+        discover_located(
+            &in_external,
+            external_tree,
+            source_file.as_deref(),
+            &location,
+        )
     } else {
         vec![resolve_located(
             in_external,

@@ -489,10 +489,7 @@ env_files: [vars.env, \"remote:app.env\"]
         ),
         ("vars.env", "A=1\n"),
     ]);
-    let there = Repo::new(&[
-        ("app/compose.yaml", COMPOSE),
-        ("app/app.env", "B=2\n"),
-    ]);
+    let there = Repo::new(&[("app/compose.yaml", COMPOSE), ("app/app.env", "B=2\n")]);
     // The poll's reference differs: `reference` names the other repository's.
     let resolved = here.resolve(&[], "refs/heads/dev").remove(0).unwrap();
     assert_eq!(
@@ -501,13 +498,23 @@ env_files: [vars.env, \"remote:app.env\"]
     );
     assert_eq!(resolved.other_reference, None);
     let declared = resolved.config.env_files.clone();
-    let mut deployments =
-        resolve_external(resolved.config, there.path(), here.path(), resolved.source_file);
+    let mut deployments = resolve_external(
+        resolved.config,
+        there.path(),
+        here.path(),
+        resolved.source_file,
+    );
     let d = deployments.remove(0).unwrap();
     assert_eq!(d.working_dir, there.real("app"));
     assert_eq!(d.compose_files, [there.real("app/compose.yaml")]);
-    assert_eq!(d.env_files, [here.real("vars.env"), there.real("app/app.env")]);
-    assert_eq!(d.config.env_files, declared, "the deploy config (and its hash) as written");
+    assert_eq!(
+        d.env_files,
+        [here.real("vars.env"), there.real("app/app.env")]
+    );
+    assert_eq!(
+        d.config.env_files, declared,
+        "the deploy config (and its hash) as written"
+    );
     assert_eq!(d.external_repository, None);
 
     // A local env file that is missing is an error naming it; auto-discovery scans the other one.
@@ -532,11 +539,15 @@ env_files: [vars.env, \"remote:app.env\"]
         "name: t\nrepository_url: https://git.example.com/o/other.git\nauto_discovery: true\n",
     )]);
     let template = here.resolve(&[], "main").remove(0).unwrap();
-    let names: Vec<String> =
-        resolve_external(template.config, there.path(), here.path(), template.source_file)
-            .into_iter()
-            .map(|d| d.unwrap().config.name)
-            .collect();
+    let names: Vec<String> = resolve_external(
+        template.config,
+        there.path(),
+        here.path(),
+        template.source_file,
+    )
+    .into_iter()
+    .map(|d| d.unwrap().config.name)
+    .collect();
     assert_eq!(names, ["one", "two"]);
 }
 

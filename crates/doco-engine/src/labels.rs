@@ -72,8 +72,10 @@ pub fn adoptable_labels(
         .filter(|c| c.labels.get(key::DEPLOYMENT_TARGET_SHA).map(String::as_str) == Some(commit))
         .filter(|c| c.labels.get(key::MANAGER).map(String::as_str) == Some(key::MANAGER_VALUE))
         .map(|c| {
+            // Upstream ≥ v0.120 also pins unchanged services to the export they were created from.
             let own = OWN_KEYS
                 .iter()
+                .chain([&key::DEPLOYMENT_PINNED_REVISIONS])
                 .filter_map(|k| c.labels.get(*k).map(|v| (k.to_string(), v.clone())))
                 .collect();
             (c.service.clone(), own)
@@ -153,6 +155,10 @@ mod tests {
             labels: BTreeMap::from([
                 (key::MANAGER.to_string(), "doco-cd".to_string()),
                 (key::DEPLOYMENT_TARGET_SHA.to_string(), sha.to_string()),
+                (
+                    key::DEPLOYMENT_PINNED_REVISIONS.to_string(),
+                    sha.to_string(),
+                ),
                 ("user.label".to_string(), "x".to_string()),
             ]),
             config_hash: None,
@@ -164,5 +170,6 @@ mod tests {
         assert_eq!(adopted.keys().collect::<Vec<_>>(), vec!["web"]);
         assert!(!adopted["web"].contains_key("user.label"));
         assert_eq!(adopted["web"][key::DEPLOYMENT_TARGET_SHA], "c1");
+        assert_eq!(adopted["web"][key::DEPLOYMENT_PINNED_REVISIONS], "c1");
     }
 }

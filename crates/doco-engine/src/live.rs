@@ -1,7 +1,7 @@
 //! Live copies: the files a service excludes from recreation with its
 //! `cd.doco.deployment.recreate.ignore` label (bind mounts, configs, secrets). A service that is not
 //! recreated keeps the files it was created with, so these are mounted from a mutable copy of the
-//! stack (`DATA_MOUNT_PATH/.doco-cd/live/<stack>/root/`), which each deploy updates in place before
+//! stack (`<source>/live/<context>/<stack>/root/`, upstream's place), which each deploy updates in place before
 //! sending the optional signal. Files are overwritten, not replaced, so single-file bind mounts keep
 //! seeing them (a replaced file is a new inode the container never sees). Files removed from the
 //! repository are removed from the copy; files the service created there itself are kept.
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use doco_docker::{LiveInput, LiveKind, MountOverride};
 use serde_json::Value;
 
-use crate::paths::DataPaths;
+use crate::paths::{DataPaths, SourceDir};
 
 /// Why a live copy could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +32,26 @@ pub struct LiveStack {
 }
 
 impl LiveStack {
-    /// The live copies of `stack` under the data volume.
-    pub fn new(paths: &DataPaths, stack: &str) -> LiveStack {
-        let dir = paths.internal_dir().join("live").join(stack);
+    /// The live copies of `stack`, deployed to `context` from the repository whose store is
+    /// `store`: `<source>/live/<context>/<stack>/` (`default` for the daemon's own engine), as
+    /// upstream lays them out; a stack whose copies were made before the store keeps them where they
+    /// are (`.doco-cd/live/<stack>/`), since its running containers mount them from there.
+    pub fn locate(paths: &DataPaths, store: &SourceDir, context: &str, stack: &str) -> LiveStack {
+        let before_the_store = paths.internal_dir().join("live").join(stack);
+        let dir = if before_the_store.is_dir() {
+            before_the_store
+        } else {
+            let context = if context.is_empty() {
+                "default"
+            } else {
+                context
+            };
+            store
+                .root()
+                .join(crate::paths::LIVE)
+                .join(context)
+                .join(stack)
+        };
         LiveStack {
             root: dir.join("root"),
             manifest: dir.join("manifest.json"),
@@ -194,7 +211,7 @@ mod tests {
         let repo = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
         let paths = DataPaths::new(data.path().to_path_buf(), None);
-        let live = LiveStack::new(&paths, "stack");
+        let live = LiveStack::locate(&paths, &paths.source_dir("h/o/r"), "", "stack");
         std::fs::create_dir_all(repo.path().join("conf")).unwrap();
         std::fs::write(repo.path().join("conf/a.conf"), "a1").unwrap();
         std::fs::write(repo.path().join("conf/b.conf"), "b1").unwrap();
@@ -232,7 +249,7 @@ mod tests {
     fn the_override_mounts_live_inputs_from_the_copy() {
         let data = tempfile::tempdir().unwrap();
         let paths = DataPaths::new(data.path().to_path_buf(), None);
-        let live = LiveStack::new(&paths, "stack");
+        let live = LiveStack::locate(&paths, &paths.source_dir("h/o/r"), "", "stack");
         let tree = Path::new("/data/repo");
         let inputs = vec![
             LiveInput {

@@ -369,6 +369,35 @@ fn sweep_legacy(store: &SourceDir, in_use: &InUse, report: &mut SweepReport) {
     info!(dir = %store.root().display(), "removed the old checkout's files: no container uses them any more");
 }
 
+/// Removes what the layout before the store kept in doco-cd's own directory once nothing uses it:
+/// the checkouts of other references (`.doco-cd/refs/`) and the exports of last good commits
+/// (`.doco-cd/good/`), each top-level entry when no container or record was created from a
+/// directory under it.
+pub fn sweep_internal_leftovers(paths: &DataPaths, in_use: &InUse, report: &mut SweepReport) {
+    for kind in ["refs", "good"] {
+        let dir = paths.internal_dir().join(kind);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if in_use.dirs.iter().any(|d| d.starts_with(&path)) {
+                continue;
+            }
+            match remove_tree(&path) {
+                Ok(()) => {
+                    info!(path = %path.display(), "removed files of the layout before the store: nothing uses them");
+                    report.legacy.push(path);
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "could not remove files of the layout before the store")
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 /// The source directories under the data volume: those holding a `mirror` or `artifacts` directory
 /// (doco-cd's own `.doco-cd` directory is not searched).
 pub fn source_dirs(mount: &Path) -> Vec<PathBuf> {
@@ -552,5 +581,19 @@ mod tests {
         assert!(!store.root().join("compose.yml").exists());
         assert!(store.mirror().is_dir());
         assert_eq!(source_dirs(data.path()), vec![store.root().to_path_buf()]);
+
+        // The old layout's checkouts of other references and exports of last good commits.
+        let refs = paths.internal_dir().join("refs/h");
+        let used = paths.internal_dir().join("good/h_o_r_main");
+        let unused = paths.internal_dir().join("good/h_o_r_dev");
+        for dir in [&refs, &used, &unused] {
+            std::fs::create_dir_all(dir.join("x")).unwrap();
+        }
+        in_use.dirs = vec![used.join("x")];
+        let mut report = SweepReport::default();
+        sweep_internal_leftovers(&paths, &in_use, &mut report);
+        report.legacy.sort();
+        assert_eq!(report.legacy, vec![unused, refs]);
+        assert!(used.join("x").is_dir());
     }
 }

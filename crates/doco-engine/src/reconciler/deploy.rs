@@ -341,7 +341,8 @@ impl Reconciler {
                 let outcome = self
                     .remove_stack(name, options.remove_volumes, options.remove_images, rt)
                     .await?;
-                LiveStack::new(&self.paths, name).remove();
+                LiveStack::locate(&self.paths, ctx.store, &deployment.config.context, name)
+                    .remove();
                 Ok(Applied::new(outcome, RecordChange::Forget))
             }
         }
@@ -391,12 +392,8 @@ impl Reconciler {
             crate::sops::render_decrypted(rt, &project, deployment, ctx.tree, &self.paths).await?;
         // Job labels are checked, and running jobs of the stack waited for, before anything changes.
         let jobs = crate::jobs::deploy::before_deploy(rt, &rendered, deployment).await?;
-        let (live_inputs, live) = self.live_mounts(
-            &deployment.config.name,
-            &rendered,
-            ctx.tree,
-            LiveSync::Always,
-        )?;
+        let (live_inputs, live) =
+            self.live_mounts(deployment, ctx.store, &rendered, ctx.tree, LiveSync::Always)?;
         let planned = self.plan_services(ctx, &rendered, &live_inputs);
         let switches = Switches {
             remove_orphans: deployment.config.remove_orphans,
@@ -483,7 +480,8 @@ impl Reconciler {
         let project = self.compose_project(deployment);
         let rendered =
             crate::sops::render_decrypted(rt, &project, deployment, tree, &self.paths).await?;
-        let (_, live) = self.live_mounts(name, &rendered, tree, LiveSync::IfMissing)?;
+        let (_, live) =
+            self.live_mounts(deployment, store, &rendered, tree, LiveSync::IfMissing)?;
         let files = Files {
             store,
             tree,
@@ -518,13 +516,15 @@ impl Reconciler {
     /// inputs.
     pub(super) fn live_mounts(
         &self,
-        stack: &str,
+        deployment: &ResolvedDeployment,
+        store: &crate::paths::SourceDir,
         rendered: &doco_docker::RenderedProject,
         tree: &Path,
         sync: LiveSync,
     ) -> Result<(BTreeMap<String, Vec<LiveInput>>, MountOverride), DeployError> {
         let live_inputs = self.live_inputs(rendered);
-        let live = LiveStack::new(&self.paths, stack);
+        let config = &deployment.config;
+        let live = LiveStack::locate(&self.paths, store, &config.context, &config.name);
         if sync == LiveSync::Always || !live.exists() {
             let sources: Vec<PathBuf> = live_inputs
                 .values()

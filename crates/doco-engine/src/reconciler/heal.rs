@@ -198,7 +198,10 @@ impl Reconciler {
     ) -> Result<BTreeMap<String, String>, DeployError> {
         let (deployment, store) = match &record.origin {
             None => self.recorded_here(poll, repository, record).await?,
-            Some(origin) => self.recorded_elsewhere(poll, repository, record, origin).await?,
+            Some(origin) => {
+                self.recorded_elsewhere(poll, repository, record, origin)
+                    .await?
+            }
         };
         // The live copies keep their current content.
         self.up_as_recorded(
@@ -224,7 +227,9 @@ impl Reconciler {
         record: &DeploymentRecord,
     ) -> Result<(ResolvedDeployment, SourceDir), DeployError> {
         let store = self.paths.source_dir(&doco_git::repo_name(&poll.url));
-        let tree = self.good_tree(poll, &store, &repository.reference, &record.commit).await?;
+        let tree = self
+            .good_tree(poll, &store, &repository.reference, &record.commit)
+            .await?;
         let resolved = self.described_at(poll, repository, &tree)?;
         let deployment = resolved
             .into_iter()
@@ -258,7 +263,9 @@ impl Reconciler {
                 url: origin.repository_url.clone(),
                 detail: "its store stayed busy for 2 minutes".into(),
             })?;
-        let tree = self.good_tree(&other, &store, &repository.reference, &record.commit).await?;
+        let tree = self
+            .good_tree(&other, &store, &repository.reference, &record.commit)
+            .await?;
         let deployment = self
             .described_at(poll, repository, &local)?
             .into_iter()

@@ -650,6 +650,8 @@ impl Reconciler {
             let in_use = self.in_use().await?;
             store::sweep_source(&source, &in_use, settings, SystemTime::now(), &mut report);
         }
+        let in_use = self.in_use().await?;
+        store::sweep_internal_leftovers(&self.paths, &in_use, &mut report);
         Ok(report)
     }
 
@@ -987,11 +989,11 @@ impl Reconciler {
             return Vec::new();
         }
         let _lease = self.leases.take(&revision.commit);
-        let tree =
-            match store::artifact(self.source.as_ref(), &url, &store, &revision.commit).await {
-                Ok(tree) => tree,
-                Err(e) => return failed(&deployments, e.to_string()),
-            };
+        let tree = match store::artifact(self.source.as_ref(), &url, &store, &revision.commit).await
+        {
+            Ok(tree) => tree,
+            Err(e) => return failed(&deployments, e.to_string()),
+        };
         let origin = Origin {
             repository_url: shown.clone(),
             config_commit: ctx.commit.to_string(),
