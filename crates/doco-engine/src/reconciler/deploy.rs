@@ -459,7 +459,7 @@ impl Reconciler {
         )
         .await?;
         let record = unchanged(&recorded_labels, &recorded_hashes);
-        Ok(Applied::new(outcome, RecordChange::Store(record)))
+        Ok(Applied::new(outcome, RecordChange::Store(Box::new(record))))
     }
 
     /// `docker compose up --no-deps` of `services` of `deployment` (read from the export of the
@@ -727,7 +727,7 @@ impl Reconciler {
         let record = new_record(ctx, deployment, config_hash, planned, &labels, &hashes);
         Ok(Applied::new(
             DeploymentOutcome::Deployed(plan.changed),
-            RecordChange::Store(record),
+            RecordChange::Store(Box::new(record)),
         ))
     }
 
@@ -802,7 +802,7 @@ impl Reconciler {
         );
         Ok(Applied::new(
             DeploymentOutcome::PartlyDeployed { deployed, failed },
-            RecordChange::Store(record),
+            RecordChange::Store(Box::new(record)),
         ))
     }
 

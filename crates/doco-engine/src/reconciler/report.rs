@@ -83,7 +83,7 @@ pub(super) enum RecordChange {
     /// It stays as it is.
     Keep,
     /// This is its new last known good state.
-    Store(DeploymentRecord),
+    Store(Box<DeploymentRecord>),
     /// It is gone.
     Forget,
     /// Its containers were recreated as recorded: these are their compose hashes now.
@@ -276,7 +276,7 @@ impl Reconciler {
             RecordChange::Store(record) => {
                 repository
                     .deployments
-                    .insert(record.project.clone(), record.clone());
+                    .insert(record.project.clone(), (**record).clone());
             }
             RecordChange::Forget => {
                 repository.deployments.remove(&entry.name);
