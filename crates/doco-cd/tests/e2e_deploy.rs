@@ -317,6 +317,19 @@ configs:
         docker(&["exec", &proxy, "cat", "/single.conf"]).trim(),
         "single-v1"
     );
+    // upstream's label and place: the stack's live copies in its repository's source directory.
+    assert_eq!(
+        support::label(&proxy, "cd.doco.deployment.live_resources"),
+        "app.conf,conf,single.conf"
+    );
+    let format =
+        "{{range .Mounts}}{{if eq .Destination \"/single.conf\"}}{{.Source}}{{end}}{{end}}";
+    let source = docker(&["inspect", "--format", format, &proxy]);
+    let live = data.path().join(format!(
+        "127.0.0.1_{}/repo/live/default/{project}/root/single.conf",
+        repo.server.port()
+    ));
+    assert_eq!(source.trim(), live.display().to_string());
 
     repo.work.write("conf/app.conf", "dir-v2\n");
     repo.work.write("single.conf", "single-v2\n");

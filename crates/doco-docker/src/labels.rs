@@ -21,6 +21,9 @@ pub const DEPLOYMENT_WORKING_DIR: &str = "cd.doco.deployment.working_dir";
 /// The revisions of the artifacts whose files an unchanged service still mounts (upstream ≥ v0.120):
 /// one commit for a compose service, comma-separated for a Swarm service.
 pub const DEPLOYMENT_PINNED_REVISIONS: &str = "cd.doco.deployment.pinned_revisions";
+/// The repository paths a service mounts from the live copies of its stack (files excluded from
+/// recreation), comma-separated (upstream ≥ v0.120).
+pub const DEPLOYMENT_LIVE_RESOURCES: &str = "cd.doco.deployment.live_resources";
 /// Deploy-config target suffix (`nas` for `.doco-cd.nas.yml`).
 pub const DEPLOYMENT_CONFIG_TARGET: &str = "cd.doco.deployment.config.target";
 /// Branch or tag that was deployed.

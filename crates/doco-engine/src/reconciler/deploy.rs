@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use doco_config::ResolvedDeployment;
+use doco_docker::labels as key;
 use doco_docker::{
     BuildOptions, ComposeProject, ContainerEvent, ContainerInfo, LiveInput, MountOverride,
     PullPolicy, UpOptions,
@@ -80,6 +81,8 @@ struct DeployTarget<'a> {
     planned: &'a BTreeMap<String, plan::RenderedService>,
     config_hash: &'a str,
     mounts: &'a MountOverride,
+    /// Each service's inputs excluded from recreation (`recreate.ignore`), as doco-cd's paths.
+    live_inputs: &'a BTreeMap<String, Vec<LiveInput>>,
     /// The job services (`cd.doco.job.enabled`): created, never started, by a deploy.
     jobs: &'a BTreeSet<String>,
     /// The engine of the deployment's `context`.
@@ -433,6 +436,7 @@ impl Reconciler {
                         planned: &planned,
                         config_hash,
                         mounts: &mounts,
+                        live_inputs: &live_inputs,
                         jobs: &jobs,
                         rt,
                     };
@@ -665,6 +669,7 @@ impl Reconciler {
             planned,
             config_hash,
             mounts,
+            live_inputs,
             jobs,
             rt,
         } = target;
@@ -673,7 +678,11 @@ impl Reconciler {
         let fresh = self.fresh_labels(ctx, deployment, planned, config_hash);
         let mut labels = plan.kept_labels;
         for service in &plan.changed {
-            labels.insert(service.clone(), fresh.clone());
+            let mut own = fresh.clone();
+            if let Some(resources) = live_resources(live_inputs.get(service), ctx.tree) {
+                own.insert(key::DEPLOYMENT_LIVE_RESOURCES.to_string(), resources);
+            }
+            labels.insert(service.clone(), own);
         }
         let to_build = plan::services_to_build(planned, &plan.changed);
         if !to_build.is_empty() {
@@ -939,6 +948,17 @@ impl Reconciler {
             environment: deployment.config.environment.clone(),
         }
     }
+}
+
+/// upstream's `cd.doco.deployment.live_resources`: the repository paths a service mounts from its
+/// live copies, slash-separated, sorted, joined with `,`; `None` without any.
+fn live_resources(inputs: Option<&Vec<LiveInput>>, tree: &Path) -> Option<String> {
+    let paths: BTreeSet<String> = inputs?
+        .iter()
+        .filter_map(|input| input.source.strip_prefix(tree).ok())
+        .map(|rel| rel.to_string_lossy().into_owned())
+        .collect();
+    (!paths.is_empty()).then(|| paths.into_iter().collect::<Vec<_>>().join(","))
 }
 
 /// What the state file records for a deployment of `planned` with these labels and compose hashes.
