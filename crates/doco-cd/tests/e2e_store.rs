@@ -60,6 +60,54 @@ fn exports(data: &Path, repo: &HttpRepo) -> Vec<String> {
     names
 }
 
+/// What `/conf.txt` holds in container `id`; `None` while it cannot be asked (it is being replaced).
+fn conf_if_running(id: &str) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(["exec", id, "cat", "/conf.txt"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Waits until `service` of `project` is one container that sees `content` at `/conf.txt`; its id.
+fn wait_for_conf(daemon: &Daemon, project: &str, service: &str, content: &str) -> String {
+    let mut found = String::new();
+    daemon.wait_for(
+        &format!("{project}/{service} with {content:?}"),
+        Duration::from_secs(90),
+        || match container_ids(project, service).as_slice() {
+            [id] if conf_if_running(id).as_deref() == Some(content) => {
+                found = id.clone();
+                true
+            }
+            _ => false,
+        },
+    );
+    found
+}
+
+/// Deploys `project` from `dir` with plain compose and the labels of `labels` (an override file), as
+/// an earlier doco-cd, or upstream, left it on the engine.
+fn compose_up_by_hand(project: &str, dir: &Path, labels: &str, scratch: &Path) {
+    let override_file = scratch.join(format!("{project}-labels.yml"));
+    std::fs::write(&override_file, labels).unwrap();
+    docker(&[
+        "compose",
+        "--project-directory",
+        &dir.display().to_string(),
+        "-p",
+        project,
+        "-f",
+        &dir.join("compose.yml").display().to_string(),
+        "-f",
+        &override_file.display().to_string(),
+        "up",
+        "-d",
+    ]);
+}
+
 fn failures(daemon: &Daemon, project: &str) -> f64 {
     daemon.metric(
         "doco_cd_deployment_errors_total",
@@ -138,15 +186,7 @@ fn a_failed_commit_never_changes_the_files_running_containers_mount_and_a_fix_de
         &format!("services:\n{}", service_with_conf("web", &image)),
     );
     let fixed = repo.push("fixed");
-    daemon.wait_for(
-        "web redeployed with the new file",
-        Duration::from_secs(90),
-        || match container_ids(&project, "web").as_slice() {
-            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "two",
-            _ => false,
-        },
-    );
-    let web = running_container(&daemon, &project, "web");
+    let web = wait_for_conf(&daemon, &project, "web", "two");
     let fixed_export = source_dir(data.path(), &repo)
         .join("artifacts")
         .join(&fixed);
@@ -241,15 +281,8 @@ fn a_commit_touching_one_service_recreates_nothing_else() {
     repo.work.write("conf/a.conf", "a2");
     repo.work.write("README.md", "unrelated\n");
     let second = repo.push("touch a only");
-    daemon.wait_for(
-        "a redeployed",
-        Duration::from_secs(90),
-        || match container_ids(&project, "a").as_slice() {
-            [id] => id != &a && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "a2",
-            _ => false,
-        },
-    );
-    let a2 = running_container(&daemon, &project, "a");
+    let a2 = wait_for_conf(&daemon, &project, "a", "a2");
+    assert_ne!(a2, a, "a was recreated");
     assert_eq!(
         container_ids(&project, "b"),
         vec![b.clone()],
@@ -309,14 +342,7 @@ fn artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest() {
     for n in 1..4 {
         repo.work.write("conf/web.conf", &n.to_string());
         commits.push(repo.push(&n.to_string()));
-        daemon.wait_for(
-            "web on the new file",
-            Duration::from_secs(90),
-            || match container_ids(&project, "web").as_slice() {
-                [id] => docker(&["exec", id, "cat", "/conf.txt"]).trim() == n.to_string(),
-                _ => false,
-            },
-        );
+        wait_for_conf(&daemon, &project, "web", &n.to_string());
     }
     // In use: the last commit; kept: the newest unused one; gone: the two oldest.
     let mut expected = vec![commits[2].clone(), commits[3].clone()];
@@ -339,13 +365,8 @@ fn artifact_gc_keeps_what_is_used_and_the_newest_and_removes_the_rest() {
         ("ARTIFACT_GC_RETENTION_RECORDS", "0".to_string()),
     ];
     let daemon = Daemon::start(data.path(), &disabled);
-    daemon.wait_for("web on the fifth commit", Duration::from_secs(90), || {
-        exports(data.path(), &repo).contains(&commits[4])
-            && match container_ids(&project, "web").as_slice() {
-                [id] => docker(&["exec", id, "cat", "/conf.txt"]).trim() == "4",
-                _ => false,
-            }
-    });
+    wait_for_conf(&daemon, &project, "web", "4");
+    assert!(exports(data.path(), &repo).contains(&commits[4]));
     daemon.wait_polls(2.0);
     assert!(daemon.log().contains("artifact GC disabled"));
     assert_eq!(exports(data.path(), &repo).len(), 3);
@@ -381,21 +402,7 @@ fn a_checkout_of_the_layout_before_the_store_is_migrated_without_recreating_anyt
         "services:\n  web:\n    labels:\n      cd.doco.metadata.manager: doco-cd\n      cd.doco.deployment.name: {project}\n      cd.doco.deployment.target.sha: {first}\n      cd.doco.deployment.working_dir: {dir}\n",
         dir = dir.display()
     );
-    let override_file = data.path().join("old-labels.yml");
-    std::fs::write(&override_file, labels).unwrap();
-    docker(&[
-        "compose",
-        "--project-directory",
-        &dir.display().to_string(),
-        "-p",
-        &project,
-        "-f",
-        &dir.join("compose.yml").display().to_string(),
-        "-f",
-        &override_file.display().to_string(),
-        "up",
-        "-d",
-    ]);
+    compose_up_by_hand(&project, &dir, &labels, data.path());
     let web = container_ids(&project, "web").pop().unwrap();
     assert_eq!(conf_source(&web), dir.join("conf/web.conf"));
 
@@ -426,14 +433,7 @@ fn a_checkout_of_the_layout_before_the_store_is_migrated_without_recreating_anyt
     // A commit that changes the file moves web to its export; the old files then go.
     repo.work.write("conf/web.conf", "store");
     repo.push("second");
-    daemon.wait_for(
-        "web on the new file",
-        Duration::from_secs(90),
-        || match container_ids(&project, "web").as_slice() {
-            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "store",
-            _ => false,
-        },
-    );
+    wait_for_conf(&daemon, &project, "web", "store");
     daemon.wait_for(
         "the old checkout's files removed",
         Duration::from_secs(30),
@@ -584,21 +584,7 @@ fn a_data_volume_laid_out_by_upstream_v0_120_is_adopted_without_recreating_anyth
         "services:\n  web:\n    labels:\n      cd.doco.metadata.manager: doco-cd\n      cd.doco.deployment.name: {project}\n      cd.doco.deployment.target.sha: {first}\n      cd.doco.deployment.pinned_revisions: {first}\n      cd.doco.deployment.working_dir: {export}\n",
         export = export.display()
     );
-    let override_file = data.path().join("upstream-labels.yml");
-    std::fs::write(&override_file, labels).unwrap();
-    docker(&[
-        "compose",
-        "--project-directory",
-        &export.display().to_string(),
-        "-p",
-        &project,
-        "-f",
-        &export.join("compose.yml").display().to_string(),
-        "-f",
-        &override_file.display().to_string(),
-        "up",
-        "-d",
-    ]);
+    compose_up_by_hand(&project, &export, &labels, data.path());
     let web = container_ids(&project, "web").pop().unwrap();
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(&export).unwrap().ino();
@@ -620,15 +606,7 @@ fn a_data_volume_laid_out_by_upstream_v0_120_is_adopted_without_recreating_anyth
     // The next commit is exported beside it and deployed from there.
     repo.work.write("conf/web.conf", "ours");
     let second = repo.push("second");
-    daemon.wait_for(
-        "web on the new file",
-        Duration::from_secs(90),
-        || match container_ids(&project, "web").as_slice() {
-            [id] => id != &web && docker(&["exec", id, "cat", "/conf.txt"]).trim() == "ours",
-            _ => false,
-        },
-    );
-    let web = running_container(&daemon, &project, "web");
+    let web = wait_for_conf(&daemon, &project, "web", "ours");
     assert_eq!(
         conf_source(&web),
         dir.join("artifacts").join(&second).join("conf/web.conf")
