@@ -141,7 +141,7 @@ cat <<EOF
   log:         tail -f $WORK/doco-cd.log
   metrics:     curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep doco_cd_
   health:      curl -s http://127.0.0.1:$HTTP_PORT/v1/health
-  state file:  cat $WORK/data/.doco-cd/state.json
+  state:       cat $WORK/data/.doco-cd/state/*.json
   repository:  $WORK/repo  (edit web/www/index.html, commit, then
                git -C $WORK/repo push -q origin main && git -C $WORK/served/repo.git update-server-info
                and doco-cd redeploys within 10 s)

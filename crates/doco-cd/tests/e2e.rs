@@ -65,18 +65,16 @@ fn deploys_then_leaves_quiet_polls_alone_redeploys_only_what_changed_heals_and_r
     }
 
     // Quiet polls: no compose process, at most one git process per poll, no container touched,
-    // nothing written to the state file.
+    // nothing written to the data volume (the state, the mirror, the exports).
     daemon.wait_polls(1.0);
-    let state_file = data.path().join(".doco-cd/state.json");
-    let modified = || std::fs::metadata(&state_file).unwrap().modified().unwrap();
     let before = daemon.scrape();
-    let state_written = modified();
+    let volume = support::volume_snapshot(data.path());
     daemon.wait_polls(3.0);
     let after = daemon.scrape();
     assert_eq!(
-        modified(),
-        state_written,
-        "a quiet poll rewrote the state file"
+        support::volume_snapshot(data.path()),
+        volume,
+        "a quiet poll wrote to the data volume"
     );
     let polls = after.get("doco_cd_polls_total", &[]) - before.get("doco_cd_polls_total", &[]);
     let docker_spawned = after.get("doco_cd_child_processes_total", &[("program", "docker")])
@@ -401,17 +399,20 @@ fn a_corrupt_state_file_is_kept_aside_and_rebuilt_without_recreating_anything() 
     let web = running_container(&daemon, &project, "web");
     daemon.stop();
 
-    let state = data.path().join(".doco-cd/state.json");
-    std::fs::write(&state, b"{\"version\": 1, \"repositories\": {").unwrap();
+    let files = support::state_files(data.path());
+    assert_eq!(files.len(), 1, "one repository, one state file: {files:?}");
+    let state = &files[0];
+    std::fs::write(state, b"{\"version\": 1, \"repositories\": {").unwrap();
     let daemon = Daemon::start(data.path(), &vars);
     daemon.wait_polls(2.0);
+    let mut aside = state.clone().into_os_string();
+    aside.push(".corrupt");
     assert_eq!(
-        std::fs::read(data.path().join(".doco-cd/state.json.corrupt")).unwrap(),
+        std::fs::read(&aside).unwrap(),
         b"{\"version\": 1, \"repositories\": {"
     );
-    let rebuilt: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let repos = rebuilt["repositories"].as_object().unwrap();
+    let rebuilt = serde_json::Value::Object(support::state_repositories(data.path()));
+    let repos = rebuilt.as_object().unwrap();
     assert_eq!(repos.len(), 1, "{rebuilt}");
     assert!(
         repos.values().next().unwrap()["deployments"]
@@ -1012,10 +1013,8 @@ fn destroy_removes_the_stack_it_deployed() {
         "{}",
         daemon.log()
     );
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.path().join(".doco-cd/state.json")).unwrap())
-            .unwrap();
-    let repos = state["repositories"].as_object().unwrap();
+    let state = serde_json::Value::Object(support::state_repositories(data.path()));
+    let repos = state.as_object().unwrap();
     assert!(
         repos
             .values()

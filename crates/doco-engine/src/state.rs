@@ -6,9 +6,13 @@
 //! Git is unreachable, also after a restart, and what lets it leave unchanged services untouched (their
 //! labels are reused byte for byte, so compose's config hash does not move).
 //!
-//! The file is JSON with a `version` field, replaced atomically (write to a temporary file, fsync it,
-//! rename, fsync the directory). A file that cannot be read as this schema is moved aside to
-//! `<name>.corrupt` and the daemon starts from an empty state: it never crashes on it.
+//! The state is one JSON file per repository and reference (`.doco-cd/state/<key>.json`, each with
+//! a `version` field), so that recording a change of one repository writes that repository's file
+//! alone, whatever else doco-cd deploys, and a quiet poll writes nothing. Each file is replaced
+//! atomically (write to a temporary file, fsync it, rename, fsync the directory). A file that cannot
+//! be read as this schema is moved aside to `<name>.corrupt` and its repository starts from an empty
+//! state: the daemon never crashes on it, and the other repositories keep theirs. The single
+//! `state.json` of earlier versions is read once and replaced by the per-repository files.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -152,11 +156,11 @@ pub enum StateError {
 /// How loading went, for the start-up log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadOutcome {
-    /// No state file yet.
+    /// No state yet.
     Fresh,
-    /// The state file was read.
+    /// The state was read.
     Loaded,
-    /// The state file was unreadable and moved to the given path.
+    /// A state file was unreadable and moved to the given path (the others were read).
     MovedAside(PathBuf, String),
 }
 
@@ -164,136 +168,239 @@ pub enum LoadOutcome {
 /// quiet poll writes nothing to the data volume, and after a restart that time is at most this old.
 pub const SUCCESS_TIME_GRANULARITY: u64 = 600;
 
-/// The single owner of the state file.
-#[derive(Debug)]
-pub struct StateStore {
-    path: PathBuf,
-    /// What the file holds now, to skip writes that would change nothing that matters.
-    written: std::sync::Mutex<Option<State>>,
+/// One repository's file.
+#[derive(Debug, Serialize, Deserialize)]
+struct RepositoryFile {
+    version: u32,
+    key: String,
+    repository: RepositoryState,
 }
 
-/// Whether [`StateStore::save`] wrote the file.
+/// The single owner of the state files.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    /// The single file of earlier versions, read when no per-repository file exists yet.
+    legacy: PathBuf,
+    /// What each file holds now, to skip writes that would change nothing that matters.
+    written: std::sync::Mutex<BTreeMap<String, RepositoryState>>,
+}
+
+/// Whether [`StateStore::save`] wrote anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Saved {
-    /// The file was replaced.
-    Written,
+    /// These many repositories' files were replaced or removed.
+    Written(usize),
     /// Nothing changed but fresher fetch times within [`SUCCESS_TIME_GRANULARITY`]: not written.
     Unchanged,
 }
 
 impl StateStore {
-    /// A store for the file at `path`.
-    pub fn new(path: PathBuf) -> Self {
+    /// The store under doco-cd's own directory `internal` (`<internal>/state/`).
+    pub fn new(internal: &Path) -> Self {
         StateStore {
-            path,
-            written: std::sync::Mutex::new(None),
+            dir: internal.join("state"),
+            legacy: internal.join("state.json"),
+            written: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The state file's path.
+    /// The directory of the state files.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.dir
     }
 
-    /// Reads the state. A missing file is an empty state; an unreadable one is moved aside.
+    /// Reads the state. No file is an empty state; an unreadable one is moved aside (the first such
+    /// one is reported) and its repository starts empty.
     pub fn load(&self) -> (State, LoadOutcome) {
-        let bytes = match std::fs::read(&self.path) {
+        let mut state = empty();
+        let mut outcome = LoadOutcome::Fresh;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(_) => return self.load_legacy(),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            match read_repository(&file) {
+                Ok(read) => {
+                    state.repositories.insert(read.key, read.repository);
+                    if outcome == LoadOutcome::Fresh {
+                        outcome = LoadOutcome::Loaded;
+                    }
+                }
+                Err(reason) => {
+                    let moved = move_aside(&file, reason);
+                    if !matches!(outcome, LoadOutcome::MovedAside(..)) {
+                        outcome = moved;
+                    }
+                }
+            }
+        }
+        *self.lock_written() = state.repositories.clone();
+        (state, outcome)
+    }
+
+    /// The single file of earlier versions; it stays until the first save replaces it.
+    fn load_legacy(&self) -> (State, LoadOutcome) {
+        let bytes = match std::fs::read(&self.legacy) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return (empty(), LoadOutcome::Fresh);
             }
-            Err(e) => return self.move_aside(format!("unreadable: {e}")),
+            Err(e) => {
+                return (
+                    empty(),
+                    move_aside(&self.legacy, format!("unreadable: {e}")),
+                );
+            }
         };
         match serde_json::from_slice::<State>(&bytes) {
-            Ok(state) if state.version == STATE_VERSION => {
-                *self.lock_written() = Some(state.clone());
-                (state, LoadOutcome::Loaded)
-            }
-            Ok(state) => self.move_aside(format!(
-                "schema version {} is not {STATE_VERSION}",
-                state.version
-            )),
-            Err(e) => self.move_aside(format!("not valid state JSON: {e}")),
-        }
-    }
-
-    fn move_aside(&self, reason: String) -> (State, LoadOutcome) {
-        let mut aside = self.path.clone().into_os_string();
-        aside.push(".corrupt");
-        let aside = PathBuf::from(aside);
-        match std::fs::rename(&self.path, &aside) {
-            Ok(()) => (empty(), LoadOutcome::MovedAside(aside, reason)),
+            Ok(state) if state.version == STATE_VERSION => (state, LoadOutcome::Loaded),
+            Ok(state) => (
+                empty(),
+                move_aside(
+                    &self.legacy,
+                    format!("schema version {} is not {STATE_VERSION}", state.version),
+                ),
+            ),
             Err(e) => (
                 empty(),
-                LoadOutcome::MovedAside(aside, format!("{reason}; moving it aside failed: {e}")),
+                move_aside(&self.legacy, format!("not valid state JSON: {e}")),
             ),
         }
     }
 
-    /// Replaces the state file atomically with `state`, unless it holds the same state already (fetch
-    /// times may be up to [`SUCCESS_TIME_GRANULARITY`] older in the file).
+    /// Writes the files of the repositories whose state changed (fetch times may be up to
+    /// [`SUCCESS_TIME_GRANULARITY`] older on disk) and removes those of forgotten repositories.
     pub fn save(&self, state: &State) -> Result<Saved, StateError> {
-        if self
-            .lock_written()
-            .as_ref()
-            .is_some_and(|written| same_but_fresher(written, state))
-        {
-            return Ok(Saved::Unchanged);
+        let mut written = self.lock_written();
+        let mut count = 0;
+        for (key, repository) in &state.repositories {
+            if written
+                .get(key)
+                .is_some_and(|old| same_but_fresher(old, repository))
+            {
+                continue;
+            }
+            self.write(key, repository)?;
+            written.insert(key.clone(), repository.clone());
+            count += 1;
         }
-        self.write(state)?;
-        *self.lock_written() = Some(state.clone());
-        Ok(Saved::Written)
+        let gone: Vec<String> = written
+            .keys()
+            .filter(|key| !state.repositories.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            let file = self.file_of(&key);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Write { path: file, source }),
+            }
+            written.remove(&key);
+            count += 1;
+        }
+        if count > 0 && self.legacy.exists() {
+            let _ = std::fs::remove_file(&self.legacy);
+        }
+        Ok(if count == 0 {
+            Saved::Unchanged
+        } else {
+            Saved::Written(count)
+        })
     }
 
-    fn lock_written(&self) -> std::sync::MutexGuard<'_, Option<State>> {
-        // The value is replaced whole; a panicking holder cannot leave it half-written.
+    fn lock_written(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RepositoryState>> {
+        // Entries are replaced whole; a panicking holder cannot leave one half-written.
         self.written
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self, state: &State) -> Result<(), StateError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+    /// The file of `key`: its characters that are not safe in a file name as `_`, and a hash of the
+    /// whole key so that two keys never share a file.
+    fn file_of(&self, key: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        self.dir.join(format!("{safe}-{}.json", &hash[..12]))
+    }
+
+    fn write(&self, key: &str, repository: &RepositoryState) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| StateError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let path = self.file_of(key);
         let write_err = |source| StateError::Write {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
+        let file = RepositoryFile {
+            version: STATE_VERSION,
+            key: key.to_string(),
+            repository: repository.clone(),
+        };
         // Serializing plain maps and strings cannot fail.
-        let json = serde_json::to_vec_pretty(state).map_err(|e| write_err(e.into()))?;
-        let mut file = atomic_write_file::AtomicWriteFile::options()
-            .open(&self.path)
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| write_err(e.into()))?;
+        let mut out = atomic_write_file::AtomicWriteFile::options()
+            .open(&path)
             .map_err(write_err)?;
-        file.write_all(&json).map_err(write_err)?;
-        file.write_all(b"\n").map_err(write_err)?;
-        file.commit().map_err(write_err)
+        out.write_all(&json).map_err(write_err)?;
+        out.write_all(b"\n").map_err(write_err)?;
+        out.commit().map_err(write_err)
     }
 }
 
-/// Whether `state` differs from `written` only by fetch times less than
-/// [`SUCCESS_TIME_GRANULARITY`] newer.
-fn same_but_fresher(written: &State, state: &State) -> bool {
-    if written.version != state.version || written.repositories.len() != state.repositories.len() {
-        return false;
+/// One repository's file, checked against this schema.
+fn read_repository(path: &Path) -> Result<RepositoryFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    let file: RepositoryFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not valid state JSON: {e}"))?;
+    if file.version != STATE_VERSION {
+        return Err(format!(
+            "schema version {} is not {STATE_VERSION}",
+            file.version
+        ));
     }
-    written
-        .repositories
-        .iter()
-        .zip(&state.repositories)
-        .all(|((old_key, old), (key, new))| {
-            let fresher = new.last_success_unix >= old.last_success_unix
-                && new.last_success_unix - old.last_success_unix < SUCCESS_TIME_GRANULARITY;
-            old_key == key
-                && fresher
-                && RepositoryState {
-                    last_success_unix: old.last_success_unix,
-                    ..new.clone()
-                } == *old
-        })
+    Ok(file)
+}
+
+/// Moves an unreadable state file to `<name>.corrupt`.
+fn move_aside(path: &Path, reason: String) -> LoadOutcome {
+    let mut aside = path.to_path_buf().into_os_string();
+    aside.push(".corrupt");
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => LoadOutcome::MovedAside(aside, reason),
+        Err(e) => LoadOutcome::MovedAside(aside, format!("{reason}; moving it aside failed: {e}")),
+    }
+}
+
+/// Whether `new` differs from `old` only by a fetch time less than [`SUCCESS_TIME_GRANULARITY`]
+/// newer.
+fn same_but_fresher(old: &RepositoryState, new: &RepositoryState) -> bool {
+    new.last_success_unix >= old.last_success_unix
+        && new.last_success_unix - old.last_success_unix < SUCCESS_TIME_GRANULARITY
+        && RepositoryState {
+            last_success_unix: old.last_success_unix,
+            ..new.clone()
+        } == *old
 }
 
 fn empty() -> State {
@@ -362,50 +469,121 @@ mod tests {
         );
     }
 
-    #[test]
-    fn round_trips_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().join("sub/state.json"));
-        assert_eq!(store.load(), (empty(), LoadOutcome::Fresh));
-        store.save(&sample()).unwrap();
-        assert_eq!(store.load(), (sample(), LoadOutcome::Loaded));
+    /// A second repository, for the tests of per-repository files.
+    fn with_other(mut state: State) -> State {
+        let mut other = state.repositories.values().next().unwrap().clone();
+        other.url = "http://127.0.0.1:1/other.git".into();
+        state
+            .repositories
+            .insert(repository_key("127.0.0.1:1/other", "main"), other);
+        state
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     #[test]
-    fn a_corrupt_file_is_moved_aside_and_the_state_starts_empty() {
+    fn round_trips_through_one_file_per_repository() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        std::fs::write(&path, b"{\"version\": 1, \"repositories\": {tru").unwrap();
-        let store = StateStore::new(path.clone());
-        let (state, outcome) = store.load();
-        assert_eq!(state, empty());
-        let aside = dir.path().join("state.json.corrupt");
-        assert!(matches!(outcome, LoadOutcome::MovedAside(p, _) if p == aside));
+        let store = StateStore::new(&dir.path().join("sub"));
+        assert_eq!(store.load(), (empty(), LoadOutcome::Fresh));
+        let state = with_other(sample());
+        assert_eq!(store.save(&state).unwrap(), Saved::Written(2));
+        assert_eq!(files(&dir.path().join("sub")).len(), 2);
+        let reopened = StateStore::new(&dir.path().join("sub"));
+        assert_eq!(reopened.load(), (state.clone(), LoadOutcome::Loaded));
+        assert_eq!(reopened.save(&state).unwrap(), Saved::Unchanged);
+    }
+
+    #[test]
+    fn a_change_writes_only_its_repositorys_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = with_other(sample());
+        store.save(&state).unwrap();
+        let key = repository_key("127.0.0.1:1/other", "main");
+        let other_file = store.file_of(&key);
+        let untouched = store.file_of(state.repositories.keys().next().unwrap());
+        let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let before = (modified(&untouched), modified(&other_file));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        state.repositories.get_mut(&key).unwrap().commit = "b".repeat(40);
+        assert_eq!(store.save(&state).unwrap(), Saved::Written(1));
+        assert_eq!(
+            modified(&untouched),
+            before.0,
+            "the other repository's file"
+        );
+        assert_ne!(modified(&other_file), before.1);
+        // A forgotten repository's file goes.
+        state.repositories.remove(&key);
+        assert_eq!(store.save(&state).unwrap(), Saved::Written(1));
+        assert!(!other_file.exists());
+        assert_eq!(StateStore::new(dir.path()).load().0, state);
+    }
+
+    #[test]
+    fn the_single_file_of_earlier_versions_is_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("state.json");
+        std::fs::write(&legacy, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        let store = StateStore::new(dir.path());
+        assert_eq!(store.load(), (sample(), LoadOutcome::Loaded));
+        assert_eq!(store.save(&sample()).unwrap(), Saved::Written(1));
+        assert!(!legacy.exists());
+        assert_eq!(StateStore::new(dir.path()).load().0, sample());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_and_only_its_repository_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let state = with_other(sample());
+        store.save(&state).unwrap();
+        let key = repository_key("127.0.0.1:1/other", "main");
+        let path = store.file_of(&key);
+        std::fs::write(&path, b"{\"version\": 1, \"key\": {tru").unwrap();
+        let (loaded, outcome) = StateStore::new(dir.path()).load();
+        let mut expected = state.clone();
+        expected.repositories.remove(&key);
+        assert_eq!(loaded, expected);
+        let mut aside = path.clone().into_os_string();
+        aside.push(".corrupt");
+        assert!(matches!(outcome, LoadOutcome::MovedAside(p, _) if p == PathBuf::from(&aside)));
         assert_eq!(
             std::fs::read(&aside).unwrap(),
-            b"{\"version\": 1, \"repositories\": {tru"
+            b"{\"version\": 1, \"key\": {tru"
         );
         assert!(!path.exists());
-        store.save(&sample()).unwrap();
-        assert_eq!(store.load().0, sample());
-    }
 
-    #[test]
-    fn an_unknown_schema_version_is_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        std::fs::write(&path, b"{\"version\": 99, \"repositories\": {}}").unwrap();
-        let (state, outcome) = StateStore::new(path).load();
+        // The same for the single file of earlier versions.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(
+            old.path().join("state.json"),
+            b"{\"version\": 99, \"repositories\": {}}",
+        )
+        .unwrap();
+        let (state, outcome) = StateStore::new(old.path()).load();
         assert_eq!(state, empty());
         assert!(matches!(outcome, LoadOutcome::MovedAside(_, reason) if reason.contains("99")));
+        assert!(old.path().join("state.json.corrupt").exists());
     }
 
     #[test]
     fn a_state_that_only_has_a_fresher_fetch_time_is_not_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().join("state.json"));
+        let store = StateStore::new(dir.path());
         let mut state = sample();
-        assert_eq!(store.save(&state).unwrap(), Saved::Written);
+        assert_eq!(store.save(&state).unwrap(), Saved::Written(1));
         assert_eq!(store.save(&state).unwrap(), Saved::Unchanged);
         let key = state.repositories.keys().next().unwrap().clone();
         state.repositories.get_mut(&key).unwrap().last_success_unix += 60;
@@ -417,31 +595,28 @@ mod tests {
         state.repositories.get_mut(&key).unwrap().last_success_unix += SUCCESS_TIME_GRANULARITY;
         assert_eq!(
             store.save(&state).unwrap(),
-            Saved::Written,
+            Saved::Written(1),
             "fetch time too old on disk"
         );
         state.repositories.get_mut(&key).unwrap().commit = "b".repeat(40);
-        assert_eq!(store.save(&state).unwrap(), Saved::Written, "a new commit");
+        assert_eq!(
+            store.save(&state).unwrap(),
+            Saved::Written(1),
+            "a new commit"
+        );
         assert_eq!(store.load().0, state);
-
-        // A store that loaded the file knows what it holds.
-        let reopened = StateStore::new(dir.path().join("state.json"));
-        let (loaded, _) = reopened.load();
-        assert_eq!(reopened.save(&loaded).unwrap(), Saved::Unchanged);
     }
 
     #[test]
     fn a_failed_save_keeps_the_previous_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let store = StateStore::new(path.clone());
+        let store = StateStore::new(dir.path());
         store.save(&sample()).unwrap();
-        // A directory where the temporary file would go makes the next write fail.
-        let blocker = dir.path().join("blocked");
-        std::fs::create_dir(&blocker).unwrap();
-        let broken = StateStore::new(blocker.join("missing-parent-is-a-file/state.json"));
-        std::fs::write(blocker.join("missing-parent-is-a-file"), b"file").unwrap();
-        assert!(broken.save(&empty()).is_err());
+        // A file where the state directory would go makes the next write fail.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("state"), b"file").unwrap();
+        assert!(StateStore::new(&blocked).save(&sample()).is_err());
         assert_eq!(store.load().0, sample());
     }
 }

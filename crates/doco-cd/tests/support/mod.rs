@@ -394,3 +394,46 @@ mod tests {
         assert_eq!(parse_metric(text, "missing", &[]), 0.0);
     }
 }
+
+/// The state files under the data volume `data` (one per repository and reference).
+pub fn state_files(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(".doco-cd/state"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    files
+}
+
+/// The state of every repository and reference, by key, as the state files hold it.
+pub fn state_repositories(data: &Path) -> serde_json::Map<String, serde_json::Value> {
+    state_files(data)
+        .iter()
+        .map(|file| {
+            let text = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let value: serde_json::Value =
+                serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let key = value["key"].as_str().unwrap_or_default().to_string();
+            (key, value["repository"].clone())
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its modification time and size, to tell whether anything wrote there.
+pub fn volume_snapshot(
+    dir: &Path,
+) -> std::collections::BTreeMap<PathBuf, (std::time::SystemTime, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if let Ok(modified) = meta.modified() {
+                out.insert(entry.path(), (modified, meta.len()));
+            }
+        }
+    }
+    out
+}

@@ -343,7 +343,7 @@ impl Reconciler {
             config.data_mount_path.clone(),
             config.data_host_path.clone(),
         );
-        let store = StateStore::new(paths.internal_dir().join("state.json"));
+        let store = StateStore::new(&paths.internal_dir());
         let (state, outcome) = store.load();
         match &outcome {
             crate::state::LoadOutcome::Fresh => {
