@@ -397,6 +397,9 @@ fn a_corrupt_state_file_is_kept_aside_and_rebuilt_without_recreating_anything() 
     let vars = [("POLL_CONFIG", poll_config(&repo.url()))];
     let mut daemon = Daemon::start(data.path(), &vars);
     let web = running_container(&daemon, &project, "web");
+    daemon.wait_for("the deploy recorded", Duration::from_secs(30), || {
+        !support::state_files(data.path()).is_empty()
+    });
     daemon.stop();
 
     let files = support::state_files(data.path());
@@ -979,10 +982,10 @@ fn destroy_removes_the_stack_it_deployed() {
     let data = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(data.path(), &[("POLL_CONFIG", poll_config(&repo.url()))]);
     running_container(&daemon, &project, "web");
-    // A file no fetch or checkout touches marks this clone of the repository.
+    // A file no fetch or export touches marks this mirror of the repository.
     let git_dir = data
         .path()
-        .join(format!("127.0.0.1_{}/repo/.git", repo.server.port()));
+        .join(format!("127.0.0.1_{}/repo/mirror", repo.server.port()));
     std::fs::write(git_dir.join("e2e-marker"), "first clone").unwrap();
 
     // The shared test image must survive: keep images, remove the rest.
@@ -994,9 +997,9 @@ fn destroy_removes_the_stack_it_deployed() {
     daemon.wait_for("the stack removed", Duration::from_secs(60), || {
         container_ids(&project, "web").is_empty()
     });
-    // `remove_dir` (upstream's default): the checkout was removed, and the next poll cloned it anew.
+    // `remove_dir` (upstream's default): the mirror was removed, and the next poll cloned it anew.
     daemon.wait_for(
-        "the checkout removed and cloned again",
+        "the mirror removed and cloned again",
         Duration::from_secs(30),
         || git_dir.join("HEAD").exists() && !git_dir.join("e2e-marker").exists(),
     );

@@ -374,6 +374,9 @@ fn wait_running_jobs_holds_a_deploy_until_the_stacks_running_job_finished() {
     );
     let web = running_container(&daemon, &project, "web");
     let mut job = String::new();
+    // The deploy that creates the job container has ended (its poll is recorded) before the job's
+    // container is looked up, so the id is the one that stays.
+    daemon.wait_polls(1.0);
     daemon.wait_for("the job container created", Duration::from_secs(30), || {
         job = container_ids(&project, "job").pop().unwrap_or_default();
         !job.is_empty()

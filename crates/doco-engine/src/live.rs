@@ -273,7 +273,7 @@ mod tests {
             tree,
             |p: &Path| p.to_path_buf(),
         );
-        let root = data.path().join(".doco-cd/live/stack/root");
+        let root = data.path().join("h/o/r/live/default/stack/root");
         assert_eq!(
             out.volumes["proxy"][0]["source"],
             root.join("conf").display().to_string()
@@ -281,5 +281,19 @@ mod tests {
         assert_eq!(out.volumes["proxy"][0]["read_only"], true);
         assert_eq!(out.configs["app"], root.join("app.conf"));
         assert!(out.secrets.is_empty(), "outside the repository: left alone");
+    }
+
+    #[test]
+    fn copies_are_per_context_and_copies_made_before_the_store_stay_where_they_are() {
+        let data = tempfile::tempdir().unwrap();
+        let paths = DataPaths::new(data.path().to_path_buf(), None);
+        let store = paths.source_dir("h/o/r");
+        let remote = LiveStack::locate(&paths, &store, "nas", "stack");
+        assert_eq!(remote.root, data.path().join("h/o/r/live/nas/stack/root"));
+        let old = data.path().join(".doco-cd/live/stack");
+        std::fs::create_dir_all(old.join("root")).unwrap();
+        let kept = LiveStack::locate(&paths, &store, "", "stack");
+        assert_eq!(kept.root, old.join("root"));
+        assert_eq!(kept.manifest, old.join("manifest.json"));
     }
 }

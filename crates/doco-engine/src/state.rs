@@ -512,7 +512,7 @@ mod tests {
         store.save(&state).unwrap();
         let key = repository_key("127.0.0.1:1/other", "main");
         let other_file = store.file_of(&key);
-        let untouched = store.file_of(state.repositories.keys().next().unwrap());
+        let untouched = store.file_of(&repository_key("127.0.0.1:1/repo", "main"));
         let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
         let before = (modified(&untouched), modified(&other_file));
         std::thread::sleep(std::time::Duration::from_millis(20));
