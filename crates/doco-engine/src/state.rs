@@ -558,7 +558,8 @@ mod tests {
         assert_eq!(loaded, expected);
         let mut aside = path.clone().into_os_string();
         aside.push(".corrupt");
-        assert!(matches!(outcome, LoadOutcome::MovedAside(p, _) if p == PathBuf::from(&aside)));
+        let aside = PathBuf::from(aside);
+        assert!(matches!(outcome, LoadOutcome::MovedAside(p, _) if p == aside));
         assert_eq!(
             std::fs::read(&aside).unwrap(),
             b"{\"version\": 1, \"key\": {tru"

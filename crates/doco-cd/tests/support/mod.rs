@@ -378,23 +378,6 @@ pub fn apprise_titles(apprise: &RecordingServer) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_metric_samples() {
-        let text = "# HELP x\ndoco_cd_polls_total{repository=\"a\"} 2\ndoco_cd_polls_total{repository=\"b\"} 3\ndoco_cd_info 1\n";
-        assert_eq!(parse_metric(text, "doco_cd_polls_total", &[]), 5.0);
-        assert_eq!(
-            parse_metric(text, "doco_cd_polls_total", &[("repository", "b")]),
-            3.0
-        );
-        assert_eq!(parse_metric(text, "doco_cd_info", &[]), 1.0);
-        assert_eq!(parse_metric(text, "missing", &[]), 0.0);
-    }
-}
-
 /// The state files under the data volume `data` (one per repository and reference).
 pub fn state_files(data: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(".doco-cd/state"))
@@ -436,4 +419,21 @@ pub fn volume_snapshot(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_metric_samples() {
+        let text = "# HELP x\ndoco_cd_polls_total{repository=\"a\"} 2\ndoco_cd_polls_total{repository=\"b\"} 3\ndoco_cd_info 1\n";
+        assert_eq!(parse_metric(text, "doco_cd_polls_total", &[]), 5.0);
+        assert_eq!(
+            parse_metric(text, "doco_cd_polls_total", &[("repository", "b")]),
+            3.0
+        );
+        assert_eq!(parse_metric(text, "doco_cd_info", &[]), 1.0);
+        assert_eq!(parse_metric(text, "missing", &[]), 0.0);
+    }
 }
