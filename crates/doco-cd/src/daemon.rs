@@ -80,6 +80,7 @@ fn context_opener(
         // The receiver lives as long as the daemon.
         let _ = opened.send(engine.clone());
         let runtime = doco_engine::adapters::Docker {
+            view: doco_docker::ContainerView::new(engine.clone()),
             engine,
             compose,
             registry,
@@ -293,6 +294,13 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             "the event loops of other Docker contexts".to_string()
         }
     });
+    if let Some(view) = reconciler.container_view() {
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            view.run(cancel).await;
+            "the container view".to_string()
+        });
+    }
     if config.artifact_gc_enabled {
         let (reconciler, cancel) = (reconciler.clone(), shutdown.clone());
         let interval = config.artifact_gc_interval.max(Duration::from_secs(1));

@@ -207,3 +207,63 @@ fn a_stop_right_after_doco_cd_restarted_the_container_is_healed_too() {
     }
     assert_eq!(container_ids(&project, "web"), vec![web]);
 }
+
+/// The container listings (`GET …/containers/json`, the whole engine) among `requests`; a listing
+/// filtered by one container's id (the view refreshing it after an event) is not one.
+fn listings(requests: &[String]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.contains("/containers/json") && !r.contains("%22id%22"))
+        .count()
+}
+
+#[test]
+fn quiet_polls_read_the_view_the_events_keep_and_list_no_container() {
+    if !require_docker() {
+        return;
+    }
+    let image = test_image();
+    let project = unique_name("e2e-ev-view");
+    let _guard = ProjectGuard::new(&project);
+    let repo = repo_with(
+        &project,
+        &services(&image, &["web"], "unless-stopped"),
+        "reconciliation:\n  events: [stop]\n",
+    );
+    let proxy = DockerProxy::start();
+    let data = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        data.path(),
+        &[
+            (
+                "POLL_CONFIG",
+                format!("- url: {}\n  reference: main\n  interval: 1s\n", repo.url()),
+            ),
+            ("DOCKER_HOST", proxy.docker_host()),
+        ],
+    );
+    let web = running_container(&daemon, &project, "web");
+    daemon.wait_polls(2.0);
+    let before = proxy.requests();
+    daemon.wait_polls(3.0);
+    let quiet = proxy.requests()[before.len()..].to_vec();
+    assert_eq!(
+        listings(&quiet),
+        0,
+        "quiet polls listed the engine's containers: {quiet:?}"
+    );
+
+    // A stop is seen through the events: healed, and the view follows (the next quiet polls list
+    // nothing and leave web running).
+    docker(&["stop", "-t", "1", &web]);
+    daemon.wait_for("web started again", Duration::from_secs(30), || {
+        container_state(&web) == "running"
+    });
+    daemon.wait_polls(2.0);
+    let before = proxy.requests();
+    daemon.wait_polls(3.0);
+    let quiet = proxy.requests()[before.len()..].to_vec();
+    assert_eq!(listings(&quiet), 0, "{quiet:?}");
+    assert_eq!(container_state(&web), "running");
+    assert_eq!(container_ids(&project, "web"), vec![web]);
+}

@@ -144,6 +144,56 @@ pub struct ContainerInfo {
     pub image_id: String,
 }
 
+impl ContainerInfo {
+    /// A compose container as the engine's list describes it; `None` without a compose project.
+    fn from_summary(summary: bollard::models::ContainerSummary) -> Option<ContainerInfo> {
+        let labels: BTreeMap<String, String> =
+            summary.labels.unwrap_or_default().into_iter().collect();
+        let project = labels.get(labels::COMPOSE_PROJECT).cloned()?;
+        let name = summary
+            .names
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        Some(ContainerInfo {
+            id: summary.id.unwrap_or_default(),
+            name,
+            service: labels
+                .get(labels::COMPOSE_SERVICE)
+                .cloned()
+                .unwrap_or_default(),
+            state: ContainerState::from_summary(summary.state),
+            config_hash: labels.get(labels::COMPOSE_CONFIG_HASH).cloned(),
+            oneoff: labels
+                .get(labels::COMPOSE_ONEOFF)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            health: Health::from_status(summary.status.as_deref().unwrap_or_default()),
+            image_id: summary.image_id.unwrap_or_default(),
+            project,
+            labels,
+        })
+    }
+}
+
+/// Containers grouped by compose project; within one, ordered by service, then name.
+pub fn by_project(
+    containers: impl IntoIterator<Item = ContainerInfo>,
+) -> BTreeMap<String, Vec<ContainerInfo>> {
+    let mut projects: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
+    for container in containers {
+        projects
+            .entry(container.project.clone())
+            .or_default()
+            .push(container);
+    }
+    for containers in projects.values_mut() {
+        containers.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    }
+    projects
+}
+
 /// The image a container runs, as `force_image_pull` compares it with the registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalImage {
@@ -353,8 +403,25 @@ impl Engine {
     pub async fn compose_containers(
         &self,
     ) -> Result<BTreeMap<String, Vec<ContainerInfo>>, DockerError> {
-        let filters: HashMap<&str, Vec<&str>> =
+        let containers = self.list_compose(None).await?;
+        tracing::debug!(containers = containers.len(), "listed compose containers");
+        Ok(by_project(containers))
+    }
+
+    /// Compose container `id` as [`Engine::compose_containers`] describes it; `None` when it is gone
+    /// (or is not a compose container). One Engine API call whose cost does not depend on the other
+    /// containers.
+    pub async fn compose_container(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        Ok(self.list_compose(Some(id)).await?.pop())
+    }
+
+    /// The compose containers, all or the one with `id`.
+    async fn list_compose(&self, id: Option<&str>) -> Result<Vec<ContainerInfo>, DockerError> {
+        let mut filters: HashMap<&str, Vec<&str>> =
             HashMap::from([("label", vec![labels::COMPOSE_PROJECT])]);
+        if let Some(id) = id {
+            filters.insert("id", vec![id]);
+        }
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -364,45 +431,37 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| self.error("list compose containers", e))?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(ContainerInfo::from_summary)
+            .collect())
+    }
 
-        let mut projects: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
-        for summary in summaries {
-            let labels: BTreeMap<String, String> =
-                summary.labels.unwrap_or_default().into_iter().collect();
-            let Some(project) = labels.get(labels::COMPOSE_PROJECT).cloned() else {
-                continue;
-            };
-            let name = summary
-                .names
-                .unwrap_or_default()
-                .into_iter()
-                .next()
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default();
-            let info = ContainerInfo {
-                id: summary.id.unwrap_or_default(),
-                name,
-                service: labels
-                    .get(labels::COMPOSE_SERVICE)
-                    .cloned()
-                    .unwrap_or_default(),
-                state: ContainerState::from_summary(summary.state),
-                config_hash: labels.get(labels::COMPOSE_CONFIG_HASH).cloned(),
-                oneoff: labels
-                    .get(labels::COMPOSE_ONEOFF)
-                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-                health: Health::from_status(summary.status.as_deref().unwrap_or_default()),
-                image_id: summary.image_id.unwrap_or_default(),
-                project: project.clone(),
-                labels,
-            };
-            projects.entry(project).or_default().push(info);
-        }
-        for containers in projects.values_mut() {
-            containers.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
-        }
-        tracing::debug!(projects = projects.len(), "listed compose containers");
-        Ok(projects)
+    /// The events of every compose container from `since_nanos` (Unix nanoseconds) on, replayed
+    /// ones first: what keeps [`crate::ContainerView`] current. The stream ends or fails when the
+    /// engine goes away.
+    pub fn compose_events(
+        &self,
+        since_nanos: i64,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![labels::COMPOSE_PROJECT.to_string()],
+            ),
+        ]);
+        let options = EventsOptions {
+            since: Some(engine_timestamp(since_nanos)),
+            until: None,
+            filters: Some(filters),
+        };
+        let engine = self.clone();
+        self.docker.events(Some(options)).map(move |message| {
+            message
+                .map(ContainerEvent::from_message)
+                .map_err(|e| engine.error("follow compose container events", e))
+        })
     }
 
     /// Starts a stopped container (same id, volumes kept). Starting a running one is not an error.

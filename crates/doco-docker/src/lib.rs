@@ -20,6 +20,7 @@ pub mod registry;
 pub mod registry_auth;
 mod render;
 mod ssh_bridge;
+mod view;
 
 pub use compose::{
     BuildOptions, Compose, ComposeError, ComposeProject, MountOverride, PullPolicy, UpOptions,
@@ -38,3 +39,4 @@ pub use render::{
     LiveInput, LiveKind, RECREATE_IGNORE_LABEL, RECREATE_IGNORE_SIGNAL_LABEL, RenderParseError,
     RenderedProject, RenderedService,
 };
+pub use view::ContainerView;

@@ -1,6 +1,7 @@
 //! The cost of a poll that finds nothing changed, for 1 and for 20 deployments: wall time, CPU time
 //! (this process and its children), child processes spawned per poll, and the resident memory of
-//! the process running the engine afterwards. Needs the Docker engine.
+//! the process running the engine afterwards. The container view follows the engine's events, as in
+//! the daemon, so a quiet poll asks the engine nothing. Needs the Docker engine.
 //!
 //! Run: `cargo bench -p doco-engine --bench quiet_poll` (results go in BENCHMARKS.md).
 
@@ -75,6 +76,18 @@ async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64, f64) {
     let docker = doco_docker::Engine::connect().expect("docker");
     let compose = doco_docker::Compose::new(BTreeMap::new(), true);
     let reconciler = Reconciler::new(config, docker, compose, Arc::new(Metrics::new()));
+    // The daemon keeps the container view current from the engine's events; so does the bench.
+    let following = tokio_util::sync::CancellationToken::new();
+    let view = reconciler
+        .container_view()
+        .expect("a view of the real engine");
+    tokio::spawn({
+        let (view, following) = (view.clone(), following.clone());
+        async move { view.run(following).await }
+    });
+    while !view.is_current() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let poll = PollConfig {
         url: bare.file_url(),
         reference: "main".into(),
@@ -90,6 +103,7 @@ async fn measure(deployments: usize, image: &str) -> (f64, f64, f64, f64, f64) {
         reconciler.poll(&poll).await.expect("quiet poll");
         slowest = slowest.max(one.elapsed());
     }
+    following.cancel();
     let wall = start.elapsed().as_secs_f64() / f64::from(POLLS);
     let cpu = (cpu_seconds() - cpu0) / f64::from(POLLS);
     let spawns = (spawned() - spawn0) as f64 / f64::from(POLLS);

@@ -63,8 +63,14 @@ pub trait Source: Send + Sync {
 
 /// What the reconciler asks of the container engine.
 pub trait Runtime: Send + Sync {
-    /// Every compose-labelled container, by project.
+    /// Every compose-labelled container, by project, as the engine holds them now.
     fn containers(&self) -> BoxFuture<'_, Result<Containers, DockerError>>;
+
+    /// The same, where a view kept current by the engine's events may answer without asking the
+    /// engine: for the first look of a run, not for reads after doco-cd's own changes.
+    fn observe(&self) -> BoxFuture<'_, Result<Containers, DockerError>> {
+        self.containers()
+    }
 
     /// Starts a stopped container (the same container).
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>>;
@@ -174,11 +180,17 @@ pub struct Docker {
     pub compose: doco_docker::Compose,
     /// Manifest lookups, with the registry credentials compose pulls with.
     pub registry: doco_docker::Registry,
+    /// The containers as the engine's events keep them (current once its task runs).
+    pub view: doco_docker::ContainerView,
 }
 
 impl Runtime for Docker {
     fn containers(&self) -> BoxFuture<'_, Result<Containers, DockerError>> {
         Box::pin(self.engine.compose_containers())
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<Containers, DockerError>> {
+        Box::pin(self.view.containers())
     }
 
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {

@@ -3,6 +3,9 @@
 //! happen meanwhile), then restore it. doco-cd is pointed at the proxy with
 //! `DOCKER_HOST=unix://<socket>`; the test itself keeps talking to the real engine.
 //!
+//! It also records the path of every request it passes on, so a test can tell which Engine API calls
+//! doco-cd made.
+//!
 //! Std threads only, like the rest of the Docker fixtures: dropping it must work while a test panics.
 
 use std::collections::HashMap;
@@ -31,6 +34,8 @@ struct Shared {
     /// Whether connections are refused, and the open ones (both ends), under one lock so that a
     /// connection accepted while cutting is either closed by the cut or refused.
     state: Mutex<State>,
+    /// The method and path of every request passed on (`GET /v1.47/containers/json?…`).
+    requests: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +75,7 @@ impl DockerProxy {
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            requests: Mutex::new(Vec::new()),
         });
         let accept = std::thread::spawn({
             let shared = shared.clone();
@@ -105,6 +111,15 @@ impl DockerProxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.shared.lock().cut = false;
+    }
+
+    /// The method and path of every request passed on so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// How many connections are open through the proxy.
@@ -158,13 +173,14 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
                 _ => continue,
             };
         }
-        spawn_pump(shared, id, &client, &upstream);
-        spawn_pump(shared, id, &upstream, &client);
+        spawn_pump(shared, id, &client, &upstream, true);
+        spawn_pump(shared, id, &upstream, &client, false);
     }
 }
 
-/// Copies `from` into `to` until either side ends, then closes the whole connection.
-fn spawn_pump(shared: &Arc<Shared>, id: u64, from: &UnixStream, to: &UnixStream) {
+/// Copies `from` into `to` until either side ends, then closes the whole connection; the requests
+/// in what it copies are recorded when `requests` is set (the client's side).
+fn spawn_pump(shared: &Arc<Shared>, id: u64, from: &UnixStream, to: &UnixStream, requests: bool) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -175,6 +191,9 @@ fn spawn_pump(shared: &Arc<Shared>, id: u64, from: &UnixStream, to: &UnixStream)
             match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if requests {
+                        record_requests(&shared, &buffer[..n]);
+                    }
                     if to.write_all(&buffer[..n]).is_err() {
                         break;
                     }
@@ -186,6 +205,28 @@ fn spawn_pump(shared: &Arc<Shared>, id: u64, from: &UnixStream, to: &UnixStream)
         }
         close(&[from, to]);
     });
+}
+
+/// Records the request lines (`METHOD /path HTTP/1.1`) in a chunk of what a client sent.
+fn record_requests(shared: &Shared, chunk: &[u8]) {
+    let text = String::from_utf8_lossy(chunk);
+    let found: Vec<String> = text
+        .split("\r\n")
+        .filter_map(|line| {
+            let (method, rest) = line.split_once(' ')?;
+            let (path, version) = rest.rsplit_once(' ')?;
+            let method_ok = ["GET", "POST", "PUT", "DELETE", "HEAD"].contains(&method);
+            (method_ok && path.starts_with('/') && version.starts_with("HTTP/"))
+                .then(|| format!("{method} {path}"))
+        })
+        .collect();
+    if !found.is_empty() {
+        shared
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(found);
+    }
 }
 
 fn close(ends: &[UnixStream]) {

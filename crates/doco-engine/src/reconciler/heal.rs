@@ -35,6 +35,15 @@ pub(super) type Forced = BTreeMap<String, BTreeSet<String>>;
 /// The engine's containers per compose project.
 pub(super) type Observed = BTreeMap<String, Vec<ContainerInfo>>;
 
+/// How the heal step looks at the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Look {
+    /// Through the view the engine's events keep (a poll: the quiet path asks the engine nothing).
+    View,
+    /// Asking the engine (a run started by an event, which the view may not have seen yet).
+    Fresh,
+}
+
 /// What the heal step did (an entry per recorded deployment), and the engine's view when it
 /// changed nothing (the change step reuses it, so a quiet poll asks the engine once).
 pub(super) struct HealReport {
@@ -51,6 +60,7 @@ impl Reconciler {
         repo_name: &str,
         held: Option<&Path>,
         forced: &Forced,
+        look: Look,
     ) -> Result<HealReport, doco_docker::DockerError> {
         let prefix = format!("{repo_name}#");
         let repositories: Vec<(String, RepositoryState)> = self
@@ -68,7 +78,10 @@ impl Reconciler {
                 untouched: None,
             });
         }
-        let observed = self.runtime.containers().await?;
+        let observed = match look {
+            Look::View => self.runtime.observe().await?,
+            Look::Fresh => self.runtime.containers().await?,
+        };
         let mut entries = Vec::new();
         let mut acted = false;
         let store = self.paths.source_dir(repo_name);

@@ -278,6 +278,8 @@ pub struct Reconciler {
     unhealthy_rx: Mutex<Option<UnboundedReceiver<ContainerEvent>>>,
     /// Per-stack locks shared with the job scheduler.
     stack_locks: crate::jobs::StackLocks,
+    /// The view of the daemon's engine that a first look of a run reads (real engine only).
+    view: Option<doco_docker::ContainerView>,
 }
 
 /// The revision a poll works from.
@@ -324,12 +326,17 @@ impl Reconciler {
         );
         let git = GitClient::new(crate::git_options::git_options(&config, &paths));
         let registry = doco_docker::Registry::new(&compose.docker_config_dir());
+        let view = doco_docker::ContainerView::new(engine.clone());
         let runtime = crate::adapters::Docker {
             engine,
             compose,
             registry,
+            view: view.clone(),
         };
-        Reconciler::with(config, Arc::new(git), Arc::new(runtime), metrics)
+        Reconciler {
+            view: Some(view),
+            ..Reconciler::with(config, Arc::new(git), Arc::new(runtime), metrics)
+        }
     }
 
     /// Wires `source` and `runtime` (real, or fakes in tests) together and loads the state file.
@@ -401,6 +408,7 @@ impl Reconciler {
             unhealthy_tx,
             unhealthy_rx: Mutex::new(Some(unhealthy_rx)),
             stack_locks: crate::jobs::StackLocks::default(),
+            view: None,
         }
     }
 
@@ -426,6 +434,11 @@ impl Reconciler {
         let runtime = open(context).map_err(DeployError::Context)?;
         lock(&self.context_runtimes).insert(context.to_string(), runtime.clone());
         Ok(runtime)
+    }
+
+    /// The view of the daemon's engine, for its task to keep current ([`doco_docker::ContainerView::run`]).
+    pub fn container_view(&self) -> Option<doco_docker::ContainerView> {
+        self.view.clone()
     }
 
     /// The data paths, for start-up set-up.
@@ -538,7 +551,7 @@ impl Reconciler {
             let forced = forced_services(run);
             if run.reads_source() {
                 info!(url = %doco_git::redact_url(&poll.url), "polling repository");
-                self.poll_inner(poll, &forced, &mut report).await;
+                self.poll_inner(poll, &forced, look(run), &mut report).await;
             } else {
                 self.heal_only(poll, &forced, &mut report).await;
             }
@@ -553,14 +566,23 @@ impl Reconciler {
     /// A run that only enforces the last known good state (engine events, a cut event stream, a
     /// repository no poll follows after a restart): no Git, no new commit.
     async fn heal_only(&self, poll: &PollConfig, forced: &heal::Forced, report: &mut Report) {
-        match self.heal_all(poll, &report.repository, None, forced).await {
+        match self
+            .heal_all(poll, &report.repository, None, forced, heal::Look::Fresh)
+            .await
+        {
             Ok(healed) => report.entries.extend(healed.entries),
             Err(e) => report.error = Some(PollError::Engine(e)),
         }
     }
 
     /// A run that reads its source: sync, heal, then (online) apply what changed.
-    async fn poll_inner(&self, poll: &PollConfig, forced: &heal::Forced, report: &mut Report) {
+    async fn poll_inner(
+        &self,
+        poll: &PollConfig,
+        forced: &heal::Forced,
+        look: heal::Look,
+        report: &mut Report,
+    ) {
         let repo_name = report.repository.clone();
         let store = self.paths.source_dir(&repo_name);
         let lock = self.source_lock(&store);
@@ -583,7 +605,7 @@ impl Reconciler {
         };
         report.fetches.extend(revision.fetch);
         let untouched = match self
-            .heal_all(poll, &repo_name, Some(store.root()), forced)
+            .heal_all(poll, &repo_name, Some(store.root()), forced, look)
             .await
         {
             Ok(healed) => {
@@ -688,6 +710,7 @@ impl Reconciler {
             &ctx.poll.target,
             &ctx.poll.reference,
         )?;
+        // The heal changed something: look at the engine itself, not at the view.
         let observed = match observed {
             Some(observed) => observed,
             None => self.runtime.containers().await?,
@@ -1015,6 +1038,17 @@ impl Reconciler {
             .flat_map(|d| doco_config::resolve_external(d.config, &tree, ctx.tree, d.source_file))
             .collect();
         self.deploy_resolved(&sub, resolved, observed).await
+    }
+}
+
+/// How a run first looks at the engine: a run of the poll timer alone reads the view the engine's
+/// events keep (the quiet path asks the engine nothing); any other trigger (an event the view may not
+/// have seen yet, a push, a restart) asks the engine.
+fn look(run: &Run) -> heal::Look {
+    if run.reasons.iter().all(|r| matches!(r, Reason::Timer)) {
+        heal::Look::View
+    } else {
+        heal::Look::Fresh
     }
 }
 
