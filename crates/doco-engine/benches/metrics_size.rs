@@ -17,12 +17,12 @@ fn filled(repositories: usize, per_repository: usize) -> Metrics {
         let name = format!("git.example.com/ops/stacks-{r}");
         let labels = repo(&name);
         metrics.polls.get_or_create(&labels).inc();
-        metrics.poll_errors.get_or_create(&labels);
+        let _created = metrics.poll_errors.get_or_create(&labels);
         metrics.poll_duration.get_or_create(&labels).observe(0.4);
         metrics.deployments_active.get_or_create(&labels).set(0);
         metrics.deployments_queued.get_or_create(&labels).set(0);
         metrics.repository_offline.get_or_create(&labels).set(0);
-        metrics.offline_enforcements.get_or_create(&labels);
+        let _created = metrics.offline_enforcements.get_or_create(&labels);
         metrics
             .source_last_success
             .get_or_create(&labels)
@@ -30,7 +30,7 @@ fn filled(repositories: usize, per_repository: usize) -> Metrics {
         for d in 0..per_repository {
             let labels = deployment(&name, &format!("stack-{r}-{d}"));
             metrics.deployments.get_or_create(&labels).inc();
-            metrics.deployment_errors.get_or_create(&labels);
+            let _created = metrics.deployment_errors.get_or_create(&labels);
             metrics
                 .deployment_duration
                 .get_or_create(&labels)
