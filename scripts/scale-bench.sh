@@ -46,6 +46,7 @@ fi
 WORK="${SCALE_BENCH_DIR:-$(mktemp -d /var/tmp/doco-scale-bench.XXXXXX)}"
 mkdir -p "$WORK"
 daemon_pid=""
+sleeper=""
 
 remove_containers() {
   local ids
@@ -73,6 +74,7 @@ stop_daemon() {
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null || true
   stop_daemon
   remove_containers
   rm -rf "$WORK"
@@ -80,6 +82,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A sleep that a signal interrupts at once (bash runs a trap only after a foreground command ends).
+pause() { sleep "$1" & sleeper=$!; wait "$sleeper"; sleeper=""; }
 
 # ---------------------------------------------------------------- build and image
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/doco-cd/target}"
@@ -130,6 +134,7 @@ running() { docker ps -q --filter "label=$LABEL" --filter status=running | wc -l
 # ---------------------------------------------------------------- by hand, four at a time
 log "by hand: $TOTAL x 'docker compose -p P -f F up -d', $CONCURRENCY at a time"
 hand_start=$(date +%s.%N)
+# shellcheck disable=SC2016 # $0 and $1 are the inner shell's: project and file of one line
 xargs -P "$CONCURRENCY" -L 1 sh -c 'docker compose -p "$0" -f "$1" up -d --quiet-pull >/dev/null 2>&1 || echo "failed: $0" >&2' \
   <"$WORK/hand.list"
 hand_end=$(date +%s.%N)
@@ -194,7 +199,7 @@ m0=$(metrics)
 read -r u0 s0 cu0 cs0 < <(cpu_ticks "$daemon_pid")
 w0=$(write_bytes "$daemon_pid")
 volume_snapshot >"$WORK/volume.before"
-sleep $((ROUNDS * INTERVAL))
+pause $((ROUNDS * INTERVAL))
 m1=$(metrics)
 read -r u1 s1 cu1 cs1 < <(cpu_ticks "$daemon_pid")
 w1=$(write_bytes "$daemon_pid")
