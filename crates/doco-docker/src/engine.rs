@@ -444,24 +444,7 @@ impl Engine {
         &self,
         since_nanos: i64,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![labels::COMPOSE_PROJECT.to_string()],
-            ),
-        ]);
-        let options = EventsOptions {
-            since: Some(engine_timestamp(since_nanos)),
-            until: None,
-            filters: Some(filters),
-        };
-        let engine = self.clone();
-        self.docker.events(Some(options)).map(move |message| {
-            message
-                .map(ContainerEvent::from_message)
-                .map_err(|e| engine.error("follow compose container events", e))
-        })
+        self.events_labelled(labels::COMPOSE_PROJECT.to_string(), Some(since_nanos))
     }
 
     /// Starts a stopped container (same id, volumes kept). Starting a running one is not an error.
@@ -641,12 +624,19 @@ impl Engine {
         &self,
         since_nanos: Option<i64>,
     ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
+        let label = format!("{}={}", labels::MANAGER, labels::MANAGER_VALUE);
+        self.events_labelled(label, since_nanos)
+    }
+
+    /// The events of containers carrying `label` (`key` or `key=value`), from `since_nanos` on.
+    fn events_labelled(
+        &self,
+        label: String,
+        since_nanos: Option<i64>,
+    ) -> impl futures_util::Stream<Item = Result<ContainerEvent, DockerError>> + Send + use<> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{}={}", labels::MANAGER, labels::MANAGER_VALUE)],
-            ),
+            ("label".to_string(), vec![label.clone()]),
         ]);
         let options = EventsOptions {
             since: since_nanos.map(engine_timestamp),
@@ -655,9 +645,12 @@ impl Engine {
         };
         let engine = self.clone();
         self.docker.events(Some(options)).map(move |message| {
-            message
-                .map(ContainerEvent::from_message)
-                .map_err(|e| engine.error("follow container events", e))
+            message.map(ContainerEvent::from_message).map_err(|e| {
+                engine.error(
+                    &format!("follow the events of containers labelled {label}"),
+                    e,
+                )
+            })
         })
     }
 

@@ -395,12 +395,25 @@ fn move_aside(path: &Path, reason: String) -> LoadOutcome {
 /// Whether `new` differs from `old` only by a fetch time less than [`SUCCESS_TIME_GRANULARITY`]
 /// newer.
 fn same_but_fresher(old: &RepositoryState, new: &RepositoryState) -> bool {
-    new.last_success_unix >= old.last_success_unix
-        && new.last_success_unix - old.last_success_unix < SUCCESS_TIME_GRANULARITY
-        && RepositoryState {
-            last_success_unix: old.last_success_unix,
-            ..new.clone()
-        } == *old
+    // Field by field (a new field fails to compile here), without a copy: this runs at every record.
+    let RepositoryState {
+        url,
+        reference,
+        target,
+        source_dir,
+        commit,
+        last_success_unix,
+        deployments,
+    } = new;
+    last_success_unix
+        .checked_sub(old.last_success_unix)
+        .is_some_and(|newer_by| newer_by < SUCCESS_TIME_GRANULARITY)
+        && *url == old.url
+        && *reference == old.reference
+        && *target == old.target
+        && *source_dir == old.source_dir
+        && *commit == old.commit
+        && *deployments == old.deployments
 }
 
 fn empty() -> State {
