@@ -1146,7 +1146,7 @@ fn sops_encrypted_env_files_are_decrypted_before_deploying_and_a_changed_secret_
         repo.push("encrypted stack");
         repo
     };
-    let repo = stack(&project, "9401", "tok-one");
+    let repo = stack(&project, "94017531", "tok-one");
     let data = tempfile::tempdir().unwrap();
     let key_file = key_dir.path().join("key.txt").display().to_string();
     let daemon = Daemon::start(
@@ -1159,7 +1159,7 @@ fn sops_encrypted_env_files_are_decrypted_before_deploying_and_a_changed_secret_
     let first = running_container(&daemon, &project, "web");
     assert_eq!(
         inspect(&first, "{{json .Config.Cmd}}"),
-        r#"["sleep","9401"]"#
+        r#"["sleep","94017531"]"#
     );
     assert!(
         inspect(&first, "{{json .Config.Env}}").contains("APP_TOKEN=tok-one"),
@@ -1221,7 +1221,7 @@ fn sops_encrypted_env_files_are_decrypted_before_deploying_and_a_changed_secret_
         daemon.log()
     );
     let log = daemon.log();
-    for secret in ["9401", "tok-one", "tok-two", "AGE-SECRET-KEY"] {
+    for secret in ["94017531", "tok-one", "tok-two", "AGE-SECRET-KEY"] {
         assert!(
             !log.contains(secret),
             "{secret} leaked into the log:\n{log}"
